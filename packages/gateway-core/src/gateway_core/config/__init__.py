@@ -1,0 +1,268 @@
+"""The gateway's configuration: TOML decoded with msgspec into Structs, ``${VAR}`` and
+``${VAR:-default}`` read from the environment, cross-field checks done once at start.
+
+Every problem raises :class:`ConfigError` with one line naming the key path, the value and
+what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+from gateway_core.config.llm import (
+    CooldownConfig,
+    LLMConfig,
+    ModelConfig,
+    ProviderConfig,
+    ProviderKind,
+    RateLimitConfig,
+)
+from gateway_core.config.sandbox import PoolConfig, SandboxConfig, SandboxLimits
+from gateway_core.config.server import LoggingConfig, ServerConfig
+from gateway_core.errors import ConfigError
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "CooldownConfig",
+    "LLMConfig",
+    "LoggingConfig",
+    "ModelConfig",
+    "PoolConfig",
+    "ProviderConfig",
+    "ProviderKind",
+    "RateLimitConfig",
+    "SandboxConfig",
+    "SandboxLimits",
+    "ServerConfig",
+    "KNOWN_PROVIDERS",
+    "load_config",
+    "parse_config",
+]
+
+# Defaults by provider name: (kind, base_url, default_model). The default model is what a
+# bare fallback such as the seed's ``fallbacks = ["anthropic"]`` asks that provider for.
+KNOWN_PROVIDERS: dict[str, tuple[ProviderKind, str, str]] = {
+    "openai": ("openai", "https://api.openai.com/v1", "gpt-4o-mini"),
+    "groq": ("openai", "https://api.groq.com/openai/v1", "llama-3.3-70b-versatile"),
+    "anthropic": ("anthropic", "https://api.anthropic.com", "claude-sonnet-4-5"),
+}
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    llm: LLMConfig = msgspec.field(default_factory=LLMConfig)
+    rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
+    sandbox: SandboxConfig = msgspec.field(default_factory=SandboxConfig)
+
+
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(value: str, env: Mapping[str, str]) -> str:
+    def repl(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name, default = m.group(1), m.group(2)
+        found = env.get(name)
+        if found is None or (found == "" and default is not None):
+            return default if default is not None else ""
+        return found
+
+    return _VAR.sub(repl, value)
+
+
+def _expand_tree(node: object, env: Mapping[str, str]) -> object:
+    if isinstance(node, str):
+        return _expand(node, env)
+    if isinstance(node, dict):
+        return {k: _expand_tree(v, env) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_tree(v, env) for v in node]
+    return node
+
+
+_PATH = re.compile(r" - at `\$(.*)`$")
+
+
+def _lookup(tree: object, path: str) -> object:
+    """Find the value at a msgspec error path like ``.server.port`` or ``.a[0].b``."""
+    node = tree
+    for key, index in re.findall(r"\.([^.\[]+)|\[(\d+)\]", path):
+        try:
+            node = node[int(index)] if index else node[key]  # type: ignore[index]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, (dict, list)):
+        return type(value).__name__
+    return repr(value)
+
+
+def parse_config(
+    data: Mapping[str, object], *, source: str = "config", env: Mapping[str, str] | None = None
+) -> Config:
+    """Build a validated Config from already-parsed TOML data."""
+    tree = _expand_tree(dict(data), os.environ if env is None else env)
+    try:
+        # strict=False lets "${PORT}" (a string after expansion) fill an int field.
+        config = msgspec.convert(tree, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        msg = str(exc)
+        m = _PATH.search(msg)
+        if m is None:
+            raise ConfigError(f"{source}: {msg}") from None
+        path = m.group(1).lstrip(".")
+        what = msg[: m.start()]
+        if what.startswith("Object contains unknown field"):
+            raise ConfigError(f"{source}: {what} at `{path or '<top level>'}`") from None
+        value = _lookup(tree, m.group(1))
+        shown = "" if value is None else f" = {_describe(value)}"
+        raise ConfigError(f"{source}: `{path}`{shown}: {what}") from None
+    _check(config, source)
+    return config
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read, expand and validate a TOML config file."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config file: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    return parse_config(data, source=str(p), env=env)
+
+
+def _check(config: Config, source: str) -> None:
+    def fail(path: str, problem: str) -> ConfigError:
+        return _fail(source, path, problem)
+
+    s = config.server
+    if not 0 <= s.port <= 65535:
+        raise fail("server.port", f"port = {s.port}; expected 0..65535")
+    if s.workers < 1:
+        raise fail("server.workers", f"workers = {s.workers}; expected >= 1")
+    if s.max_body_bytes < 1024:
+        raise fail("server.max_body_bytes", f"{s.max_body_bytes}; expected >= 1024")
+    for i, key in enumerate(s.api_keys):
+        if not key.strip():
+            raise fail(f"server.api_keys[{i}]", "empty key (an unset ${VAR}?); expected a key")
+
+    llm = config.llm
+    if llm.max_retries < 0:
+        raise fail("llm.max_retries", f"{llm.max_retries}; expected >= 0")
+    if llm.request_timeout_s <= 0:
+        raise fail("llm.request_timeout_s", f"{llm.request_timeout_s}; expected > 0")
+    for name, p in llm.providers.items():
+        where = f"llm.providers.{name}"
+        if "/" in name:
+            raise fail(where, "provider names may not contain '/'")
+        known = KNOWN_PROVIDERS.get(name)
+        if p.kind is None:
+            if known is None:
+                raise fail(
+                    f"{where}.kind",
+                    "missing; a provider not named openai, groq or anthropic needs "
+                    'kind = "openai" or "anthropic" and a base_url',
+                )
+            p.kind = known[0]
+        if p.base_url is None:
+            if known is None or known[0] != p.kind:
+                raise fail(f"{where}.base_url", "missing; expected the provider's API base URL")
+            p.base_url = known[1]
+        if p.default_model is None and known is not None and known[0] == p.kind:
+            p.default_model = known[2]
+        if not p.base_url.startswith(("http://", "https://")):
+            raise fail(f"{where}.base_url", f"{p.base_url!r}; expected an http(s) URL")
+        p.base_url = p.base_url.rstrip("/")
+        for key in ("connect_timeout_s", "first_byte_timeout_s", "total_timeout_s"):
+            if getattr(p, key) <= 0:
+                raise fail(f"{where}.{key}", f"{getattr(p, key)}; expected > 0")
+        for key in ("rpm", "tpm", "tpd", "max_retries"):
+            v = getattr(p, key)
+            if v is not None and v < 0:
+                raise fail(f"{where}.{key}", f"{v}; expected >= 0")
+    for alias, m in llm.models.items():
+        where = f"llm.models.{alias}"
+        if m.provider not in llm.providers:
+            raise fail(
+                f"{where}.provider",
+                f"{m.provider!r} is not a configured provider; expected one of "
+                f"{sorted(llm.providers)}",
+            )
+        for i, fb in enumerate(m.fallbacks):
+            _check_fallback(config, source, f"{where}.fallbacks[{i}]", fb)
+
+    rl = config.rate_limit
+    for key in ("requests_per_minute", "tokens_per_minute", "tokens_per_day"):
+        v = getattr(rl, key)
+        if v is not None and v < 0:
+            raise fail(f"rate_limit.{key}", f"{v}; expected >= 0")
+
+    sb = config.sandbox
+    pool = sb.pool
+    if pool.min_ready < 0 or pool.max_total < 1:
+        raise fail("sandbox.pool", f"min_ready = {pool.min_ready}, max_total = {pool.max_total}; "
+                   "expected min_ready >= 0 and max_total >= 1")
+    if pool.min_ready > pool.max_total:
+        raise fail(
+            "sandbox.pool",
+            f"min_ready = {pool.min_ready} is greater than max_total = {pool.max_total}; "
+            "expected min_ready <= max_total",
+        )
+    if pool.refill_concurrency < 1:
+        raise fail("sandbox.pool.refill_concurrency", f"{pool.refill_concurrency}; expected >= 1")
+    if sb.idle_ttl_s <= 0 or sb.max_lifetime_s <= 0:
+        raise fail("sandbox", "idle_ttl_s and max_lifetime_s must be > 0")
+    lim = sb.limits
+    if not 0 < lim.default_exec_timeout_s <= lim.max_exec_timeout_s:
+        raise fail(
+            "sandbox.limits.default_exec_timeout_s",
+            f"{lim.default_exec_timeout_s}; expected > 0 and <= max_exec_timeout_s "
+            f"({lim.max_exec_timeout_s})",
+        )
+
+
+def _fail(source: str, path: str, problem: str) -> ConfigError:
+    return ConfigError(f"{source}: `{path}`: {problem}")
+
+
+def _check_fallback(config: Config, source: str, where: str, fb: str) -> None:
+    llm = config.llm
+
+    def fail(path: str, problem: str) -> ConfigError:
+        return _fail(source, path, problem)
+    if fb in llm.models:
+        return
+    if "/" in fb:
+        provider = fb.split("/", 1)[0]
+        if provider not in llm.providers:
+            raise fail(where, f"{fb!r} names provider {provider!r}, which is not configured; "
+                       f"expected one of {sorted(llm.providers)}")
+        return
+    if fb in llm.providers:
+        if not llm.providers[fb].default_model:
+            raise fail(
+                where,
+                f"{fb!r} is a bare provider fallback but llm.providers.{fb}.default_model is "
+                "not set; set default_model or write the fallback as 'provider/model'",
+            )
+        return
+    raise fail(
+        where,
+        f"{fb!r} is neither a model alias, a 'provider/model' nor a configured provider",
+    )

@@ -1,0 +1,78 @@
+"""Configuration of LLM providers, model aliases, routing and rate limits."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+ProviderKind = Literal["openai", "anthropic"]
+
+
+class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # kind and base_url default by provider name (openai, groq, anthropic); any other name
+    # must set both. Config validation fills them in.
+    kind: ProviderKind | None = None
+    base_url: str | None = None
+    api_key: str = ""
+    enabled: bool = True
+    # Upstream model used when this provider is named bare as a fallback.
+    default_model: str | None = None
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    connect_timeout_s: float = 10.0
+    # Until the response headers (or, for streams, the first event) arrive.
+    first_byte_timeout_s: float = 120.0
+    total_timeout_s: float = 600.0
+    max_connections: int = 256
+    max_retries: int | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    tpd: int | None = None
+    # Anthropic only: the anthropic-version header.
+    anthropic_version: str = "2023-06-01"
+
+
+class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    provider: str
+    # Upstream model name; defaults to the alias.
+    model: str | None = None
+    # Other aliases, "provider/upstream-model", or a bare provider name (its default_model).
+    fallbacks: list[str] = msgspec.field(default_factory=list)
+    rpm: int | None = None
+    tpm: int | None = None
+    tpd: int | None = None
+
+
+class CooldownConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    failures: int = 3
+    window_s: float = 60.0
+    cooldown_s: float = 30.0
+
+
+class LLMConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
+    models: dict[str, ModelConfig] = msgspec.field(default_factory=dict)
+    max_retries: int = 2
+    backoff_base_s: float = 0.25
+    backoff_max_s: float = 8.0
+    # Overall deadline per request covering every retry and fallback; a client may lower it
+    # with the x-gateway-timeout header (seconds).
+    request_timeout_s: float = 600.0
+    # Anthropic requires max_tokens; used when the client sends none.
+    default_max_tokens: int = 4096
+    cooldown: CooldownConfig = msgspec.field(default_factory=CooldownConfig)
+
+
+class RateLimitConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = False
+    # Defaults for providers that set no rpm/tpm/tpd of their own.
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    tokens_per_day: int | None = None
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_timeout_s: float = 0.25
+    # When the limit store is unreachable: admit (true) or refuse with 503 (false).
+    fail_open: bool = True
+    # Output tokens reserved when a request sets no max_tokens.
+    default_completion_tokens: int = 1024

@@ -1,0 +1,46 @@
+"""Configuration of code sandboxes: backend choice, pool sizes, lifetimes and limits."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+
+class PoolConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    min_ready: int = 2
+    max_total: int = 10
+    # How long create() waits for a free slot when max_total is reached (0: fail at once).
+    acquire_timeout_s: float = 0.0
+    refill_concurrency: int = 2
+
+
+class SandboxLimits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    memory_mb: int = 512
+    max_processes: int = 128
+    cpu_time_s: int = 600
+    max_file_mb: int = 256
+    max_output_bytes: int = 1024 * 1024
+    max_code_bytes: int = 1024 * 1024
+    max_upload_bytes: int = 64 * 1024 * 1024
+    default_exec_timeout_s: float = 30.0
+    max_exec_timeout_s: float = 600.0
+
+
+class SandboxConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = True
+    backend: Literal["auto", "process", "firecracker"] = "auto"
+    state_dir: str = "/tmp/agentic-gateway/sandboxes"
+    firecracker_path: str = "/usr/bin/firecracker"
+    jailer_path: str | None = None
+    kernel_path: str = "/var/lib/firecracker/vmlinux"
+    rootfs_path: str = "/var/lib/firecracker/rootfs.ext4"
+    # Process backend: run jails on this unpacked Debian root instead of the host's /usr.
+    process_rootfs_dir: str | None = None
+    vcpus: int = 1
+    memory_mb: int = 256
+    network: bool = False
+    idle_ttl_s: float = 600.0
+    max_lifetime_s: float = 3600.0
+    pool: PoolConfig = msgspec.field(default_factory=PoolConfig)
+    limits: SandboxLimits = msgspec.field(default_factory=SandboxLimits)

@@ -1,0 +1,26 @@
+"""Configuration of the HTTP service: listening, auth, limits and logging."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+
+class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    # Bearer keys accepted on /v1/*. Empty means no auth, which is only allowed on loopback
+    # unless allow_unauthenticated is set.
+    api_keys: list[str] = msgspec.field(default_factory=list)
+    allow_unauthenticated: bool = False
+    max_body_bytes: int = 10 * 1024 * 1024
+    graceful_timeout_s: float = 10.0
+    keep_alive_timeout_s: float = 75.0
+
+
+class LoggingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+    access_log: bool = True

@@ -1,0 +1,54 @@
+"""The contract every sandbox backend fulfils: start a guest whose agent answers on a byte
+stream, open that stream, tell whether the guest is alive, stop it and remove all it had."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+
+class Guest(Protocol):
+    """One started guest (a microVM or a jailed process tree) with the agent running in it."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def backend(self) -> str: ...
+
+    async def open_stream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Connect to the guest agent's byte stream (vsock, serial port or pipe)."""
+        ...
+
+    def alive(self) -> bool:
+        """False once the guest has exited or crashed (its exit has been noticed and reaped)."""
+        ...
+
+    async def stop(self) -> None:
+        """Kill the guest and remove every file, socket, process and device it had.
+        Idempotent: safe to call twice, and after the guest died on its own."""
+        ...
+
+
+class Backend(Protocol):
+    """A way to run guests. Owned by the SandboxManager, which calls start() once before
+    the first guest and aclose() once at the end."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def start(self) -> None:
+        """Prepare, and reap whatever a crashed previous run left in the state directory."""
+        ...
+
+    async def start_guest(self, sandbox_id: str) -> Guest:
+        """Start one guest and return once its agent is ready to answer."""
+        ...
+
+    def describe(self) -> dict[str, object]:
+        """What readiness should say about this backend (isolation, limits in force, why)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop every guest this backend still has."""
+        ...
