@@ -302,3 +302,16 @@ class Model(msgspec.Struct):
 class ModelList(msgspec.Struct):
     data: list[Model]
     object: Literal["list"] = "list"
+
+
+class ErrorDetailIn(msgspec.Struct):
+    """An upstream's error detail, tolerant of missing fields."""
+
+    message: str = ""
+    type: str | None = None
+    param: str | None = None
+    code: str | int | None = None
+
+
+class ErrorBodyIn(msgspec.Struct):
+    error: ErrorDetailIn

@@ -1,4 +1,6 @@
-"""gateway_server."""
-from gateway_server.__about__ import __version__
+"""The Agentic Gateway service: create_app(config) and the ``agentic-gateway`` CLI."""
 
-__all__ = ["__version__"]
+from gateway_server.__about__ import __version__
+from gateway_server.app import create_app
+
+__all__ = ["__version__", "create_app"]

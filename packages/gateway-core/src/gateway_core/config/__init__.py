@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
+import msgspec.inspect
 
 from gateway_core.config.llm import (
     CooldownConfig,
@@ -103,6 +104,27 @@ def _lookup(tree: object, path: str) -> object:
     return node
 
 
+def _choices(path: str) -> list[object] | None:
+    """The allowed values of the Literal field at a dotted path of Config, if it is one."""
+    info: msgspec.inspect.Type = msgspec.inspect.type_info(Config)
+    for key in re.findall(r"[^.\[\]]+", path):
+        while isinstance(info, msgspec.inspect.UnionType):
+            info = next((t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)),
+                        info.types[0])
+        if isinstance(info, msgspec.inspect.StructType):
+            field = next((f for f in info.fields if f.name == key), None)
+            if field is None:
+                return None
+            info = field.type
+        elif isinstance(info, msgspec.inspect.DictType):
+            info = info.value_type
+        else:
+            return None
+    if isinstance(info, msgspec.inspect.LiteralType):
+        return list(info.values)
+    return None
+
+
 def _describe(value: object) -> str:
     if isinstance(value, (dict, list)):
         return type(value).__name__
@@ -128,6 +150,9 @@ def parse_config(
             raise ConfigError(f"{source}: {what} at `{path or '<top level>'}`") from None
         value = _lookup(tree, m.group(1))
         shown = "" if value is None else f" = {_describe(value)}"
+        choices = _choices(path)
+        if what.startswith("Invalid enum value") and choices:
+            what = f"expected one of {choices}"
         raise ConfigError(f"{source}: `{path}`{shown}: {what}") from None
     _check(config, source)
     return config

@@ -31,6 +31,13 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Anthropic only: the anthropic-version header.
     anthropic_version: str = "2023-06-01"
 
+    def __repr__(self) -> str:
+        # Keys never reach logs, not even through a repr of the config.
+        shown = {f: getattr(self, f) for f in self.__struct_fields__ if f != "api_key"}
+        key = "'***'" if self.api_key else "''"
+        return f"ProviderConfig(api_key={key}, " + ", ".join(
+            f"{k}={v!r}" for k, v in shown.items()) + ")"
+
 
 class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     provider: str
@@ -76,3 +83,9 @@ class RateLimitConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     fail_open: bool = True
     # Output tokens reserved when a request sets no max_tokens.
     default_completion_tokens: int = 1024
+
+    def __repr__(self) -> str:
+        # redis_url may carry a password.
+        shown = {f: getattr(self, f) for f in self.__struct_fields__ if f != "redis_url"}
+        return "RateLimitConfig(redis_url='***', " + ", ".join(
+            f"{k}={v!r}" for k, v in shown.items()) + ")"

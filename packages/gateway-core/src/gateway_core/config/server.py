@@ -19,6 +19,11 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     graceful_timeout_s: float = 10.0
     keep_alive_timeout_s: float = 75.0
 
+    def __repr__(self) -> str:
+        shown = {f: getattr(self, f) for f in self.__struct_fields__ if f != "api_keys"}
+        return f"ServerConfig(api_keys=<{len(self.api_keys)} keys>, " + ", ".join(
+            f"{k}={v!r}" for k, v in shown.items()) + ")"
+
 
 class LoggingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     level: Literal["debug", "info", "warning", "error"] = "info"

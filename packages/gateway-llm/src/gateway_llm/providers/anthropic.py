@@ -1,0 +1,175 @@
+"""Anthropic-kind providers: the OpenAI request is translated to the Messages API
+(gateway_llm.translate.anthropic, pure) and the answer, stream events and errors back."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import msgspec
+
+from gateway_core.anthropic_types import Message
+from gateway_core.config import ProviderConfig
+from gateway_core.errors import GatewayError, UpstreamError
+from gateway_core.openai_types import Usage
+from gateway_llm.errors import AttemptFailed, classify_status, redact
+from gateway_llm.providers.base import (
+    Call,
+    Completion,
+    HTTPProvider,
+    connection_failed,
+    read_body,
+    sse_events,
+)
+from gateway_llm.translate.anthropic import (
+    StreamTranslator,
+    error_from_anthropic,
+    to_anthropic_request,
+    to_openai_response,
+)
+
+_encode = msgspec.json.Encoder().encode
+_message_decoder = msgspec.json.Decoder(Message)
+
+
+class AnthropicProvider(HTTPProvider):
+    kind = "anthropic"
+
+    def __init__(self, name: str, config: ProviderConfig, *, default_max_tokens: int) -> None:
+        super().__init__(name, config)
+        base = self.base_url
+        # The SDK's base URL has no /v1; accept either form in config.
+        self.url = f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
+        headers = {
+            "content-type": "application/json",
+            "accept": "application/json",
+            # As the official SDK sends them.
+            "anthropic-version": config.anthropic_version,
+        }
+        if config.api_key:
+            headers["x-api-key"] = config.api_key
+        headers.update(config.headers)
+        self.headers = headers
+        self.default_max_tokens = default_max_tokens
+
+    def _translate(self, call: Call, stream: bool) -> tuple[bytes, str | None]:
+        request, json_tool = to_anthropic_request(
+            call.request, model=call.model, default_max_tokens=self.default_max_tokens,
+            stream=stream,
+        )
+        return _encode(request), json_tool
+
+    async def complete(self, call: Call) -> Completion:
+        body, json_tool = self._translate(call, False)
+        resp = await self.post(self.url, body, self.headers, call)
+        try:
+            data = await read_body(resp, self.name, self.time_left(call))
+            if resp.status != 200:
+                raise self._failure(resp, data)
+        finally:
+            resp.release()
+        try:
+            message = _message_decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise AttemptFailed(
+                UpstreamError(f"Provider {self.name} answered with a body that is not a "
+                              "Messages API message."),
+                reason="bad_response", retryable=True, failover=True,
+            ) from None
+        completion = to_openai_response(message, json_tool=json_tool, created=int(time.time()))
+        return Completion(_encode(completion), completion.usage)
+
+    async def stream(self, call: Call) -> AnthropicStream:
+        body, json_tool = self._translate(call, True)
+        resp = await self.post(self.url, body, self.headers, call)
+        if resp.status != 200:
+            try:
+                data = await read_body(resp, self.name, self.time_left(call))
+            finally:
+                resp.release()
+            raise self._failure(resp, data)
+        translator = StreamTranslator(
+            include_usage=call.include_usage, json_tool=json_tool, created=int(time.time())
+        )
+        stream = AnthropicStream(resp, self, translator)
+        await stream.prime()
+        return stream
+
+    def _failure(self, resp: aiohttp.ClientResponse, body: bytes) -> AttemptFailed:
+        error = error_from_anthropic(resp.status, body)
+        error.message = redact(error.message)
+        return classify_status(resp.status, error, resp.headers)
+
+
+class AnthropicStream:
+    """Translates each Anthropic stream event into OpenAI chunks as it arrives."""
+
+    def __init__(
+        self, resp: aiohttp.ClientResponse, provider: AnthropicProvider,
+        translator: StreamTranslator,
+    ) -> None:
+        self._resp = resp
+        self._provider = provider
+        self._translator = translator
+        self._events = sse_events(resp, provider.config.first_byte_timeout_s)
+        self._pending: list[bytes] = []
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._translator.usage
+
+    async def prime(self) -> None:
+        """Read events until the first OpenAI chunk exists (message_start gives it), so a
+        failure before any output can still fail over."""
+        try:
+            async for _, data in self._events:
+                try:
+                    chunks = self._translator.feed_bytes(data)
+                except GatewayError as exc:
+                    # An error event before any output: fail over like an HTTP error would.
+                    raise AttemptFailed(exc, reason="stream_error", retryable=True,
+                                        failover=True) from None
+                if chunks:
+                    self._pending = [b"data: " + _encode(c) + b"\n\n" for c in chunks]
+                    return
+        except TimeoutError:
+            await self.aclose()
+            raise AttemptFailed(
+                UpstreamError(f"Provider {self._provider.name} sent no stream data in time.",
+                              code="upstream_timeout"),
+                reason="first_byte_timeout", retryable=True, failover=True,
+            ) from None
+        except aiohttp.ClientError as exc:
+            await self.aclose()
+            raise connection_failed(self._provider.name, exc) from None
+        except BaseException:
+            await self.aclose()
+            raise
+        await self.aclose()
+        raise AttemptFailed(
+            UpstreamError(f"Provider {self._provider.name} closed the stream without data."),
+            reason="empty_stream", retryable=True, failover=True,
+        )
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            for item in self._pending:
+                yield item
+            self._pending = []
+            finished = False
+            async for event, data in self._events:
+                for chunk in self._translator.feed_bytes(data):
+                    yield b"data: " + _encode(chunk) + b"\n\n"
+                finished = finished or event == b"message_stop"
+            if not finished:
+                raise UpstreamError(
+                    f"Provider {self._provider.name} ended the stream before message_stop."
+                )
+            yield b"data: [DONE]\n\n"
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._events.aclose()
+        self._resp.release()

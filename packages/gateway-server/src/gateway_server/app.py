@@ -1,0 +1,105 @@
+"""create_app(config): the Starlette app, its routes, error rendering and lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Scope
+
+from gateway_core.config import Config
+from gateway_core.errors import GatewayError, NotFound
+from gateway_server.metrics import get_metrics
+from gateway_server.middleware import GatewayMiddleware
+from gateway_server.routes import chat, health, models
+from gateway_server.state import GatewayState
+
+log = structlog.get_logger("gateway")
+
+
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    headers = dict(exc.headers)
+    return Response(exc.to_json(), status_code=exc.status, headers=headers,
+                    media_type="application/json")
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # Logged without local variables (they could hold keys); the client gets no details.
+    log.error("unhandled_error", path=request.url.path, exc_info=exc)
+    err = GatewayError("The gateway hit an internal error; see its logs for the request id.",
+                       code="internal_error")
+    return Response(err.to_json(), status_code=500, media_type="application/json")
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 404)
+    if status == 405:
+        err: GatewayError = GatewayError(f"Method {request.method} is not allowed on "
+                                         f"{request.url.path}.", status=405)
+        err.type = "invalid_request_error"
+    else:
+        err = NotFound(f"Unknown path {request.url.path}.", code="unknown_url")
+    return await _gateway_error(request, err)
+
+
+def create_app(config: Config) -> Starlette:
+    """The gateway as an ASGI app. Its lifespan starts and stops every long-lived resource."""
+    metrics = get_metrics()
+    state = GatewayState(config, metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await state.start()
+        # The sandbox routes read these two.
+        app.state.sandboxes = state.sandboxes
+        app.state.sandbox_unavailable_reason = state.sandbox_unavailable_reason
+        try:
+            yield
+        finally:
+            app.state.sandboxes = None
+            app.state.sandbox_unavailable_reason = "the gateway is shutting down"
+            await state.aclose()
+
+    route_list: list[BaseRoute] = [*health.routes, *models.routes, *chat.routes]
+    try:
+        from gateway_server.routes import sandboxes
+        route_list.extend(sandboxes.routes)
+    except ImportError:
+        pass
+    templates: dict[object, str] = {}
+    for r in route_list:
+        if isinstance(r, Route):
+            templates.setdefault(r.endpoint, r.path)
+
+    def route_of(scope: Scope) -> str:
+        return templates.get(scope.get("endpoint"), "<unmatched>")
+
+    app = Starlette(
+        routes=route_list,
+        middleware=[Middleware(
+            GatewayMiddleware,
+            api_keys=config.server.api_keys,
+            max_body_bytes=config.server.max_body_bytes,
+            metrics=metrics,
+            route_of=route_of,
+            access_log=config.logging.access_log,
+        )],
+        exception_handlers={
+            GatewayError: _gateway_error,
+            404: _not_found,
+            405: _not_found,
+            Exception: _unexpected,
+        },
+        lifespan=lifespan,
+    )
+    app.state.gateway = state
+    app.state.sandboxes = None
+    app.state.sandbox_unavailable_reason = "the gateway is starting"
+    return app

@@ -1,0 +1,16 @@
+"""The ASGI entry point hypercorn's workers import: the app for the config file named by
+AGENTIC_GATEWAY_CONFIG (set by ``agentic-gateway serve``, which validated it already)."""
+
+from __future__ import annotations
+
+import os
+
+from gateway_core.config import load_config
+from gateway_server.app import create_app
+from gateway_server.logs import configure_logging
+
+CONFIG_ENV = "AGENTIC_GATEWAY_CONFIG"
+
+_config = load_config(os.environ.get(CONFIG_ENV, "config.toml"))
+configure_logging(_config.logging)
+app = create_app(_config)

@@ -1,0 +1,52 @@
+"""Request body decoding: once, with msgspec, into gateway_core types; any problem becomes
+a 400 in OpenAI's error shape that names the field."""
+
+from __future__ import annotations
+
+import re
+from typing import TypeVar
+
+import msgspec
+from starlette.requests import Request
+
+from gateway_core.errors import InvalidRequest
+
+T = TypeVar("T")
+
+_raw_decoder = msgspec.json.Decoder(dict[str, object])
+_PATH = re.compile(r" - at `\$\.?(.*)`$")
+
+
+def field_of(error: msgspec.ValidationError) -> tuple[str, str | None]:
+    """Split msgspec's message into (message, param): '... - at `$.messages[0].role`'."""
+    text = str(error)
+    m = _PATH.search(text)
+    if m is None:
+        return text, None
+    param = m.group(1) or None
+    return f"{text[: m.start()]} at '{param}'" if param else text[: m.start()], param
+
+
+def decode_raw(body: bytes) -> dict[str, object]:
+    if not body:
+        raise InvalidRequest("The request body is empty; expected a JSON object.")
+    try:
+        return _raw_decoder.decode(body)
+    except msgspec.ValidationError:
+        raise InvalidRequest("The request body must be a JSON object.") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+
+
+def decode_typed(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        message, param = field_of(exc)
+        raise InvalidRequest(f"Invalid request: {message}", param=param) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+
+
+async def read_body(request: Request) -> bytes:
+    return await request.body()

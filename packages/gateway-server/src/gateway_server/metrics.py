@@ -1,0 +1,106 @@
+"""Prometheus metrics of the gateway. With several hypercorn workers the CLI points
+PROMETHEUS_MULTIPROC_DIR at an emptied directory before anything imports prometheus_client,
+and each scrape sums every worker's numbers with a fresh registry."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as _multiprocess
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0, 60.0, 120.0)
+
+
+class Metrics:
+    """Every metric the gateway exports, created once per process."""
+
+    def __init__(self) -> None:
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+        self.http_requests = Counter(
+            "gateway_http_requests_total", "HTTP requests answered.",
+            ["method", "route", "status"],
+        )
+        self.http_duration = Histogram(
+            "gateway_http_request_duration_seconds",
+            "Time from request start to the end of the response, by route template.",
+            ["method", "route"], buckets=_LATENCY_BUCKETS,
+        )
+        self.llm_requests = Counter(
+            "gateway_llm_requests_total", "Upstream LLM attempts by outcome.",
+            ["provider", "model", "outcome"],
+        )
+        self.llm_upstream_duration = Histogram(
+            "gateway_llm_upstream_duration_seconds",
+            "Upstream time until the response (or stream) ended.",
+            ["provider", "model"], buckets=_LATENCY_BUCKETS,
+        )
+        self.llm_tokens = Counter(
+            "gateway_llm_tokens_total", "Tokens reported by providers.",
+            ["provider", "model", "type"],
+        )
+        self.llm_failovers = Counter(
+            "gateway_llm_failovers_total", "Requests moved from one deployment to the next.",
+            ["from", "to", "reason"],
+        )
+        self.ratelimit_rejections = Counter(
+            "gateway_ratelimit_rejections_total", "Deployments skipped or requests refused "
+            "because a limit was reached.", ["provider", "limit"],
+        )
+        self.ratelimit_remaining = Gauge(
+            "gateway_ratelimit_remaining", "Remaining budget after the last admission.",
+            ["provider", "limit"], multiprocess_mode="mostrecent",
+        )
+        self.deployment_state = Gauge(
+            "gateway_llm_deployment_open", "1 while a deployment is cooling down "
+            "(circuit open), else 0.", ["provider", "model"], multiprocess_mode="max",
+        )
+        self.sandbox_pool_ready = Gauge(
+            "gateway_sandbox_pool_ready", "Warm sandboxes ready to hand out.",
+            multiprocess_mode="livesum",
+        )
+        self.sandbox_active = Gauge(
+            "gateway_sandbox_active", "Sandboxes handed out and alive.",
+            multiprocess_mode="livesum",
+        )
+        self.sandbox_start = Histogram(
+            "gateway_sandbox_start_seconds", "Time to hand out a sandbox.",
+            ["backend", "kind"], buckets=_LATENCY_BUCKETS,
+        )
+        self.sandbox_executions = Counter(
+            "gateway_sandbox_executions_total", "Code executions by outcome.",
+            ["runtime", "outcome"],
+        )
+        self.sandbox_execution = Histogram(
+            "gateway_sandbox_execution_seconds", "Execution round trip.",
+            ["runtime"], buckets=_LATENCY_BUCKETS,
+        )
+
+    def render(self) -> tuple[bytes, str]:
+        if self.multiprocess:
+            registry = CollectorRegistry()
+            _multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        from prometheus_client import REGISTRY
+
+        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+_metrics: Metrics | None = None
+
+
+def get_metrics() -> Metrics:
+    """The process's metrics; created on first use (prometheus_client allows one per name)."""
+    global _metrics
+    if _metrics is None:
+        _metrics = Metrics()
+    return _metrics

@@ -1,0 +1,140 @@
+"""The one ASGI middleware in front of every route: request id, bearer-key auth on /v1/*,
+request body cap, and per request one metrics update and one access log line."""
+
+from __future__ import annotations
+
+import hmac
+import time
+import uuid
+from collections.abc import Callable
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway_core.errors import AuthenticationError, GatewayError, PayloadTooLarge
+from gateway_server.metrics import Metrics
+
+log = structlog.get_logger("gateway.access")
+
+_JSON = [(b"content-type", b"application/json")]
+
+
+def _valid_request_id(value: bytes) -> bool:
+    return 0 < len(value) <= 128 and all(33 <= c <= 126 for c in value)
+
+
+class GatewayMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        api_keys: list[str],
+        max_body_bytes: int,
+        metrics: Metrics,
+        route_of: Callable[[Scope], str],
+        access_log: bool,
+    ) -> None:
+        self.app = app
+        self.api_keys = [k.encode() for k in api_keys]
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+        self.route_of = route_of
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        request_id = b""
+        authorization = b""
+        content_length = -1
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value
+            elif name == b"authorization" or (name == b"x-api-key" and not authorization):
+                authorization = value
+            elif name == b"content-length":
+                content_length = int(value) if value.isdigit() else -1
+        if not _valid_request_id(request_id):
+            request_id = uuid.uuid4().hex.encode()
+        rid = request_id.decode()
+        scope.setdefault("state", {})["request_id"] = rid
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+            await send(message)
+
+        try:
+            error: GatewayError | None = None
+            if self.api_keys and scope["path"].startswith("/v1/"):
+                error = self._check_key(authorization)
+            if error is None and content_length > self.max_body_bytes:
+                error = PayloadTooLarge(
+                    f"Request body of {content_length} bytes exceeds the limit of "
+                    f"{self.max_body_bytes} bytes."
+                )
+            if error is not None:
+                await _send_error(send_wrapper, error)
+            else:
+                await self.app(scope, self._capped(receive), send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = self.route_of(scope)
+            method = scope["method"]
+            self.metrics.http_requests.labels(method, route, str(status)).inc()
+            self.metrics.http_duration.labels(method, route).observe(elapsed)
+            if self.access_log:
+                log.info("request", method=method, route=route, path=scope["path"],
+                         status=status, ms=round(elapsed * 1000, 3))
+
+    def _check_key(self, header: bytes) -> GatewayError | None:
+        if not header:
+            return AuthenticationError(
+                "Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key"
+            )
+        scheme, _, key = header.partition(b" ")
+        if not key:  # x-api-key style: the whole value is the key
+            key = scheme
+        elif scheme.lower() != b"bearer":
+            return AuthenticationError("The Authorization header must use the Bearer scheme.")
+        key = key.strip()
+        ok = False
+        for candidate in self.api_keys:
+            # Compare against every key so the time taken does not tell which one matched.
+            ok |= hmac.compare_digest(key, candidate)
+        if ok:
+            return None
+        return AuthenticationError("Incorrect API key provided.")
+
+    def _capped(self, receive: Receive) -> Receive:
+        limit = self.max_body_bytes
+        seen = 0
+
+        async def capped_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise PayloadTooLarge(
+                        f"Request body exceeds the limit of {limit} bytes."
+                    )
+            return message
+
+        return capped_receive
+
+
+async def _send_error(send: Send, error: GatewayError) -> None:
+    headers = list(_JSON)
+    headers.extend((k.encode(), v.encode()) for k, v in error.headers.items())
+    if error.status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": error.to_json()})

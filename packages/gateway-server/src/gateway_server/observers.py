@@ -1,0 +1,26 @@
+"""Prometheus implementations of the libraries' observer hooks (the libraries themselves
+know nothing of Prometheus)."""
+
+from __future__ import annotations
+
+from gateway_core.openai_types import Usage
+from gateway_server.metrics import Metrics
+
+
+class RouterMetrics:
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def attempt(self, provider: str, model: str, outcome: str, seconds: float) -> None:
+        self.m.llm_requests.labels(provider, model, outcome).inc()
+        self.m.llm_upstream_duration.labels(provider, model).observe(seconds)
+
+    def failover(self, from_: str, to: str, reason: str) -> None:
+        self.m.llm_failovers.labels(from_, to, reason).inc()
+
+    def tokens(self, provider: str, model: str, usage: Usage) -> None:
+        self.m.llm_tokens.labels(provider, model, "prompt").inc(usage.prompt_tokens)
+        self.m.llm_tokens.labels(provider, model, "completion").inc(usage.completion_tokens)
+
+    def circuit(self, provider: str, model: str, is_open: bool) -> None:
+        self.m.deployment_state.labels(provider, model).set(1 if is_open else 0)

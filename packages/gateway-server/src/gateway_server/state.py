@@ -1,0 +1,87 @@
+"""Everything long-lived that the app owns — the LLM router with its HTTP sessions, the
+sandbox manager with its pool, the metrics — started and stopped by the app's lifespan."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+
+from gateway_core.config import Config
+from gateway_llm.router import Router
+from gateway_server.metrics import Metrics
+from gateway_server.observers import RouterMetrics
+
+if TYPE_CHECKING:
+    from gateway_sandbox import SandboxManager
+
+log = structlog.get_logger("gateway")
+
+
+class GatewayState:
+    def __init__(self, config: Config, metrics: Metrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.started_at = int(time.time())
+        self.router = Router.from_config(config.llm, config.rate_limit,
+                                         observer=RouterMetrics(metrics))
+        self.sandboxes: SandboxManager | None = None
+        self.sandbox_unavailable_reason: str | None = "sandboxes are disabled in the config"
+        self.ready = False
+
+    async def start(self) -> None:
+        await self.router.start()
+        if self.config.sandbox.enabled:
+            await self._start_sandboxes()
+        self.ready = True
+        log.info("gateway_started", providers=sorted(self.router.providers),
+                 models=[alias for alias, _ in self.router.models()],
+                 sandbox_backend=self._sandbox_backend())
+
+    async def _start_sandboxes(self) -> None:
+        try:
+            from gateway_sandbox import SandboxManager
+            from gateway_server.observers import SandboxMetrics
+
+            manager = SandboxManager.from_config(
+                self.config.sandbox, observer=SandboxMetrics(self.metrics)
+            )
+            await manager.start()
+        except Exception as exc:  # noqa: BLE001 - the LLM side must keep working
+            self.sandbox_unavailable_reason = f"{type(exc).__name__}: {exc}"
+            log.warning("sandboxes_unavailable", reason=self.sandbox_unavailable_reason)
+            return
+        self.sandboxes = manager
+        self.sandbox_unavailable_reason = None
+
+    def _sandbox_backend(self) -> str | None:
+        return None if self.sandboxes is None else self.sandboxes.backend_name
+
+    async def aclose(self) -> None:
+        self.ready = False
+        try:
+            if self.sandboxes is not None:
+                manager, self.sandboxes = self.sandboxes, None
+                await manager.aclose()
+        finally:
+            await self.router.aclose()
+        log.info("gateway_stopped")
+
+    def refresh_gauges(self) -> None:
+        if self.sandboxes is not None:
+            stats = self.sandboxes.stats()
+            self.metrics.sandbox_pool_ready.set(stats.pool_ready)
+            self.metrics.sandbox_active.set(stats.active)
+
+    def readiness(self) -> dict[str, object]:
+        sandbox: dict[str, object]
+        if self.sandboxes is not None:
+            sandbox = {"available": True, **self.sandboxes.describe()}
+        else:
+            sandbox = {"available": False, "reason": self.sandbox_unavailable_reason}
+        return {
+            "status": "ready" if self.ready else "not_ready",
+            "llm": self.router.health(),
+            "sandbox": sandbox,
+        }
