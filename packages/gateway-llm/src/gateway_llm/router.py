@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -81,7 +81,7 @@ class Router:
         *,
         observer: RouterObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], object] = asyncio.sleep,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.config = config
         self.providers = providers
@@ -294,7 +294,7 @@ class Router:
             return retry_after
         base = self.config.backoff_base_s * (2 ** retry)
         # Full jitter (AWS architecture blog): spreads retries of many clients apart.
-        return min(self.config.backoff_max_s, random.uniform(0, base) + base / 2)
+        return float(min(self.config.backoff_max_s, random.uniform(0, base) + base / 2))
 
     def _failed(self, d: Deployment, failure: AttemptFailed, attempt: int, took: float) -> None:
         log.warning("upstream_attempt", provider=d.provider.name, model=d.model,

@@ -36,6 +36,7 @@ def configure_logging(cfg: LoggingConfig) -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    processors: list[structlog.typing.Processor]
     if cfg.format == "json":
         processors = [
             *shared,
@@ -49,11 +50,9 @@ def configure_logging(cfg: LoggingConfig) -> None:
     else:
         processors = [
             *shared,
-            structlog.dev.ConsoleRenderer(
-                colors=sys.stderr.isatty(),
-                exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False)
-                if _has_rich() else structlog.dev.plain_traceback,
-            ),
+            # plain_traceback: the rich formatter would print local variables (keys).
+            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(),
+                                          exception_formatter=structlog.dev.plain_traceback),
         ]
         factory = structlog.PrintLoggerFactory(sys.stderr)
     structlog.configure(
@@ -65,11 +64,3 @@ def configure_logging(cfg: LoggingConfig) -> None:
     # hypercorn writes its own error log to stderr; everything else on the standard logging
     # module below WARNING is noise here.
     logging.getLogger().setLevel(max(level, logging.WARNING))
-
-
-def _has_rich() -> bool:
-    try:
-        import rich  # noqa: F401
-    except ImportError:
-        return False
-    return True

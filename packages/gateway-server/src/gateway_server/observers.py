@@ -24,3 +24,15 @@ class RouterMetrics:
 
     def circuit(self, provider: str, model: str, is_open: bool) -> None:
         self.m.deployment_state.labels(provider, model).set(1 if is_open else 0)
+
+
+class SandboxMetrics:
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def on_start(self, backend: str, kind: str, seconds: float) -> None:
+        self.m.sandbox_start.labels(backend, kind).observe(seconds)
+
+    def on_execute(self, runtime: str, outcome: str, seconds: float) -> None:
+        self.m.sandbox_executions.labels(runtime, outcome).inc()
+        self.m.sandbox_execution.labels(runtime).observe(seconds)

@@ -4,7 +4,7 @@ keep-alive aiohttp session per provider, first-byte and total timeouts, SSE read
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -40,7 +40,8 @@ class Stream(Protocol):
     bytes (``data: {...}\\n\\n``) and finally ``data: [DONE]\\n\\n``. ``usage`` is known once
     the stream ended. ``aclose()`` releases the upstream connection."""
 
-    usage: Usage | None
+    @property
+    def usage(self) -> Usage | None: ...
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 
@@ -166,7 +167,7 @@ async def read_body(resp: aiohttp.ClientResponse, provider: str, timeout: float)
 
 async def sse_events(
     resp: aiohttp.ClientResponse, idle_timeout: float
-) -> AsyncIterator[tuple[bytes, bytes]]:
+) -> AsyncGenerator[tuple[bytes, bytes], None]:
     """Yield ``(event_name, data)`` for each Server-Sent Event of the response, as soon as
     its closing blank line arrives. Multi-line data fields are joined with newlines."""
     event = b""

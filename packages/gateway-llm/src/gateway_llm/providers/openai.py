@@ -110,7 +110,11 @@ class OpenAIStream:
         self._call = call
         self._events = sse_events(resp, provider.config.first_byte_timeout_s)
         self._first: bytes | None = None
-        self.usage: Usage | None = None
+        self._usage: Usage | None = None
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._usage
 
     async def prime(self) -> None:
         """Wait for the first event: until it is here the router may still fail over."""
@@ -157,7 +161,7 @@ class OpenAIStream:
             except msgspec.DecodeError:
                 usage = None
             if usage is not None:
-                self.usage = usage
+                self._usage = usage
                 if not self._call.include_usage and b'"choices":[]' in data.replace(b" ", b""):
                     return None
         elif data.startswith(b'{"error"'):
