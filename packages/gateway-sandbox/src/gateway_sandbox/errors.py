@@ -1,0 +1,29 @@
+"""Errors of the sandbox library, all in the gateway's one hierarchy (status + error shape)."""
+
+from __future__ import annotations
+
+from gateway_core.errors import GatewayError, ServiceUnavailable
+
+
+class PoolExhausted(ServiceUnavailable):
+    code = "sandbox_pool_exhausted"
+
+
+class BackendUnavailable(ServiceUnavailable):
+    code = "sandbox_backend_unavailable"
+
+
+class SandboxDead(GatewayError):
+    """The sandbox's guest died (crashed, was killed, or its agent stopped answering)."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "sandbox_dead"
+
+
+class AgentError(GatewayError):
+    """The guest agent failed an operation for a reason that is not the caller's input."""
+
+    status = 500
+    type = "server_error"
+    code = "sandbox_agent_error"

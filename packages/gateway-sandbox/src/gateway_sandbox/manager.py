@@ -1,0 +1,352 @@
+"""SandboxManager: picks the backend, owns the warm pool and every sandbox, enforces
+max_total, reaps expired and crashed sandboxes, and leaves nothing behind on close."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+
+import msgspec
+import structlog
+
+from gateway_core.config.sandbox import SandboxConfig, SandboxLimits
+from gateway_core.errors import InvalidRequest, NotFound, PayloadTooLarge
+from gateway_sandbox.backends.base import Backend
+from gateway_sandbox.errors import BackendUnavailable, PoolExhausted
+from gateway_sandbox.observer import NullObserver, SandboxObserver
+from gateway_sandbox.pool import WarmGuest, WarmPool, start_warm
+from gateway_sandbox.runtimes import RUNTIMES, Runtime, available_runtimes
+from gateway_sandbox.sandbox import Sandbox
+
+log = structlog.get_logger("gateway_sandbox")
+
+
+class SandboxStats(msgspec.Struct, kw_only=True):
+    backend: str
+    pool_ready: int
+    pool_starting: int
+    active: int
+    dead: int
+    max_total: int
+    min_ready: int
+
+
+def select_backend(cfg: SandboxConfig) -> tuple[Backend, str]:
+    """The backend ``cfg.backend`` asks for, and why it was chosen (said in readiness)."""
+    from gateway_sandbox.backends.process import ProcessBackend
+
+    if cfg.backend == "process":
+        return ProcessBackend(cfg), "configured: backend = \"process\""
+    if cfg.backend == "firecracker":
+        try:
+            from gateway_sandbox.backends.firecracker import FirecrackerBackend
+        except ImportError as exc:
+            raise BackendUnavailable(f"the firecracker backend is not installed: {exc}") \
+                from exc
+        return FirecrackerBackend(cfg), "configured: backend = \"firecracker\""
+    try:
+        from gateway_sandbox.backends.firecracker import firecracker_status
+    except ImportError:
+        usable, why = False, "the firecracker backend is not installed"
+    else:
+        usable, why = firecracker_status(cfg)
+    if usable:
+        from gateway_sandbox.backends.firecracker import FirecrackerBackend
+
+        return FirecrackerBackend(cfg), f"auto: firecracker is usable ({why})"
+    return ProcessBackend(cfg), f"auto: firecracker is not usable ({why}); using process"
+
+
+class SandboxManager:
+    """Use as ``async with SandboxManager.from_config(cfg) as manager:`` or call
+    ``start()`` / ``aclose()``. ``clock`` (wall seconds) drives lifetimes, for tests."""
+
+    def __init__(self, cfg: SandboxConfig, backend: Backend, *, backend_reason: str = "",
+                 observer: SandboxObserver | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.limits: SandboxLimits = cfg.limits
+        self.idle_ttl_s = cfg.idle_ttl_s
+        self.backend = backend
+        self.backend_reason = backend_reason
+        self.observer: SandboxObserver = observer or NullObserver()
+        self.clock = clock
+        self._sandboxes: dict[str, Sandbox] = {}
+        self._reserved = 0  # slots taken by creates still starting their guest
+        self._cond = asyncio.Condition()
+        self._pool = WarmPool(backend, cfg.pool, cfg.start_timeout_s,
+                              capacity_left=self._capacity_left, changed=self._changed)
+        self._runtimes: dict[str, str | None] = {}
+        self._reaper: asyncio.Task[None] | None = None
+        self._started = False
+        self._closed = False
+
+    @classmethod
+    def from_config(cls, cfg: SandboxConfig, *, observer: SandboxObserver | None = None,
+                    clock: Callable[[], float] = time.time) -> SandboxManager:
+        backend, reason = select_backend(cfg)
+        return cls(cfg, backend, backend_reason=reason, observer=observer, clock=clock)
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    # ---- lifecycle ----
+
+    async def start(self) -> None:
+        """Start the backend (cleaning a crashed run's leftovers), the pool and the reaper.
+        Raises BackendUnavailable with the reason when guests cannot run here."""
+        await self.backend.start()
+        self._started = True
+        if self.backend.name == "process":
+            self._runtimes = available_runtimes(self.cfg.runtime_path,
+                                                self.cfg.process_rootfs_dir or "/")
+        else:
+            self._runtimes = {name: None for name in RUNTIMES}
+        self._pool.start()
+        self._reaper = asyncio.create_task(self._reap_loop())
+        log.info("sandbox_manager_started", backend=self.backend.name,
+                 reason=self.backend_reason,
+                 runtimes=[n for n, why in self._runtimes.items() if why is None])
+
+    async def __aenter__(self) -> SandboxManager:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop every guest and remove every file, socket and process. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        await self._pool.aclose()
+        sandboxes, self._sandboxes = list(self._sandboxes.values()), {}
+        await asyncio.gather(*(sb._shutdown() for sb in sandboxes), return_exceptions=True)
+        if self._started:
+            await self.backend.aclose()
+        log.info("sandbox_manager_stopped", sandboxes=len(sandboxes))
+
+    # ---- capacity ----
+
+    def _live(self) -> int:
+        return sum(1 for sb in self._sandboxes.values() if sb.status != "dead")
+
+    def _capacity_left(self) -> int:
+        used = self._live() + self._reserved + len(self._pool.ready) + self._pool.starting
+        return self.cfg.pool.max_total - used
+
+    def _changed(self) -> None:
+        async def notify() -> None:
+            async with self._cond:
+                self._cond.notify_all()
+
+        if not self._closed:
+            # Fire and forget; a reference is kept by the loop until it ran.
+            task = asyncio.get_running_loop().create_task(notify())
+            self._pool._tasks.add(task)
+            task.add_done_callback(self._pool._tasks.discard)
+
+    async def _acquire(self) -> tuple[WarmGuest | None, str]:
+        """A warm guest from the pool, or (None, "cold") with a slot reserved for a cold
+        start, waiting up to acquire_timeout_s (and for pool starts already under way)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cfg.pool.acquire_timeout_s
+        async with self._cond:
+            while True:
+                if self._closed:
+                    raise BackendUnavailable("The sandbox manager is shutting down.")
+                warm = self._pool.take()
+                if warm is not None:
+                    self._reserved += 1
+                    return warm, "warm"
+                if self._capacity_left() > 0:
+                    self._reserved += 1
+                    return None, "cold"
+                remaining = deadline - loop.time()
+                if remaining <= 0 and self._pool.starting > 0:
+                    # A guest is about to become ready; worth waiting for it.
+                    remaining = self.cfg.start_timeout_s
+                if remaining <= 0:
+                    raise PoolExhausted(
+                        f"All {self.cfg.pool.max_total} sandboxes are in use "
+                        "(pool.max_total); delete one or try again later.")
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._cond.wait(), remaining)
+                if loop.time() >= deadline and self._pool.starting == 0 \
+                        and not self._pool.ready and self._capacity_left() <= 0:
+                    raise PoolExhausted(
+                        f"All {self.cfg.pool.max_total} sandboxes are in use "
+                        f"(pool.max_total); none was freed within "
+                        f"{self.cfg.pool.acquire_timeout_s} s.")
+
+    # ---- validation (shared with Sandbox) ----
+
+    def resolve_runtime(self, name: str) -> Runtime:
+        rt = RUNTIMES.get(name)
+        if rt is None:
+            raise InvalidRequest(f"Unknown runtime {name!r}; expected one of "
+                                 f"{', '.join(sorted(RUNTIMES))}.", param="runtime")
+        why = self._runtimes.get(name)
+        if why is not None:
+            raise InvalidRequest(f"Runtime {name!r} is not available on this gateway: {why}.",
+                                 param="runtime", code="runtime_unavailable")
+        return rt
+
+    def runtimes(self) -> dict[str, str | None]:
+        """Runtime name -> None when usable, else why not."""
+        return dict(self._runtimes)
+
+    def check_code(self, code: str) -> None:
+        if not code.strip():
+            raise InvalidRequest("code must not be empty.", param="code")
+        if len(code.encode()) > self.limits.max_code_bytes:
+            raise PayloadTooLarge(f"code is over {self.limits.max_code_bytes} bytes.",
+                                  param="code")
+
+    def check_exec_timeout(self, timeout_s: float | None) -> float:
+        if timeout_s is None:
+            return self.limits.default_exec_timeout_s
+        if not 0 < timeout_s <= self.limits.max_exec_timeout_s:
+            raise InvalidRequest(f"timeout_s must be > 0 and <= "
+                                 f"{self.limits.max_exec_timeout_s}.", param="timeout_s")
+        return float(timeout_s)
+
+    def check_env(self, env: Mapping[str, str] | None) -> None:
+        for key, value in (env or {}).items():
+            if not key or "=" in key or "\0" in key or "\0" in value:
+                raise InvalidRequest(f"env has an invalid variable name or value: {key!r}.",
+                                     param="env")
+
+    # ---- sandboxes ----
+
+    async def create(self, runtime: str, *, timeout_s: float | None = None,
+                     env: dict[str, str] | None = None,
+                     metadata: dict[str, str] | None = None) -> Sandbox:
+        """A sandbox for ``runtime``, warm from the pool when one is ready. ``timeout_s`` is
+        its lifetime (default and cap: max_lifetime_s)."""
+        if not self._started or self._closed:
+            raise BackendUnavailable("The sandbox manager is not running.")
+        self.resolve_runtime(runtime)
+        if timeout_s is not None and not 0 < timeout_s <= self.cfg.max_lifetime_s:
+            raise InvalidRequest(f"timeout_s must be > 0 and <= {self.cfg.max_lifetime_s}.",
+                                 param="timeout_s")
+        self.check_env(env)
+        t0 = time.monotonic()
+        warm, kind = await self._acquire()
+        try:
+            if warm is None:
+                try:
+                    warm = await start_warm(self.backend, self.cfg.start_timeout_s)
+                except BackendUnavailable:
+                    raise
+                except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
+                    raise BackendUnavailable(f"The sandbox did not start: {exc}") from exc
+            sb = Sandbox(self, warm.guest, warm.client, runtime=runtime,
+                         lifetime_s=timeout_s or self.cfg.max_lifetime_s, env=dict(env or {}),
+                         metadata=dict(metadata or {}), clock=self.clock)
+            self._sandboxes[sb.id] = sb
+        finally:
+            self._reserved -= 1
+            self._changed()
+        seconds = time.monotonic() - t0
+        self.observer.on_start(self.backend.name, kind, seconds)
+        log.info("sandbox_created", id=sb.id, runtime=runtime, kind=kind,
+                 ms=round(seconds * 1000, 1))
+        return sb
+
+    def get(self, sandbox_id: str) -> Sandbox:
+        sb = self._sandboxes.get(sandbox_id)
+        if sb is None:
+            raise NotFound(f"No sandbox with id {sandbox_id!r}.", param="id")
+        return sb
+
+    def list(self, metadata: Mapping[str, str] | None = None) -> list[Sandbox]:
+        """Every sandbox, or those whose metadata has all the given key/value pairs."""
+        want = dict(metadata or {})
+        return [sb for sb in self._sandboxes.values()
+                if all(sb.metadata.get(k) == v for k, v in want.items())]
+
+    async def delete(self, sandbox_id: str) -> None:
+        sb = self._sandboxes.pop(sandbox_id, None)
+        if sb is None:
+            raise NotFound(f"No sandbox with id {sandbox_id!r}.", param="id")
+        await sb._shutdown()
+        self._changed()
+        self._pool.kick()
+        log.info("sandbox_deleted", id=sandbox_id)
+
+    # ---- reaping ----
+
+    async def reap(self) -> list[str]:
+        """One pass: delete expired sandboxes, free crashed ones, replace dead pool guests.
+        Returns the ids deleted. The reaper task calls this every reap_interval_s."""
+        now = self.clock()
+        deleted: list[str] = []
+        for sb in list(self._sandboxes.values()):
+            if sb.expired(now):
+                with contextlib.suppress(NotFound):
+                    await self.delete(sb.id)
+                    deleted.append(sb.id)
+            elif sb.status == "dead" and sb.guest.alive():
+                await sb.mark_dead()
+            elif sb.status == "dead":
+                # Free the guest's files and processes now; the record stays as "dead".
+                await sb.mark_dead()
+        if self._pool.drop_dead():
+            self._changed()
+        if deleted:
+            log.info("sandboxes_reaped", ids=deleted)
+        return deleted
+
+    async def _reap_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.reap_interval_s)
+            try:
+                await self.reap()
+            except Exception as exc:  # noqa: BLE001 - the reaper must keep running
+                log.error("sandbox_reap_failed", error=f"{type(exc).__name__}: {exc}")
+
+    # ---- observability ----
+
+    def stats(self) -> SandboxStats:
+        live = self._live()
+        return SandboxStats(backend=self.backend.name, pool_ready=len(self._pool.ready),
+                            pool_starting=self._pool.starting, active=live,
+                            dead=len(self._sandboxes) - live,
+                            max_total=self.cfg.pool.max_total, min_ready=self.cfg.pool.min_ready)
+
+    def describe(self) -> dict[str, object]:
+        """For /health/ready: the backend, why it was chosen, its isolation and limits."""
+        out: dict[str, object] = {"backend": self.backend.name,
+                                  "backend_reason": self.backend_reason}
+        out.update(self.backend.describe())
+        out["runtimes"] = {n: ("available" if why is None else why)
+                           for n, why in self._runtimes.items()}
+        out["pool"] = msgspec.structs.asdict(self.stats())
+        if self._pool.last_error:
+            out["pool_last_error"] = self._pool.last_error
+        return out
+
+    async def wait_pool_ready(self, count: int | None = None, timeout_s: float = 30.0) -> bool:
+        """Wait until ``count`` (default min_ready) guests are ready; False on timeout."""
+        want = self.cfg.pool.min_ready if count is None else count
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        async with self._cond:
+            while len(self._pool.ready) < want:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return False
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._cond.wait(), remaining)
+        return True

@@ -1,0 +1,239 @@
+"""Host side of the agent protocol: length-prefixed JSON frames over one byte stream, with
+requests multiplexed by id so a file read can pass a running execution."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+from collections.abc import AsyncIterator
+from typing import Literal
+
+import msgspec
+
+from gateway_sandbox.runtimes import Runtime
+
+PROTOCOL_VERSION = 1
+MAX_FRAME = 256 * 1024 * 1024
+_HEADER = struct.Struct(">I")
+
+
+# ---- requests (host -> agent) ----
+
+class Ping(msgspec.Struct, tag_field="op", tag="ping", kw_only=True):
+    id: int
+
+
+class Cancel(msgspec.Struct, tag_field="op", tag="cancel", kw_only=True):
+    id: int
+    target: int
+
+
+class Execute(msgspec.Struct, tag_field="op", tag="execute", kw_only=True):
+    id: int
+    runtime: Runtime
+    code: str
+    timeout_s: float
+    max_output_bytes: int
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    stdin: str | None = None
+    stream: bool = False
+    rlimits: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class WriteFile(msgspec.Struct, tag_field="op", tag="write_file", kw_only=True):
+    id: int
+    path: str
+    data: bytes  # base64 in JSON, as msgspec encodes bytes
+    mode: int = 0o644
+
+
+class ReadFile(msgspec.Struct, tag_field="op", tag="read_file", kw_only=True):
+    id: int
+    path: str
+    max_bytes: int
+
+
+Request = Ping | Cancel | Execute | WriteFile | ReadFile
+
+
+# ---- replies (agent -> host) ----
+
+class Hello(msgspec.Struct, tag_field="type", tag="hello", kw_only=True):
+    protocol: int
+    agent: str = ""
+    pid: int = 0
+
+
+class Pong(msgspec.Struct, tag_field="type", tag="pong", kw_only=True):
+    id: int
+
+
+class Ok(msgspec.Struct, tag_field="type", tag="ok", kw_only=True):
+    id: int
+
+
+class Chunk(msgspec.Struct, tag_field="type", tag="chunk", kw_only=True):
+    id: int
+    stream: Literal["stdout", "stderr"]
+    data: str
+
+
+class Result(msgspec.Struct, tag_field="type", tag="result", kw_only=True):
+    id: int
+    stdout: str
+    stderr: str
+    exit_code: int
+    duration_ms: int
+    timed_out: bool
+    truncated: bool
+    cancelled: bool = False
+
+
+class Written(msgspec.Struct, tag_field="type", tag="written", kw_only=True):
+    id: int
+    size: int
+
+
+class FileData(msgspec.Struct, tag_field="type", tag="file", kw_only=True):
+    id: int
+    data: bytes
+    size: int
+
+
+class Error(msgspec.Struct, tag_field="type", tag="error", kw_only=True):
+    id: int | None
+    code: str
+    message: str
+
+
+Reply = Hello | Pong | Ok | Chunk | Result | Written | FileData | Error
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Reply)
+
+
+class ConnectionLost(Exception):
+    """The agent's stream ended or carried something that is not a frame."""
+
+
+def encode_frame(msg: Request) -> bytes:
+    body = _encoder.encode(msg)
+    return _HEADER.pack(len(body)) + body
+
+
+async def read_reply(reader: asyncio.StreamReader) -> Reply:
+    try:
+        head = await reader.readexactly(4)
+        (length,) = _HEADER.unpack(head)
+        if length > MAX_FRAME:
+            raise ConnectionLost(f"frame of {length} bytes is over the limit")
+        return _decoder.decode(await reader.readexactly(length))
+    except asyncio.IncompleteReadError as exc:
+        raise ConnectionLost("the agent closed the stream") from exc
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ConnectionLost(f"malformed frame from the agent: {exc}") from exc
+    except OSError as exc:
+        raise ConnectionLost(f"the agent's stream failed: {exc}") from exc
+
+
+class AgentClient:
+    """One connection to a guest agent. ``connect`` waits for the hello; a background task
+    routes replies to the request that is waiting for them."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 hello: Hello) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.hello = hello
+        self._next_id = 0
+        self._waiting: dict[int, asyncio.Queue[Reply | ConnectionLost]] = {}
+        self._write_lock = asyncio.Lock()
+        self.lost: ConnectionLost | None = None
+        self._task = asyncio.create_task(self._route())
+
+    @classmethod
+    async def connect(cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      timeout_s: float = 10.0) -> AgentClient:
+        try:
+            first = await asyncio.wait_for(read_reply(reader), timeout_s)
+        except BaseException:
+            writer.close()
+            raise
+        if not isinstance(first, Hello):
+            writer.close()
+            raise ConnectionLost(f"expected a hello frame, got {type(first).__name__}")
+        if first.protocol != PROTOCOL_VERSION:
+            writer.close()
+            raise ConnectionLost(f"agent speaks protocol {first.protocol}, "
+                                 f"host speaks {PROTOCOL_VERSION}")
+        return cls(reader, writer, first)
+
+    @property
+    def closed(self) -> bool:
+        return self.lost is not None
+
+    async def _route(self) -> None:
+        try:
+            while True:
+                reply = await read_reply(self._reader)
+                rid = getattr(reply, "id", None)
+                queue = self._waiting.get(rid) if isinstance(rid, int) else None
+                if queue is not None:
+                    queue.put_nowait(reply)
+                elif isinstance(reply, Error) and reply.id is None:
+                    raise ConnectionLost(f"the agent dropped the connection: {reply.message}")
+        except ConnectionLost as exc:
+            self.lost = exc
+        except asyncio.CancelledError:
+            self.lost = ConnectionLost("the connection was closed")
+            raise
+        finally:
+            if self.lost is None:
+                self.lost = ConnectionLost("the connection was closed")
+            for queue in self._waiting.values():
+                queue.put_nowait(self.lost)
+            self._writer.close()
+
+    def new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    @contextlib.asynccontextmanager
+    async def exchange(self, msg: Request) -> AsyncIterator[asyncio.Queue[Reply | ConnectionLost]]:
+        """Send ``msg``; yield the queue its replies (or the loss of the stream) arrive on."""
+        if self.lost is not None:
+            raise self.lost
+        queue: asyncio.Queue[Reply | ConnectionLost] = asyncio.Queue()
+        self._waiting[msg.id] = queue
+        try:
+            async with self._write_lock:
+                try:
+                    self._writer.write(encode_frame(msg))
+                    await self._writer.drain()
+                except (OSError, RuntimeError) as exc:
+                    raise ConnectionLost(f"cannot write to the agent: {exc}") from exc
+            yield queue
+        finally:
+            self._waiting.pop(msg.id, None)
+
+    async def call(self, msg: Request, timeout_s: float) -> Reply:
+        """One request, one reply (not for execute, which may send chunks first)."""
+        async with self.exchange(msg) as queue:
+            reply = await asyncio.wait_for(queue.get(), timeout_s)
+        if isinstance(reply, ConnectionLost):
+            raise reply
+        return reply
+
+    async def ping(self, timeout_s: float = 5.0) -> None:
+        reply = await self.call(Ping(id=self.new_id()), timeout_s)
+        if not isinstance(reply, Pong):
+            raise ConnectionLost(f"expected pong, got {type(reply).__name__}")
+
+    async def aclose(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._writer.close()
+        with contextlib.suppress(OSError, ConnectionError):
+            await self._writer.wait_closed()
