@@ -236,7 +236,7 @@ class PingEvent(msgspec.Struct, tag="ping", tag_field="type"):
 
 
 class ErrorObject(msgspec.Struct):
-    type: str = "api_error"
+    type: str | None = None
     message: str = ""
 
 

@@ -760,7 +760,7 @@ def error_from_anthropic(status: int, body: bytes) -> AnthropicAPIError:
 def error_from_event(error: an.ErrorObject) -> AnthropicAPIError:
     """An ``error`` event in the middle of a stream (it has no HTTP status of its own; the
     one its type stands for is used)."""
-    entry = _ERROR_TYPES.get(error.type)
+    entry = _ERROR_TYPES.get(error.type or "")
     status = entry[0] if entry is not None else 500
-    message = error.message or f"The Anthropic stream failed with {error.type}."
+    message = error.message or f"The Anthropic stream failed ({error.type or 'no type'})."
     return _make_error(status, error.type, message)
