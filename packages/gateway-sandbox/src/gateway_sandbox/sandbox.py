@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import posixpath
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING
 
 from gateway_core.errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarge
@@ -140,14 +140,14 @@ class Sandbox:
 
     def execute_stream(self, code: str, *, runtime: str | None = None,
                        timeout_s: float | None = None, env: dict[str, str] | None = None,
-                       stdin: str | None = None) -> AsyncIterator[OutputChunk | ExecResult]:
+                       stdin: str | None = None) -> AsyncGenerator[OutputChunk | ExecResult, None]:
         """Output chunks as they are produced, then one ExecResult. Closing or cancelling
         the iterator kills the execution in the guest."""
         return self._run(code, runtime, timeout_s, env, stdin, stream=True)
 
     async def _run(self, code: str, runtime: str | None, timeout_s: float | None,
                    env: dict[str, str] | None, stdin: str | None,
-                   stream: bool) -> AsyncIterator[OutputChunk | ExecResult]:
+                   stream: bool) -> AsyncGenerator[OutputChunk | ExecResult, None]:
         mgr = self._manager
         rt_name = runtime or self.runtime
         rt = mgr.resolve_runtime(rt_name)

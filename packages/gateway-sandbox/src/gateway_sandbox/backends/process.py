@@ -167,6 +167,14 @@ class ProcessBackend:
         self._cleanup_stale()
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o711)
+        if self._uid_base is not None:
+            for d in self.dir.resolve().parents:
+                if not os.stat(d).st_mode & 0o001:
+                    raise BackendUnavailable(
+                        f"state_dir {self.cfg.state_dir} is not reachable by the jails' "
+                        f"unprivileged uids: {d} is not searchable by others (mode "
+                        f"{os.stat(d).st_mode & 0o777:o}); choose another state_dir or chmod "
+                        "o+x it")
         if self._uid_base is not None and not _reachable_by_others(self.bwrap):
             self._copy_bwrap()
         self._probe()
