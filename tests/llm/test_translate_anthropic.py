@@ -129,8 +129,11 @@ def test_assistant_text_and_tool_calls_and_consecutive_turns_merge() -> None:
         {"role": "user", "content": [{"type": "text", "text": "Use the tool."}]},
         {"role": "assistant", "content": "Let me look.", "tool_calls": [
             {"id": "call_1", "type": "function",
-             "function": {"name": "now", "arguments": ""}}]},
+             "function": {"name": "now", "arguments": ""}},
+            {"id": "call_2", "type": "function",
+             "function": {"name": "now", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": "12:00"},
+        {"role": "tool", "tool_call_id": "call_2", "content": ""},
         {"role": "assistant", "content": ""},
         {"role": "assistant", "content": [{"type": "text", "text": "It is noon."}]},
     ], tools=[{"type": "function", "function": {"name": "now"}}]))
@@ -139,9 +142,11 @@ def test_assistant_text_and_tool_calls_and_consecutive_turns_merge() -> None:
                                      {"type": "text", "text": "Use the tool."}]},
         {"role": "assistant", "content": [
             {"type": "text", "text": "Let me look."},
-            {"type": "tool_use", "id": "call_1", "name": "now", "input": {}}]},
+            {"type": "tool_use", "id": "call_1", "name": "now", "input": {}},
+            {"type": "tool_use", "id": "call_2", "name": "now", "input": {}}]},
         {"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": "call_1", "content": "12:00"}]},
+            {"type": "tool_result", "tool_use_id": "call_1", "content": "12:00"},
+            {"type": "tool_result", "tool_use_id": "call_2"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "It is noon."}]},
     ]
     # A tool without parameters gets the empty object schema Anthropic requires.
