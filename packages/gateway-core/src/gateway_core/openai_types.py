@@ -211,10 +211,11 @@ class CompletionTokensDetails(msgspec.Struct, omit_defaults=True):
     rejected_prediction_tokens: int | None = None
 
 
+# Counts have no default so they are always written; absent details are left out.
 class Usage(msgspec.Struct, omit_defaults=True):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
     prompt_tokens_details: PromptTokensDetails | None = None
     completion_tokens_details: CompletionTokensDetails | None = None
 
@@ -222,7 +223,7 @@ class Usage(msgspec.Struct, omit_defaults=True):
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
 
 
-class ResponseMessage(msgspec.Struct, omit_defaults=True):
+class ResponseMessage(msgspec.Struct):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
     refusal: str | None = None
@@ -236,12 +237,12 @@ class Choice(msgspec.Struct):
     logprobs: dict[str, object] | None = None
 
 
-class ChatCompletion(msgspec.Struct, omit_defaults=True):
+# "object" is the tag so that it is always written (and checked when decoding).
+class ChatCompletion(msgspec.Struct, tag="chat.completion", tag_field="object"):
     id: str
     created: int
     model: str
     choices: list[Choice]
-    object: Literal["chat.completion"] = "chat.completion"
     usage: Usage | None = None
     system_fingerprint: str | None = None
     service_tier: str | None = None
@@ -273,12 +274,11 @@ class ChunkChoice(msgspec.Struct):
     logprobs: dict[str, object] | None = None
 
 
-class ChatCompletionChunk(msgspec.Struct, omit_defaults=True):
+class ChatCompletionChunk(msgspec.Struct, tag="chat.completion.chunk", tag_field="object"):
     id: str
     created: int
     model: str
     choices: list[ChunkChoice]
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     usage: Usage | None = None
     system_fingerprint: str | None = None
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import msgspec
 
-from gateway_core.anthropic_types import Message
+from gateway_core.anthropic_types import decode_message
 from gateway_core.config import ProviderConfig
 from gateway_core.errors import GatewayError, UpstreamError
 from gateway_core.openai_types import Usage
@@ -30,7 +30,6 @@ from gateway_llm.translate.anthropic import (
 )
 
 _encode = msgspec.json.Encoder().encode
-_message_decoder = msgspec.json.Decoder(Message)
 
 
 class AnthropicProvider(HTTPProvider):
@@ -70,7 +69,7 @@ class AnthropicProvider(HTTPProvider):
         finally:
             resp.release()
         try:
-            message = _message_decoder.decode(data)
+            message = decode_message(data)
         except (msgspec.DecodeError, msgspec.ValidationError):
             raise AttemptFailed(
                 UpstreamError(f"Provider {self.name} answered with a body that is not a "
