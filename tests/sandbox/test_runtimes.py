@@ -146,7 +146,8 @@ async def test_streaming_yields_chunks_then_result(manager: SandboxManager) -> N
             "print('two', file=sys.stderr, flush=True)\n")
     events = [e async for e in sb.execute_stream(code)]
     chunks = [(e.stream, e.data) for e in events[:-1]]  # type: ignore[union-attr]
-    assert ("stdout", "one\n") in chunks and ("stderr", "two\n") in chunks
+    assert "".join(d for s, d in chunks if s == "stdout") == "one\n"
+    assert "".join(d for s, d in chunks if s == "stderr") == "two\n"
     last = events[-1]
     assert getattr(last, "exit_code", None) == 0
 

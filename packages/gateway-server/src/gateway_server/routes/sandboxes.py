@@ -3,7 +3,9 @@ Events) and move files in and out, over the app's SandboxManager."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import msgspec
 from starlette.requests import Request
@@ -20,6 +22,8 @@ from gateway_core.sandbox_types import (
 )
 from gateway_sandbox import SandboxManager
 from gateway_server.bodies import decode_typed
+
+T = TypeVar("T")
 
 _create_decoder = msgspec.json.Decoder(CreateSandboxRequest)
 _execute_decoder = msgspec.json.Decoder(ExecuteRequest)
@@ -39,16 +43,30 @@ def _manager(request: Request) -> SandboxManager:
     return manager
 
 
-async def _body(request: Request) -> bytes:
+_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
+
+
+async def _decode(decoder: msgspec.json.Decoder[T], request: Request) -> T:
     body = await request.body()
     if not body:
         raise InvalidRequest("The request body is empty; expected a JSON object.")
-    return body
+    try:
+        return decode_typed(decoder, body)
+    except InvalidRequest as exc:
+        # msgspec reports an unknown key at its parent (`$`); name the key itself.
+        m = _UNKNOWN_FIELD.search(exc.message)
+        if exc.param is None and m is not None:
+            prefix = ""
+            at = re.search(r"at '([^']+)'", exc.message)
+            if at is not None:
+                prefix = at.group(1) + "."
+            exc.param = prefix + m.group(1)
+        raise
 
 
 async def create_sandbox(request: Request) -> Response:
     manager = _manager(request)
-    req = decode_typed(_create_decoder, await _body(request))
+    req = await _decode(_create_decoder, request)
     sb = await manager.create(req.runtime, timeout_s=req.timeout_s, env=req.env,
                               metadata=req.metadata)
     return _json(sb.info(), 201)
@@ -74,7 +92,7 @@ async def delete_sandbox(request: Request) -> Response:
 async def execute(request: Request) -> Response:
     manager = _manager(request)
     sb = manager.get(request.path_params["id"])
-    req = decode_typed(_execute_decoder, await _body(request))
+    req = await _decode(_execute_decoder, request)
     if not req.stream:
         result = await sb.execute(req.code, runtime=req.runtime, timeout_s=req.timeout_s,
                                   env=req.env, stdin=req.stdin)

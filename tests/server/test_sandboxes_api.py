@@ -1,0 +1,238 @@
+"""/v1/sandboxes over HTTP: the gateway app (create_app) served by hypercorn on a free
+loopback port, with real bubblewrap jails behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HypercornConfig
+
+from gateway_core.config import Config, parse_config
+from gateway_server.app import create_app
+from tests.gateway_process import free_port
+
+
+def gateway_config(state_dir: Path, **sandbox: object) -> Config:
+    return parse_config({
+        "llm": {"providers": {"local": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+                "models": {"m1": {"provider": "local"}}},
+        "sandbox": {"backend": "process", "state_dir": str(state_dir),
+                    "pool": {"min_ready": 1, "max_total": 3},
+                    "limits": {"max_upload_bytes": 1024 * 1024}, **sandbox},
+    })
+
+
+async def serve_app(config: Config) -> AsyncIterator[str]:
+    port = free_port()
+    hc = HypercornConfig()
+    hc.bind = [f"127.0.0.1:{port}"]
+    hc.accesslog = None
+    hc.errorlog = None
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(create_app(config), hc,  # type: ignore[arg-type]
+                                     shutdown_trigger=stop.wait))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient() as client:
+            for _ in range(400):
+                try:
+                    if (await client.get(url + "/health")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.05)
+        yield url
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+@pytest.fixture
+def state_dir() -> AsyncIterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="agw-api-test-"))
+    os.chmod(d, 0o711)  # the jails run as their own uids
+    yield d / "state"  # type: ignore[misc]
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+async def gateway(state_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
+    async for url in serve_app(gateway_config(state_dir)):
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            ready = (await client.get("/health/ready")).json()
+            if not ready["sandbox"]["available"]:
+                pytest.skip(f"sandboxes unavailable here: {ready['sandbox']['reason']}")
+            yield client
+
+
+def error_of(r: httpx.Response) -> dict[str, object]:
+    body = r.json()
+    assert set(body) == {"error"}
+    err = body["error"]
+    assert isinstance(err, dict) and {"message", "type", "param", "code"} <= set(err)
+    return err
+
+
+async def test_create_execute_delete(gateway: httpx.AsyncClient) -> None:
+    r = await gateway.post("/v1/sandboxes", json={"runtime": "python",
+                                                  "metadata": {"user": "u1"}})
+    assert r.status_code == 201
+    sb = r.json()
+    assert {"id", "runtime", "status", "created_at", "expires_at", "backend"} <= set(sb)
+    assert (sb["runtime"], sb["status"], sb["backend"]) == ("python", "ready", "process")
+    r = await gateway.post(f"/v1/sandboxes/{sb['id']}/execute", json={"code": "print(1 + 1)"})
+    assert r.status_code == 200
+    result = r.json()
+    assert (result["stdout"], result["exit_code"], result["timed_out"]) == ("2\n", 0, False)
+    assert set(result) == {"stdout", "stderr", "exit_code", "duration_ms", "timed_out",
+                           "truncated"}
+    listed = (await gateway.get("/v1/sandboxes", params={"metadata.user": "u1"})).json()
+    assert [s["id"] for s in listed["data"]] == [sb["id"]]
+    assert (await gateway.get("/v1/sandboxes", params={"metadata.user": "x"})).json()[
+        "data"] == []
+    assert (await gateway.get(f"/v1/sandboxes/{sb['id']}")).json()["id"] == sb["id"]
+    r = await gateway.delete(f"/v1/sandboxes/{sb['id']}")
+    assert r.status_code == 204
+    for r in (await gateway.get(f"/v1/sandboxes/{sb['id']}"),
+              await gateway.delete(f"/v1/sandboxes/{sb['id']}"),
+              await gateway.post(f"/v1/sandboxes/{sb['id']}/execute", json={"code": "1"})):
+        assert r.status_code == 404
+        assert error_of(r)["type"] == "not_found_error"
+
+
+async def test_timeout_then_next_execute(gateway: httpx.AsyncClient) -> None:
+    sid = (await gateway.post("/v1/sandboxes", json={"runtime": "python"})).json()["id"]
+    r = await gateway.post(f"/v1/sandboxes/{sid}/execute",
+                           json={"code": "while True: pass", "timeout_s": 1})
+    assert r.json()["timed_out"] is True
+    r = await gateway.post(f"/v1/sandboxes/{sid}/execute", json={"code": "print('next')"})
+    assert r.json()["stdout"] == "next\n"
+
+
+async def test_bad_input_is_4xx_naming_the_field(gateway: httpx.AsyncClient) -> None:
+    cases = [
+        ({"runtime": "cobol"}, "runtime"),
+        ({"runtime": 3}, "runtime"),
+        ({"runtime": "python", "timeout_s": 0}, "timeout_s"),
+        ({"runtime": "python", "colour": "red"}, "colour"),
+    ]
+    for body, param in cases:
+        r = await gateway.post("/v1/sandboxes", json=body)
+        assert r.status_code == 400, body
+        assert error_of(r)["param"] == param
+    r = await gateway.post("/v1/sandboxes", content=b"{not json")
+    assert r.status_code == 400
+    sid = (await gateway.post("/v1/sandboxes", json={"runtime": "python"})).json()["id"]
+    for body, param in [({"code": ""}, "code"), ({"code": "1", "timeout_s": 1e9}, "timeout_s"),
+                        ({"code": "1", "runtime": "cobol"}, "runtime"), ({}, None)]:
+        r = await gateway.post(f"/v1/sandboxes/{sid}/execute", json=body)
+        assert r.status_code == 400, body
+        if param:
+            assert error_of(r)["param"] == param
+    # An empty code is also a 400 when streaming (checked before the stream starts).
+    r = await gateway.post(f"/v1/sandboxes/{sid}/execute", json={"code": " ", "stream": True})
+    assert r.status_code == 400 and error_of(r)["param"] == "code"
+
+
+async def test_files_round_trip_and_confinement(gateway: httpx.AsyncClient) -> None:
+    sid = (await gateway.post("/v1/sandboxes", json={"runtime": "python"})).json()["id"]
+    url = f"/v1/sandboxes/{sid}/files"
+    r = await gateway.put(url, params={"path": "data/in.txt"}, content=b"hello file")
+    assert r.status_code == 201 and r.json()["size"] == 10
+    r = await gateway.post(f"/v1/sandboxes/{sid}/execute",
+                           json={"code": "print(open('data/in.txt').read().upper())"})
+    assert r.json()["stdout"] == "HELLO FILE\n"
+    r = await gateway.get(url, params={"path": "/work/data/in.txt"})
+    assert r.status_code == 200 and r.content == b"hello file"
+    await gateway.post(f"/v1/sandboxes/{sid}/execute",
+                       json={"code": "import os; os.symlink('/etc/passwd', 'pw')"})
+    for path in ("../../etc/passwd", "/etc/passwd", "pw"):
+        for r in (await gateway.get(url, params={"path": path}),
+                  await gateway.put(url, params={"path": path}, content=b"x")):
+            assert r.status_code == 400, path
+            assert error_of(r)["param"] == "path"
+    assert (await gateway.get(url)).status_code == 400
+    r = await gateway.get(url, params={"path": "nothing.txt"})
+    assert r.status_code == 404
+    r = await gateway.put(url, params={"path": "big"}, content=b"x" * (1024 * 1024 + 1))
+    assert r.status_code == 413
+
+
+async def test_streaming_execute_is_sse(gateway: httpx.AsyncClient) -> None:
+    sid = (await gateway.post("/v1/sandboxes", json={"runtime": "python"})).json()["id"]
+    code = "import sys\nprint('out', flush=True)\nprint('err', file=sys.stderr, flush=True)\n"
+    events: list[tuple[str, dict[str, object]]] = []
+    async with gateway.stream("POST", f"/v1/sandboxes/{sid}/execute",
+                              json={"code": code, "stream": True}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        name = ""
+        async for line in r.aiter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[6:])))
+    # Chunks arrive as produced (a program may write a line in pieces); joined per stream:
+    for stream, text in (("stdout", "out\n"), ("stderr", "err\n")):
+        assert "".join(str(e["data"]) for n, e in events if n == stream) == text
+        assert all(e["stream"] == n for n, e in events[:-1])
+    assert events[-1][0] == "result" and events[-1][1]["exit_code"] == 0
+
+
+async def test_client_disconnect_kills_the_execution(gateway: httpx.AsyncClient) -> None:
+    sid = (await gateway.post("/v1/sandboxes", json={"runtime": "python"})).json()["id"]
+    code = "import time\nprint('started', flush=True)\ntime.sleep(300)\n"
+    async with gateway.stream("POST", f"/v1/sandboxes/{sid}/execute",
+                              json={"code": code, "stream": True}) as r:
+        async for line in r.aiter_lines():
+            if "started" in line:
+                break
+    # The next execute gets the lock only once the abandoned one was cancelled and killed.
+    listing = "import os\nprint([open(f'/proc/{p}/cmdline').read() for p in os.listdir('/proc') if p.isdigit()])"
+    r = await gateway.post(f"/v1/sandboxes/{sid}/execute",
+                           json={"code": listing, "timeout_s": 10})
+    assert r.status_code == 200
+    assert "time.sleep" not in r.text and r.json()["stdout"].count("main.py") == 1
+
+
+async def test_node_and_rust_over_http(gateway: httpx.AsyncClient) -> None:
+    for runtime, code in [("node", "console.log(1 + 1)"),
+                          ("rust", 'fn main() { println!("{}", 1 + 1); }')]:
+        if shutil.which({"node": "node", "rust": "rustc"}[runtime],
+                        path="/usr/local/bin:/usr/bin:/bin") is None:
+            continue
+        sid = (await gateway.post("/v1/sandboxes", json={"runtime": runtime})).json()["id"]
+        r = await gateway.post(f"/v1/sandboxes/{sid}/execute", json={"code": code})
+        assert r.json()["stdout"] == "2\n", r.text
+        assert (await gateway.delete(f"/v1/sandboxes/{sid}")).status_code == 204
+
+
+async def test_readiness_reports_backend_and_limits(gateway: httpx.AsyncClient) -> None:
+    sandbox = (await gateway.get("/health/ready")).json()["sandbox"]
+    assert sandbox["available"] is True and sandbox["backend"] == "process"
+    assert "weaker isolation than a microVM" in sandbox["isolation"]
+
+
+async def test_unusable_bubblewrap_answers_503_and_llm_side_stays_up(state_dir: Path) -> None:
+    config = gateway_config(state_dir, bwrap_path="/bin/false")
+    async for url in serve_app(config):
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            r = await client.post("/v1/sandboxes", json={"runtime": "python"})
+            assert r.status_code == 503
+            err = error_of(r)
+            assert "bubblewrap" in str(err["message"])
+            assert (await client.get("/v1/sandboxes")).status_code == 503
+            ready = (await client.get("/health/ready")).json()
+            assert ready["sandbox"]["available"] is False
+            assert (await client.get("/v1/models")).status_code == 200
