@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway_core.config.sandbox import SandboxConfig
 from gateway_core.errors import InvalidRequest, NotFound, PayloadTooLarge
 from gateway_sandbox import PoolExhausted, SandboxDead, SandboxManager
 from tests.sandbox.conftest import children_of, make_config
@@ -137,20 +138,31 @@ async def test_ttl_and_lifetime_reaping_with_injected_clock(state_dir: Path) -> 
         assert m.list() == []
 
 
+async def test_code_cannot_kill_its_agent(manager: SandboxManager) -> None:
+    sb = await manager.create("python")
+    # The agent is the jail's pid 1: signals from inside the namespace cannot kill it.
+    result = await sb.execute("import os, signal\n"
+                              "os.kill(os.getppid(), signal.SIGKILL)\n"
+                              "os.kill(1, signal.SIGKILL)\n"
+                              "print(os.getppid())", timeout_s=5)
+    assert (result.stdout, result.exit_code) == ("1\n", 0)
+    assert (await sb.execute("print('alive')")).stdout == "alive\n"
+
+
 async def test_crashed_guest_is_reported_dead(manager: SandboxManager) -> None:
     sb = await manager.create("python")
-    result = await sb.execute("import os, signal; os.kill(1, signal.SIGKILL)", timeout_s=5)
-    # pid 1 of the jail cannot be killed from inside; killing the agent can.
-    assert result is not None
+    outer = sb.guest.pid  # type: ignore[attr-defined]
+    agent = int(Path(f"/proc/{outer}/task/{outer}/children").read_text().split()[0])
+    os.kill(agent, signal.SIGKILL)  # a crash, as seen from the host
     with pytest.raises(SandboxDead):
-        await sb.execute("import os, signal; os.kill(os.getppid(), signal.SIGKILL)",
-                         timeout_s=5)
+        await sb.execute("print(1)", timeout_s=5)
     assert sb.status == "dead"
     assert manager.get(sb.id).info().status == "dead"
+    assert manager.stats().dead == 1
+    await manager.reap()  # frees the dead guest's files; the record stays until deleted
     with pytest.raises(SandboxDead):
-        await sb.execute("print(1)")
+        await sb.read_file("x")
     await manager.delete(sb.id)
-    # A fresh sandbox is unaffected.
     other = await manager.create("python")
     assert (await other.execute("print(5)")).stdout == "5\n"
 
@@ -208,7 +220,23 @@ async def test_list_filters_by_metadata(manager: SandboxManager) -> None:
     assert len(manager.list()) == 2
 
 
+def jail_pids() -> set[int]:
+    """Processes (zombies included) owned by the jails' uids."""
+    base = SandboxConfig().process_uid_base or 0
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                uid = os.stat(f"/proc/{entry}").st_uid
+            except OSError:
+                continue
+            if base <= uid < base + 65536:
+                pids.add(int(entry))
+    return pids
+
+
 async def test_nothing_left_after_close(state_dir: Path) -> None:
+    before = jail_pids()
     cfg = make_config(state_dir, min_ready=2, max_total=6)
     m = SandboxManager.from_config(cfg)
     await m.start()
@@ -220,6 +248,7 @@ async def test_nothing_left_after_close(state_dir: Path) -> None:
     await asyncio.wait_for(m.aclose(), 60)
     await m.aclose()  # idempotent
     assert children_of(os.getpid()) == []
+    assert jail_pids() - before == set()  # not even a zombie handed to pid 1
     assert not state_dir.exists() or list(state_dir.rglob("*")) == []
     assert cgroup_dirs() == []
 

@@ -4,6 +4,7 @@ max_total, reaps expired and crashed sandboxes, and leaves nothing behind on clo
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import time
 from collections.abc import Callable, Mapping
@@ -42,19 +43,25 @@ def select_backend(cfg: SandboxConfig) -> tuple[Backend, str]:
         return ProcessBackend(cfg), "configured: backend = \"process\""
     if cfg.backend == "firecracker":
         try:
-            from gateway_sandbox.backends.firecracker import FirecrackerBackend
+            from gateway_sandbox.backends.firecracker import (  # type: ignore[import-not-found,unused-ignore]
+                FirecrackerBackend,
+            )
         except ImportError as exc:
             raise BackendUnavailable(f"the firecracker backend is not installed: {exc}") \
                 from exc
         return FirecrackerBackend(cfg), "configured: backend = \"firecracker\""
     try:
-        from gateway_sandbox.backends.firecracker import firecracker_status
+        from gateway_sandbox.backends.firecracker import (  # type: ignore[import-not-found,unused-ignore]
+            firecracker_status,
+        )
     except ImportError:
         usable, why = False, "the firecracker backend is not installed"
     else:
         usable, why = firecracker_status(cfg)
     if usable:
-        from gateway_sandbox.backends.firecracker import FirecrackerBackend
+        from gateway_sandbox.backends.firecracker import (  # type: ignore[import-not-found,unused-ignore]
+            FirecrackerBackend,
+        )
 
         return FirecrackerBackend(cfg), f"auto: firecracker is usable ({why})"
     return ProcessBackend(cfg), f"auto: firecracker is not usable ({why}); using process"
@@ -270,7 +277,7 @@ class SandboxManager:
             raise NotFound(f"No sandbox with id {sandbox_id!r}.", param="id")
         return sb
 
-    def list(self, metadata: Mapping[str, str] | None = None) -> list[Sandbox]:
+    def list(self, metadata: Mapping[str, str] | None = None) -> builtins.list[Sandbox]:
         """Every sandbox, or those whose metadata has all the given key/value pairs."""
         want = dict(metadata or {})
         return [sb for sb in self._sandboxes.values()
@@ -287,11 +294,11 @@ class SandboxManager:
 
     # ---- reaping ----
 
-    async def reap(self) -> list[str]:
+    async def reap(self) -> builtins.list[str]:
         """One pass: delete expired sandboxes, free crashed ones, replace dead pool guests.
         Returns the ids deleted. The reaper task calls this every reap_interval_s."""
         now = self.clock()
-        deleted: list[str] = []
+        deleted: builtins.list[str] = []
         for sb in list(self._sandboxes.values()):
             if sb.expired(now):
                 with contextlib.suppress(NotFound):

@@ -110,7 +110,7 @@ class Error(msgspec.Struct, tag_field="type", tag="error", kw_only=True):
 Reply = Hello | Pong | Ok | Chunk | Result | Written | FileData | Error
 
 _encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(Reply)
+_decoder: msgspec.json.Decoder[Reply] = msgspec.json.Decoder(Reply)
 
 
 class ConnectionLost(Exception):

