@@ -98,7 +98,9 @@ async def test_dead_pool_guest_is_replaced(state_dir: Path) -> None:
     async with SandboxManager.from_config(make_config(state_dir, min_ready=1)) as m:
         assert await m.wait_pool_ready(1, timeout_s=30)
         victim = m._pool.ready[0].guest
-        os.kill(victim.pid, signal.SIGKILL)  # type: ignore[attr-defined]
+        outer = victim.pid  # type: ignore[attr-defined]
+        agent = int(Path(f"/proc/{outer}/task/{outer}/children").read_text().split()[0])
+        os.kill(agent, signal.SIGKILL)
         for _ in range(200):
             if not victim.alive():
                 break

@@ -137,12 +137,16 @@ class ProcessGuest:
             # Kill the pid namespace's init (bwrap's child): the kernel then kills everything
             # in the namespace and bwrap reaps it and exits. Killing bwrap itself first would
             # orphan its child as a zombie that only the host's pid 1 could reap.
-            for child in _children(self.proc.pid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(child, signal.SIGKILL)
-            try:
-                await asyncio.wait_for(asyncio.shield(self.proc.wait()), 5)
-            except asyncio.TimeoutError:
+            # Bounded: 100 rounds of 50 ms; bwrap may still be forking its child at first.
+            for _ in range(100):
+                for child in _children(self.proc.pid):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(child, signal.SIGKILL)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self.proc.wait()), 0.05)
+                if self.proc.returncode is not None:
+                    break
+            else:
                 with contextlib.suppress(ProcessLookupError):
                     self.proc.send_signal(signal.SIGKILL)
         with contextlib.suppress(asyncio.TimeoutError):
