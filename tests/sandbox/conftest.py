@@ -17,13 +17,15 @@ from gateway_sandbox import BackendUnavailable, SandboxManager
 from gateway_sandbox.runtimes import RUNTIMES, find_tool
 
 
-def make_config(state_dir: Path, **pool: object) -> SandboxConfig:
+def make_config(state_dir: Path, limits: dict[str, object] | None = None,
+                **pool: object) -> SandboxConfig:
+    lim: dict[str, object] = {"max_processes": 64, "memory_mb": 256, "max_exec_timeout_s": 60.0,
+                              "default_exec_timeout_s": 20.0, **(limits or {})}
     return SandboxConfig(
         backend="process",
         state_dir=str(state_dir),
         pool=PoolConfig(**{"min_ready": 1, "max_total": 4, **pool}),  # type: ignore[arg-type]
-        limits=SandboxLimits(max_processes=64, memory_mb=256, max_exec_timeout_s=60.0,
-                             default_exec_timeout_s=20.0),
+        limits=SandboxLimits(**lim),  # type: ignore[arg-type]
         reap_interval_s=3600.0,  # tests call reap() themselves
     )
 

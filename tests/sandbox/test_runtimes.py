@@ -3,10 +3,12 @@ errors, and what the jail must stop (network, fork bombs, endless loops, huge ou
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gateway_sandbox import SandboxManager
-from tests.sandbox.conftest import require_runtime
+from tests.sandbox.conftest import make_config, require_runtime
 
 HELLO = {
     "python": "print(1 + 1)",
@@ -162,3 +164,16 @@ async def test_cancelling_a_stream_kills_the_execution(manager: SandboxManager) 
     # The sandbox is free at once and the sleeping program is gone.
     listing = await sb.execute(LIST_PROCS, timeout_s=10)
     assert listing.stdout.count("main.py") == 1  # only the listing program itself
+
+
+async def test_file_size_and_memory_limits(state_dir: Path) -> None:
+    cfg = make_config(state_dir, limits={"max_file_mb": 8, "memory_mb": 128}, min_ready=0)
+    async with SandboxManager.from_config(cfg) as m:
+        sb = await m.create("python")
+        # Filling the disk stops at the per-file limit (RLIMIT_FSIZE).
+        result = await sb.execute("open('big', 'wb').write(b'x' * (64 << 20))", timeout_s=20)
+        assert result.exit_code != 0 and "File too large" in result.stderr
+        # Memory beyond the limit fails inside the program, not in the gateway.
+        result = await sb.execute("x = bytearray(512 << 20)", timeout_s=20)
+        assert result.exit_code != 0 and "MemoryError" in result.stderr
+        assert (await sb.execute("print('fine')")).stdout == "fine\n"

@@ -19,6 +19,7 @@ from gateway_sandbox.backends.base import Backend
 from gateway_sandbox.errors import BackendUnavailable, PoolExhausted
 from gateway_sandbox.observer import NullObserver, SandboxObserver
 from gateway_sandbox.pool import WarmGuest, WarmPool, start_warm
+from gateway_sandbox.protocol import ConnectionLost
 from gateway_sandbox.runtimes import RUNTIMES, Runtime, available_runtimes
 from gateway_sandbox.sandbox import Sandbox
 
@@ -88,6 +89,7 @@ class SandboxManager:
                               capacity_left=self._capacity_left, changed=self._changed)
         self._runtimes: dict[str, str | None] = {}
         self._reaper: asyncio.Task[None] | None = None
+        self._notifiers: set[asyncio.Task[None]] = set()
         self._started = False
         self._closed = False
 
@@ -137,6 +139,7 @@ class SandboxManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
         await self._pool.aclose()
+        await asyncio.gather(*self._notifiers, return_exceptions=True)
         sandboxes, self._sandboxes = list(self._sandboxes.values()), {}
         await asyncio.gather(*(sb._shutdown() for sb in sandboxes), return_exceptions=True)
         if self._started:
@@ -158,10 +161,10 @@ class SandboxManager:
                 self._cond.notify_all()
 
         if not self._closed:
-            # Fire and forget; a reference is kept by the loop until it ran.
+            # Called from sync code; the task is referenced until it ran.
             task = asyncio.get_running_loop().create_task(notify())
-            self._pool._tasks.add(task)
-            task.add_done_callback(self._pool._tasks.discard)
+            self._notifiers.add(task)
+            task.add_done_callback(self._notifiers.discard)
 
     async def _acquire(self) -> tuple[WarmGuest | None, str]:
         """A warm guest from the pool, or (None, "cold") with a slot reserved for a cold
@@ -256,7 +259,7 @@ class SandboxManager:
                     warm = await start_warm(self.backend, self.cfg.start_timeout_s)
                 except BackendUnavailable:
                     raise
-                except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
+                except (OSError, ConnectionLost, asyncio.TimeoutError) as exc:
                     raise BackendUnavailable(f"The sandbox did not start: {exc}") from exc
             sb = Sandbox(self, warm.guest, warm.client, runtime=runtime,
                          lifetime_s=timeout_s or self.cfg.max_lifetime_s, env=dict(env or {}),
@@ -304,9 +307,7 @@ class SandboxManager:
                 with contextlib.suppress(NotFound):
                     await self.delete(sb.id)
                     deleted.append(sb.id)
-            elif sb.status == "dead" and sb.guest.alive():
-                await sb.mark_dead()
-            elif sb.status == "dead":
+            elif sb.status == "dead" and not sb.freed:
                 # Free the guest's files and processes now; the record stays as "dead".
                 await sb.mark_dead()
         if self._pool.drop_dead():

@@ -86,6 +86,7 @@ class Sandbox:
         self._lock = asyncio.Lock()
         self._closed = False
         self._dead = False
+        self.freed = False  # the dead guest's processes and files are gone
 
     # ---- state ----
 
@@ -123,6 +124,7 @@ class Sandbox:
     async def mark_dead(self) -> None:
         """The guest died or hung: free what it holds; the record stays as "dead"."""
         self._dead = True
+        self.freed = True
         await self.client.aclose()
         await self.guest.stop()
 

@@ -8,7 +8,13 @@ from typing import Protocol
 
 
 class Guest(Protocol):
-    """One started guest (a microVM or a jailed process tree) with the agent running in it."""
+    """One started guest (a microVM or a jailed process tree) with the agent running in it.
+
+    The agent is ``gateway_sandbox/agent/agent.py`` (``AGENT_PATH``), run in the guest with
+    ``python3 agent.py --vsock PORT | --unix PATH | --tty DEVICE | --stdio --workdir /work``;
+    the manager speaks ``gateway_sandbox.protocol`` to it. Code runs with ``/work`` as its
+    working directory, and the file API is confined to it.
+    """
 
     @property
     def id(self) -> str: ...
@@ -17,7 +23,9 @@ class Guest(Protocol):
     def backend(self) -> str: ...
 
     async def open_stream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """Connect to the guest agent's byte stream (vsock, serial port or pipe)."""
+        """Connect to the guest agent's byte stream (vsock, serial port or pipe). The first
+        frame read from a new stream is the agent's hello. The manager opens one stream per
+        guest and keeps it for the guest's life."""
         ...
 
     def alive(self) -> bool:
@@ -38,11 +46,14 @@ class Backend(Protocol):
     def name(self) -> str: ...
 
     async def start(self) -> None:
-        """Prepare, and reap whatever a crashed previous run left in the state directory."""
+        """Prepare, and reap whatever a crashed previous run left in the state directory.
+        Raise ``gateway_sandbox.errors.BackendUnavailable`` with the reason when guests
+        cannot run on this host; the API then answers 503 with it."""
         ...
 
     async def start_guest(self, sandbox_id: str) -> Guest:
-        """Start one guest and return once its agent is ready to answer."""
+        """Start one guest and return once its agent is ready to accept ``open_stream``.
+        On failure (raise BackendUnavailable) or cancellation, leave nothing behind."""
         ...
 
     def describe(self) -> dict[str, object]:
