@@ -168,7 +168,8 @@ class ProcessBackend:
         self._rootfs = cfg.process_rootfs_dir or "/"
         self._uid_base = cfg.process_uid_base if os.geteuid() == 0 else None
         self._free_slots: list[int] = []
-        self._next_slot = 0
+        # Workers sharing a host start their uid slots apart, so jails rarely share a uid.
+        self._next_slot = (os.getpid() % 64) * 1000
         self._guests: dict[str, ProcessGuest] = {}
         lim = cfg.limits
         self.cgroups = CgroupManager(
