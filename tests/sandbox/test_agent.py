@@ -137,3 +137,46 @@ async def test_agent_rejects_paths_outside_its_workdir(socket_agent: Path,
     assert (await read_frame(reader))["type"] == "written"
     assert (tmp_path / "work" / "in" / "side.txt").read_bytes() == b"ok"
     writer.close()
+
+
+def test_tty_transport(tmp_path: Path) -> None:
+    """Serial-port mode (the QEMU image test uses it): the agent opens a tty by path."""
+    import subprocess
+    import termios
+    import tty
+
+    master, slave = os.openpty()
+    tty.setraw(master)
+    attrs = termios.tcgetattr(master)
+    attrs[3] &= ~termios.ECHO
+    termios.tcsetattr(master, termios.TCSANOW, attrs)
+    proc = subprocess.Popen([sys.executable, "-I", str(AGENT_PATH), "--tty", os.ttyname(slave),
+                             "--workdir", str(tmp_path)])
+    try:
+        def read_exact(n: int) -> bytes:
+            buf = b""
+            while len(buf) < n:
+                chunk = os.read(master, n - len(buf))
+                assert chunk
+                buf += chunk
+            return buf
+
+        def read() -> dict[str, object]:
+            (n,) = struct.unpack(">I", read_exact(4))
+            obj = json.loads(read_exact(n))
+            assert isinstance(obj, dict)
+            return obj
+
+        assert read()["type"] == "hello"
+        os.write(master, frame({"id": 1, "op": "ping"}))
+        assert read() == {"id": 1, "type": "pong"}
+        os.write(master, frame({"id": 2, "op": "execute", "code": "print(6 * 7)",
+                                "runtime": {"name": "python", "file": "m.py",
+                                            "run": [sys.executable, "{file}"]}}))
+        result = read()
+        assert (result["type"], result["stdout"]) == ("result", "42\n")
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        os.close(master)
+        os.close(slave)
