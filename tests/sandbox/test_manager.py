@@ -37,9 +37,11 @@ class FakeClock:
 
 
 def cgroup_dirs() -> list[str]:
+    """This process's sandbox cgroups (named agw-<pid>-<start time>)."""
+    mine = f"agw-{os.getpid()}-"
     found = []
     for root, dirs, _ in os.walk("/sys/fs/cgroup"):
-        found += [os.path.join(root, d) for d in dirs if d.startswith("agw-")]
+        found += [os.path.join(root, d) for d in dirs if d.startswith(mine)]
         dirs[:] = [d for d in dirs if not d.startswith("agw-") and root.count("/") < 6]
     return found
 
@@ -222,23 +224,25 @@ async def test_list_filters_by_metadata(manager: SandboxManager) -> None:
     assert len(manager.list()) == 2
 
 
-def jail_pids() -> set[int]:
-    """Processes (zombies included) owned by the jails' uids."""
+def orphaned_jail_pids() -> set[int]:
+    """Processes (zombies included) of the jails' uids that were handed to the host's pid 1
+    (jails of other test runs are children of their own manager, not of pid 1)."""
     base = SandboxConfig().process_uid_base or 0
     pids = set()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 uid = os.stat(f"/proc/{entry}").st_uid
-            except OSError:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError):
                 continue
-            if base <= uid < base + 65536:
+            if base <= uid < base + 65536 and ppid == 1:
                 pids.add(int(entry))
     return pids
 
 
 async def test_nothing_left_after_close(state_dir: Path) -> None:
-    before = jail_pids()
+    before = orphaned_jail_pids()
     cfg = make_config(state_dir, min_ready=2, max_total=6)
     m = SandboxManager.from_config(cfg)
     await m.start()
@@ -250,7 +254,7 @@ async def test_nothing_left_after_close(state_dir: Path) -> None:
     await asyncio.wait_for(m.aclose(), 60)
     await m.aclose()  # idempotent
     assert children_of(os.getpid()) == []
-    assert jail_pids() - before == set()  # not even a zombie handed to pid 1
+    assert orphaned_jail_pids() - before == set()  # not even a zombie handed to pid 1
     assert not state_dir.exists() or list(state_dir.rglob("*")) == []
     assert cgroup_dirs() == []
 

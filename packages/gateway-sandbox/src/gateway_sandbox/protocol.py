@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import AsyncIterator
 from typing import Literal
 
 import msgspec
@@ -199,28 +198,36 @@ class AgentClient:
         self._next_id += 1
         return self._next_id
 
-    @contextlib.asynccontextmanager
-    async def exchange(self, msg: Request) -> AsyncIterator[asyncio.Queue[Reply | ConnectionLost]]:
-        """Send ``msg``; yield the queue its replies (or the loss of the stream) arrive on."""
+    async def send(self, msg: Request) -> asyncio.Queue[Reply | ConnectionLost]:
+        """Send ``msg``; its replies (or the loss of the stream) arrive on the returned
+        queue until ``forget(msg.id)``. (Plain methods rather than a context manager: an
+        async generator holding one breaks when the loop closes generators at shutdown.)"""
         if self.lost is not None:
             raise self.lost
         queue: asyncio.Queue[Reply | ConnectionLost] = asyncio.Queue()
         self._waiting[msg.id] = queue
         try:
             async with self._write_lock:
-                try:
-                    self._writer.write(encode_frame(msg))
-                    await self._writer.drain()
-                except (OSError, RuntimeError) as exc:
-                    raise ConnectionLost(f"cannot write to the agent: {exc}") from exc
-            yield queue
-        finally:
-            self._waiting.pop(msg.id, None)
+                self._writer.write(encode_frame(msg))
+                await self._writer.drain()
+        except (OSError, RuntimeError) as exc:
+            self.forget(msg.id)
+            raise ConnectionLost(f"cannot write to the agent: {exc}") from exc
+        except BaseException:
+            self.forget(msg.id)
+            raise
+        return queue
+
+    def forget(self, request_id: int) -> None:
+        self._waiting.pop(request_id, None)
 
     async def call(self, msg: Request, timeout_s: float) -> Reply:
         """One request, one reply (not for execute, which may send chunks first)."""
-        async with self.exchange(msg) as queue:
+        queue = await self.send(msg)
+        try:
             reply = await asyncio.wait_for(queue.get(), timeout_s)
+        finally:
+            self.forget(msg.id)
         if isinstance(reply, ConnectionLost):
             raise reply
         return reply

@@ -168,32 +168,33 @@ class Sandbox:
             outcome = "failed"
             finished = False
             try:
-                async with self.client.exchange(msg) as queue:
-                    try:
-                        while True:
-                            item = await asyncio.wait_for(queue.get(), timeout + _GRACE_S)
-                            if isinstance(item, ConnectionLost):
-                                finished = True
-                                raise item
-                            if isinstance(item, Chunk):
-                                yield OutputChunk(stream=item.stream, data=item.data)
-                            elif isinstance(item, Result):
-                                finished = True
-                                outcome = ("timeout" if item.timed_out else
-                                           "ok" if item.exit_code == 0 else "error")
-                                yield ExecResult(stdout=item.stdout, stderr=item.stderr,
-                                                 exit_code=item.exit_code,
-                                                 duration_ms=item.duration_ms,
-                                                 timed_out=item.timed_out,
-                                                 truncated=item.truncated)
-                                return
-                            elif isinstance(item, Error):
-                                finished = True
-                                raise _agent_error(item)
-                    finally:
-                        if not finished:
-                            outcome = "cancelled"
-                            await asyncio.shield(self._cancel(msg.id))
+                queue = await self.client.send(msg)
+                try:
+                    while True:
+                        item = await asyncio.wait_for(queue.get(), timeout + _GRACE_S)
+                        if isinstance(item, ConnectionLost):
+                            finished = True
+                            raise item
+                        if isinstance(item, Chunk):
+                            yield OutputChunk(stream=item.stream, data=item.data)
+                        elif isinstance(item, Result):
+                            finished = True
+                            outcome = ("timeout" if item.timed_out else
+                                       "ok" if item.exit_code == 0 else "error")
+                            yield ExecResult(stdout=item.stdout, stderr=item.stderr,
+                                             exit_code=item.exit_code,
+                                             duration_ms=item.duration_ms,
+                                             timed_out=item.timed_out,
+                                             truncated=item.truncated)
+                            return
+                        elif isinstance(item, Error):
+                            finished = True
+                            raise _agent_error(item)
+                finally:
+                    self.client.forget(msg.id)
+                    if not finished:
+                        outcome = "cancelled"
+                        await asyncio.shield(self._cancel(msg.id))
             except ConnectionLost as exc:
                 await self.mark_dead()
                 raise SandboxDead(f"Sandbox {self.id} died during the execution: {exc}") \
