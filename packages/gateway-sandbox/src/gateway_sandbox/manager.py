@@ -231,6 +231,13 @@ class SandboxManager:
                                  f"{self.limits.max_exec_timeout_s}.", param="timeout_s")
         return float(timeout_s)
 
+    def exec_rlimits(self) -> dict[str, int]:
+        """Limits the agent applies to every execution, whatever the backend (the process
+        backend also sets them on the whole jail; a VM's agent runs without them otherwise)."""
+        lim = self.limits
+        return {"cpu": lim.cpu_time_s, "nproc": lim.max_processes,
+                "fsize": lim.max_file_mb * 1024 * 1024, "data": lim.memory_mb * 1024 * 1024}
+
     def check_env(self, env: Mapping[str, str] | None) -> None:
         for key, value in (env or {}).items():
             if not key or "=" in key or "\0" in key or "\0" in value:

@@ -156,6 +156,9 @@ class Sandbox:
         mgr.check_code(code)
         timeout = mgr.check_exec_timeout(timeout_s)
         mgr.check_env(env)
+        if stdin is not None and len(stdin.encode()) > mgr.limits.max_upload_bytes:
+            raise PayloadTooLarge(f"stdin is over {mgr.limits.max_upload_bytes} bytes.",
+                                  param="stdin")
         self._check_usable()
         async with self._lock:
             self._check_usable()
@@ -163,7 +166,7 @@ class Sandbox:
             msg = Execute(id=self.client.new_id(), runtime=rt, code=code, timeout_s=timeout,
                           max_output_bytes=mgr.limits.max_output_bytes,
                           env={**self.env, **(env or {})}, stdin=stdin, stream=stream,
-                          rlimits={"data": mgr.limits.memory_mb * 1024 * 1024})
+                          rlimits=mgr.exec_rlimits())
             started = time.monotonic()
             outcome = "failed"
             finished = False
