@@ -172,9 +172,12 @@ class Sandbox:
             finished = False
             try:
                 queue = await self.client.send(msg)
+                # The agent enforces the timeout; past it plus a grace, it counts as hung.
+                hung_at = started + timeout + _GRACE_S
                 try:
                     while True:
-                        item = await asyncio.wait_for(queue.get(), timeout + _GRACE_S)
+                        item = await asyncio.wait_for(queue.get(),
+                                                      max(0.0, hung_at - time.monotonic()))
                         if isinstance(item, ConnectionLost):
                             finished = True
                             raise item
