@@ -183,7 +183,10 @@ class FakeUpstream:
         app.router.add_post("/v1/chat/completions", self._tracked(self._openai))
         app.router.add_post("/v1/messages", self._tracked(self._anthropic))
         app.router.add_get("/v1/models", self._models)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+        # handler_cancellation: a client (the gateway) that goes away cancels the handler, which
+        # is how tests see that the gateway cancelled an upstream request.
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5,
+                                     handler_cancellation=True)
         loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         loop.run_until_complete(site.start())

@@ -410,3 +410,22 @@ def test_stream_cut_midway_ends_with_error(client: openai.OpenAI, up: FakeUpstre
     # Only the primary's words: no mixture of two providers' answers.
     assert "".join(received) in "echo: a b c d e f g"
     assert backup.requests == []
+
+
+def test_client_disconnect_cancels_non_streaming_upstream(gateway: GatewayProcess,
+                                                          up: FakeUpstream) -> None:
+    import httpx
+
+    up.script(Stall(0.8), Stall(0.8), Stall(0.8))
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(gateway.url + "/v1/chat/completions",
+                   headers={"authorization": f"Bearer {GATEWAY_KEY}"},
+                   json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]},
+                   timeout=0.3)
+    deadline = time.monotonic() + 5
+    while up.disconnects == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    # The stalled attempt was cut and no retry followed once the client had gone.
+    assert up.disconnects == 1
+    assert len(up.requests) == 1
