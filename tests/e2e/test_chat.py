@@ -429,3 +429,32 @@ def test_client_disconnect_cancels_non_streaming_upstream(gateway: GatewayProces
     # The stalled attempt was cut and no retry followed once the client had gone.
     assert up.disconnects == 1
     assert len(up.requests) == 1
+
+
+def test_retry_after_is_honoured(client: openai.OpenAI, up: FakeUpstream) -> None:
+    up.script(Fail(429, headers={"retry-after-ms": "400"}))
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    assert raw.headers["x-gateway-attempts"] == "2"
+    first, second = up.requests
+    assert second.at - first.at >= 0.4
+
+
+def test_request_deadline_bounds_retries(gateway: GatewayProcess, up: FakeUpstream) -> None:
+    import httpx
+
+    up.script(Stall(5), Stall(5), Stall(5))
+    r = httpx.post(gateway.url + "/v1/chat/completions",
+                   headers={"authorization": f"Bearer {GATEWAY_KEY}",
+                            "x-gateway-timeout": "1.5"},
+                   json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]},
+                   timeout=10)
+    assert r.status_code == 504
+    assert r.json()["error"]["type"] == "timeout_error"
+    # Two attempts fit in 1.5 s with a 1 s first-byte timeout; the third never started.
+    assert len(up.requests) == 2
+    r = httpx.post(gateway.url + "/v1/chat/completions",
+                   headers={"authorization": f"Bearer {GATEWAY_KEY}",
+                            "x-gateway-timeout": "soon"},
+                   json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "x-gateway-timeout"
