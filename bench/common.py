@@ -1,0 +1,207 @@
+"""Shared pieces of the benchmark runners: processes started and always stopped by PID, free
+ports, percentiles, median-of-repetitions figures, the result table and the JSON record."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+RESULTS = BENCH_DIR / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout_s: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def wait_http(url: str, timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def require_tools(names: Sequence[str]) -> None:
+    missing = [n for n in names if shutil.which(n) is None]
+    if missing:
+        sys.exit(f"bench: missing {', '.join(missing)} — install with: "
+                 f"apt-get install {' '.join(missing)}")
+
+
+def git_rev() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=False)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+@dataclass
+class Procs:
+    """Every process the benchmark starts, stopped by PID on exit (also on errors and
+    Ctrl-C). Each is its own process group so a hypercorn master takes its workers along."""
+
+    started: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    logs: list[IO[bytes]] = field(default_factory=list)
+
+    def start(self, name: str, argv: Sequence[str], log: Path | None = None,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        out: IO[bytes] | int = subprocess.DEVNULL
+        if log is not None:
+            fh = open(log, "wb")  # noqa: SIM115 - closed in stop_all
+            self.logs.append(fh)
+            out = fh
+        p = subprocess.Popen(list(argv), stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                             start_new_session=True, env=env, cwd=str(REPO))
+        self.started[name] = p
+        return p
+
+    def stop(self, name: str, timeout_s: float = 10.0) -> None:
+        p = self.started.pop(name, None)
+        if p is None or p.poll() is not None:
+            return
+        # The group id is the PID we started (start_new_session), so this reaches only
+        # that process and its children.
+        for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(p.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                p.wait(wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def stop_all(self) -> None:
+        for name in list(self.started):
+            self.stop(name)
+        for fh in self.logs:
+            fh.close()
+        self.logs.clear()
+
+    def __enter__(self) -> Procs:
+        # SIGTERM to the runner behaves like Ctrl-C: unwind and stop everything.
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+
+def run_tool(argv: Sequence[str], timeout_s: float) -> str:
+    """Run a load tool with a hard time bound; its stdout."""
+    p = subprocess.run(list(argv), capture_output=True, timeout=timeout_s, check=False)
+    if p.returncode != 0:
+        raise RuntimeError(f"{argv[0]} exited {p.returncode}: "
+                           f"{p.stderr.decode(errors='replace')[-500:]}")
+    return p.stdout.decode(errors="replace")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty sample."""
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, int(round(q / 100 * len(s) + 0.5)) - 1))
+    return s[k]
+
+
+@dataclass
+class Figure:
+    """One measured figure over repetitions: shown as median (min–max)."""
+
+    values: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    def show(self, unit: str, digits: int = 2) -> str:
+        if len(self.values) == 1:
+            return f"{self.values[0]:.{digits}f} {unit}"
+        return (f"{self.median:.{digits}f} {unit} "
+                f"({min(self.values):.{digits}f}–{max(self.values):.{digits}f})")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"median": self.median, "min": min(self.values), "max": max(self.values),
+                "values": self.values}
+
+
+@dataclass
+class Row:
+    metric: str
+    target: str
+    measured: str
+    verdict: str
+    data: Any = None
+
+
+class Table:
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.rows: list[Row] = []
+
+    def add(self, metric: str, target: str, measured: str, verdict: str = "",
+            data: Any = None) -> None:
+        self.rows.append(Row(metric, target, measured, verdict, data))
+        print(f"  {metric}: {measured}" + (f"  [{verdict}]" if verdict else ""), flush=True)
+
+    def render(self) -> str:
+        head = ("metric", "target", "measured", "verdict")
+        cells = [head] + [(r.metric, r.target, r.measured, r.verdict) for r in self.rows]
+        widths = [max(len(c[i]) for c in cells) for i in range(4)]
+        lines = [self.title, ""]
+        for n, c in enumerate(cells):
+            lines.append(" | ".join(v.ljust(widths[i]) for i, v in enumerate(c)).rstrip())
+            if n == 0:
+                lines.append("-+-".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+
+def verdict(ok: bool | None) -> str:
+    return "—" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def write_results(kind: str, payload: dict[str, Any], table: Table) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = RESULTS / f"{kind}-{stamp}-{git_rev()}.json"
+    payload = {
+        "kind": kind, "git": git_rev(), "time": stamp, **payload,
+        "table": [{"metric": r.metric, "target": r.target, "measured": r.measured,
+                   "verdict": r.verdict, "data": r.data} for r in table.rows],
+    }
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    return path
