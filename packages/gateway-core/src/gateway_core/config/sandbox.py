@@ -53,5 +53,13 @@ class SandboxConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     runtime_path: str = "/usr/local/bin:/usr/bin:/bin"
     # How long a guest may take to start and answer its first ping.
     start_timeout_s: float = 20.0
+    # Firecracker: restore guests from a snapshot of one booted VM per image (falls back to
+    # a cold boot, logged, when snapshotting fails).
+    firecracker_snapshots: bool = True
+    # Firecracker: the vsock port the guest image's init starts the agent on.
+    firecracker_agent_port: int = 52
+    # Firecracker: refuse to start when /dev/kvm is not hardware KVM (vmx/svm); a PVM or
+    # other software KVM cannot boot the guest kernel the image builder makes.
+    firecracker_require_hardware_kvm: bool = True
     pool: PoolConfig = msgspec.field(default_factory=PoolConfig)
     limits: SandboxLimits = msgspec.field(default_factory=SandboxLimits)

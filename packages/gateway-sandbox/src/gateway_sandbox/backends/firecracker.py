@@ -1,0 +1,547 @@
+"""The Firecracker backend: each guest is a microVM in its own directory (API socket, vsock
+socket, console log, logs) with the agent on vsock; guests are restored from a snapshot of
+one booted VM when possible, else cold-booted."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import ctypes
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from gateway_core.config.sandbox import SandboxConfig
+from gateway_sandbox.backends import vsock
+from gateway_sandbox.backends.firecracker_api import (
+    BootSource,
+    Drive,
+    FirecrackerApi,
+    Logger,
+    MachineConfig,
+    Metrics,
+    NetworkInterface,
+    Vsock,
+)
+from gateway_sandbox.errors import BackendUnavailable
+from gateway_sandbox.protocol import AgentClient, ConnectionLost, Execute, Result
+from gateway_sandbox.runtimes import Runtime
+
+log = structlog.get_logger("gateway_sandbox")
+
+API_SOCK = "api.sock"
+VSOCK_UDS = "v.sock"  # relative: resolved in each VM's own working directory
+CONSOLE_LOG = "console.log"
+FC_LOG = "firecracker.log"
+METRICS = "metrics.json"
+GUEST_CID = 3
+# Firecracker adds the virtio-mmio devices itself; init= is the image builder's init.
+BOOT_ARGS = ("console=ttyS0 reboot=k panic=1 pci=off nomodule i8042.noaux i8042.nomux "
+             "i8042.nopnp i8042.dumbkbd root=/dev/vda ro rootfstype=ext4 "
+             "init=/sbin/gateway-init")
+_SUN_PATH_MAX = 107
+_PR_SET_PDEATHSIG = 1
+
+
+def _process_starttime(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def hardware_kvm() -> tuple[bool, str]:
+    """Whether /dev/kvm is hardware virtualisation (Intel VT-x / AMD-V), and what it is."""
+    if not os.path.exists("/dev/kvm"):
+        return False, "/dev/kvm does not exist (no KVM on this host)"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False, "/dev/kvm is not readable and writable by this user"
+    if os.path.isdir("/sys/module/kvm_pvm"):
+        return False, ("/dev/kvm is kvm-pvm (software PVM virtualisation: /sys/module/kvm_pvm "
+                       "is loaded, no Intel/AMD KVM); PVM only runs guest kernels built with PVM "
+                       "guest support, which the guest kernel (Debian's linux-source) lacks, so "
+                       "Firecracker guests cannot boot here")
+    try:
+        flags = {w for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("flags") for w in line.split(":", 1)[1].split()}
+    except OSError as exc:
+        return False, f"cannot read /proc/cpuinfo: {exc}"
+    for flag, name in (("vmx", "Intel VT-x"), ("svm", "AMD-V")):
+        if flag in flags:
+            return True, f"hardware KVM ({name})"
+    return False, ("/dev/kvm exists but the CPU shows neither vmx nor svm: not hardware KVM, "
+                   "so Firecracker guests cannot boot here")
+
+
+def firecracker_status(cfg: SandboxConfig) -> tuple[bool, str]:
+    """Whether this host can run Firecracker guests with ``cfg``, and why (or why not)."""
+    missing: list[str] = []
+    if not os.access(cfg.firecracker_path, os.X_OK):
+        missing.append(f"no Firecracker binary at {cfg.firecracker_path}")
+    if not os.path.isfile(cfg.kernel_path):
+        missing.append(f"no guest kernel at {cfg.kernel_path} "
+                       "(make one with `agentic-gateway sandbox build-image`)")
+    if not os.path.isfile(cfg.rootfs_path):
+        missing.append(f"no guest rootfs at {cfg.rootfs_path} "
+                       "(make one with `agentic-gateway sandbox build-image`)")
+    kvm_ok, kvm_why = hardware_kvm()
+    if not kvm_ok:
+        missing.append(kvm_why)
+    if missing:
+        return False, "; ".join(missing)
+    return True, f"{cfg.firecracker_path}, {kvm_why}"
+
+
+def _pdeathsig() -> None:
+    """In the child: die with the gateway, so no VM outlives the process that owns it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class FirecrackerVM:
+    """One Firecracker process in its own directory: spawn, configure over the API, kill,
+    reap, crash detection, cleanup. The directory is the process's working directory, so
+    every path Firecracker is given (vsock socket, logs) can be relative to it."""
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        self.binary = binary
+        self.dir = directory
+        self.proc: asyncio.subprocess.Process | None = None
+        self.api: FirecrackerApi | None = None
+        self.tap: str | None = None
+        self._stopped = False
+        for name in (API_SOCK, VSOCK_UDS):
+            if len(str(self.dir / name)) > _SUN_PATH_MAX:
+                raise BackendUnavailable(
+                    f"socket path {self.dir / name} is over {_SUN_PATH_MAX} bytes; use a "
+                    "shorter state_dir")
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def api_socket(self) -> Path:
+        return self.dir / API_SOCK
+
+    @property
+    def vsock_socket(self) -> Path:
+        return self.dir / VSOCK_UDS
+
+    async def spawn(self, *, vm_id: str, timeout_s: float = 5.0) -> FirecrackerApi:
+        """Start Firecracker in the VM directory and return once its API socket answers."""
+        self.dir.mkdir(parents=True, exist_ok=False)
+        os.chmod(self.dir, 0o700)
+        for name in (FC_LOG, METRICS):
+            (self.dir / name).touch()
+        console = open(self.dir / CONSOLE_LOG, "wb")  # noqa: SIM115 - handed to the child
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                self.binary, "--api-sock", API_SOCK, "--id", vm_id,
+                cwd=self.dir, stdin=subprocess.DEVNULL, stdout=console, stderr=console,
+                start_new_session=True, preexec_fn=_pdeathsig)
+        except OSError as exc:
+            raise BackendUnavailable(f"cannot start Firecracker {self.binary}: {exc}") from exc
+        finally:
+            console.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        # Bounded by the deadline; the socket usually appears within a millisecond.
+        while not self.api_socket.exists():
+            if self.proc.returncode is not None:
+                raise BackendUnavailable(
+                    f"Firecracker exited with {self.proc.returncode} at start: "
+                    f"{self.console_tail(800)}")
+            if loop.time() > deadline:
+                raise BackendUnavailable(f"Firecracker's API socket did not appear within "
+                                         f"{timeout_s} s: {self.console_tail(800)}")
+            await asyncio.sleep(0.001)
+        self.api = FirecrackerApi(str(self.api_socket))
+        return self.api
+
+    async def configure_logs(self) -> None:
+        assert self.api is not None
+        await self.api.logger(Logger(log_path=FC_LOG, level="Info"))
+        await self.api.metrics(Metrics(metrics_path=METRICS))
+
+    def alive(self) -> bool:
+        """False once the process has exited (asyncio's child watcher has reaped it)."""
+        return not self._stopped and self.proc is not None and self.proc.returncode is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode if self.proc is not None else None
+
+    def console_tail(self, limit: int = 2000) -> str:
+        """The end of the guest's serial console (and Firecracker's own stdout)."""
+        try:
+            with open(self.dir / CONSOLE_LOG, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - limit))
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    async def kill(self, grace_s: float = 2.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace_s``; returns once the process is reaped."""
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(proc.wait()), grace_s)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(proc.wait(), 10)
+
+    async def stop(self) -> None:
+        """Kill, reap, and remove the directory and tap. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            if self.api is not None:
+                await self.api.aclose()
+            await self.kill()
+        finally:
+            if self.tap is not None:
+                await asyncio.to_thread(_delete_tap, self.tap)
+                self.tap = None
+            await asyncio.to_thread(shutil.rmtree, self.dir, True)
+
+
+def _run_ip(*args: str) -> None:
+    res = subprocess.run(["ip", *args], capture_output=True, timeout=10, check=False)
+    if res.returncode != 0:
+        raise BackendUnavailable(f"`ip {' '.join(args)}` failed: "
+                                 f"{res.stderr.decode(errors='replace').strip()}")
+
+
+def _create_tap(name: str) -> None:
+    _run_ip("tuntap", "add", "dev", name, "mode", "tap")
+    _run_ip("link", "set", name, "up")
+
+
+def _delete_tap(name: str) -> None:
+    with contextlib.suppress(BackendUnavailable, OSError, subprocess.TimeoutExpired):
+        _run_ip("link", "del", name)
+
+
+# Run in the guest on first contact with a restored clone: every clone starts from the same
+# memory, so the same RNG state; mix in host randomness (RNDADDENTROPY credits it) and give
+# the clone its own hostname.
+_FIRST_CONTACT = """\
+import base64, fcntl, socket, struct
+seed = base64.b64decode({seed!r})
+with open("/dev/random", "wb") as f:
+    fcntl.ioctl(f, 0x40085203, struct.pack("ii", len(seed) * 8, len(seed)) + seed)
+socket.sethostname({hostname!r})
+"""
+_PY = Runtime(name="python", file="first_contact.py", run=["python3", "-I", "{file}"])
+
+
+class FirecrackerGuest:
+    """A running microVM whose agent listens on vsock."""
+
+    def __init__(self, backend: FirecrackerBackend, sandbox_id: str, vm: FirecrackerVM,
+                 *, restored: bool) -> None:
+        self._backend = backend
+        self._id = sandbox_id
+        self.vm = vm
+        self.restored = restored
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def backend(self) -> str:
+        return "firecracker"
+
+    async def open_stream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await vsock.connect(str(self.vm.vsock_socket), self._backend.agent_port)
+
+    def alive(self) -> bool:
+        return self.vm.alive()
+
+    async def stop(self) -> None:
+        try:
+            await self.vm.stop()
+        finally:
+            self._backend.release(self)
+
+
+class _Snapshot:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.state = directory / "vm.snap"
+        self.memory = directory / "vm.mem"
+
+
+class FirecrackerBackend:
+    """Guests are Firecracker microVMs booted from ``kernel_path`` + ``rootfs_path``."""
+
+    def __init__(self, cfg: SandboxConfig) -> None:
+        self.cfg = cfg
+        self.agent_port = cfg.firecracker_agent_port
+        self._instance = f"{os.getpid()}-{_process_starttime(os.getpid()) or '0'}"
+        self.base = Path(cfg.state_dir) / "firecracker"
+        self.dir = self.base / self._instance
+        self._guests: dict[str, FirecrackerGuest] = {}
+        self._snapshot: _Snapshot | None = None
+        self._snapshot_lock = asyncio.Lock()
+        self.warm_start = "not tried yet" if cfg.firecracker_snapshots else \
+            "off (firecracker_snapshots = false): cold boot"
+        self._snapshot_failed = not cfg.firecracker_snapshots
+        self._seq = 0
+        self.reaped_stale = 0
+
+    @property
+    def name(self) -> str:
+        return "firecracker"
+
+    async def start(self) -> None:
+        usable, why = firecracker_status(self.cfg)
+        if not usable:
+            kvm_ok, kvm_why = hardware_kvm()
+            # Only a software KVM may be overridden (a PVM-enabled guest kernel would boot).
+            software_kvm_only = why == kvm_why and os.path.exists("/dev/kvm")
+            if not software_kvm_only or self.cfg.firecracker_require_hardware_kvm:
+                raise BackendUnavailable(f"Firecracker cannot run guests here: {why}")
+            log.warning("firecracker_software_kvm", reason=why)
+        await asyncio.to_thread(self._reap_stale)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+
+    def _reap_stale(self) -> None:
+        """Kill Firecracker processes and remove VM directories that runs of this state dir
+        which are no longer alive left behind (a gateway killed without cleanup)."""
+        if not self.base.is_dir():
+            return
+        live = {self._instance}
+        for child in self.base.iterdir():
+            pid_s, _, start = child.name.partition("-")
+            if pid_s.isdigit() and _process_starttime(int(pid_s)) == start:
+                live.add(child.name)  # another live gateway worker sharing the state dir
+        for pid in orphaned_firecrackers(self.base, live):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                self.reaped_stale += 1
+        for child in self.base.iterdir():
+            if child.name not in live:
+                shutil.rmtree(child, ignore_errors=True)
+        log.info("firecracker_stale_reaped", processes=self.reaped_stale)
+
+    def _new_vm(self, label: str) -> FirecrackerVM:
+        self._seq += 1
+        # Short names keep the sockets under the 108-byte sun_path limit.
+        short = hashlib.sha256(f"{label}-{self._seq}".encode()).hexdigest()[:10]
+        return FirecrackerVM(self.cfg.firecracker_path, self.dir / short)
+
+    async def _configure(self, vm: FirecrackerVM) -> None:
+        api = vm.api
+        assert api is not None
+        await vm.configure_logs()
+        await api.boot_source(BootSource(kernel_image_path=self.cfg.kernel_path,
+                                         boot_args=BOOT_ARGS))
+        await api.drive(Drive(drive_id="rootfs", path_on_host=self.cfg.rootfs_path,
+                              is_root_device=True, is_read_only=True))
+        await api.machine_config(MachineConfig(vcpu_count=self.cfg.vcpus,
+                                               mem_size_mib=self.cfg.memory_mb))
+        await api.vsock(Vsock(guest_cid=GUEST_CID, uds_path=VSOCK_UDS))
+        await api.entropy()
+        if self.cfg.network:
+            vm.tap = f"fc{vm.dir.name[:10]}"
+            await asyncio.to_thread(_create_tap, vm.tap)
+            await api.network_interface(NetworkInterface(iface_id="eth0", host_dev_name=vm.tap))
+
+    async def cold_boot(self, label: str) -> FirecrackerVM:
+        vm = self._new_vm(label)
+        try:
+            await vm.spawn(vm_id=vm.dir.name)
+            await self._configure(vm)
+            assert vm.api is not None
+            await vm.api.instance_start()
+            await wait_for_agent(vm, self.agent_port, self.cfg.start_timeout_s)
+        except BaseException:
+            await vm.stop()
+            raise
+        return vm
+
+    async def restore(self, label: str, snap: _Snapshot) -> FirecrackerVM:
+        vm = self._new_vm(label)
+        try:
+            await vm.spawn(vm_id=vm.dir.name)
+            await vm.configure_logs()
+            assert vm.api is not None
+            await vm.api.snapshot_load(str(snap.state), str(snap.memory), resume=True)
+            client = await wait_for_agent(vm, self.agent_port, self.cfg.start_timeout_s,
+                                          keep=True)
+            assert client is not None
+            try:
+                await first_contact(client, hostname=label)
+            finally:
+                await client.aclose()
+        except BaseException:
+            await vm.stop()
+            raise
+        return vm
+
+    async def _ensure_snapshot(self) -> _Snapshot | None:
+        async with self._snapshot_lock:
+            if self._snapshot is not None or self._snapshot_failed:
+                return self._snapshot
+            snap = _Snapshot(self.dir / "snapshot")
+            began = time.monotonic()
+            try:
+                vm = await self.cold_boot("template")
+            except BackendUnavailable as exc:
+                self._snapshot_failed = True
+                self.warm_start = f"cold boot: the snapshot template did not boot ({exc})"
+                log.warning("firecracker_snapshot_unavailable", reason=self.warm_start)
+                return None
+            try:
+                assert vm.api is not None
+                await vm.api.pause()
+                snap.dir.mkdir(exist_ok=True)
+                await vm.api.snapshot_create(str(snap.state), str(snap.memory))
+            except BackendUnavailable as exc:
+                self._snapshot_failed = True
+                self.warm_start = f"cold boot: snapshotting failed ({exc})"
+                log.warning("firecracker_snapshot_unavailable", reason=self.warm_start)
+                shutil.rmtree(snap.dir, ignore_errors=True)
+                return None
+            finally:
+                await vm.stop()
+            self._snapshot = snap
+            self.warm_start = "restore from snapshot"
+            log.info("firecracker_snapshot_ready", ms=round((time.monotonic() - began) * 1000))
+            return snap
+
+    async def start_guest(self, sandbox_id: str) -> FirecrackerGuest:
+        if not self.dir.is_dir():
+            raise BackendUnavailable("the firecracker backend was not started")
+        snap = await self._ensure_snapshot()
+        vm: FirecrackerVM | None = None
+        if snap is not None:
+            try:
+                vm = await self.restore(sandbox_id, snap)
+            except BackendUnavailable as exc:
+                log.warning("firecracker_restore_failed", reason=str(exc),
+                            fallback="cold boot")
+        if vm is None:
+            vm = await self.cold_boot(sandbox_id)
+        guest = FirecrackerGuest(self, sandbox_id, vm, restored=snap is not None)
+        self._guests[sandbox_id] = guest
+        return guest
+
+    def release(self, guest: FirecrackerGuest) -> None:
+        self._guests.pop(guest.id, None)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "backend": "firecracker",
+            "isolation": "Firecracker microVM (KVM), one guest kernel per sandbox",
+            "firecracker": self.cfg.firecracker_path,
+            "kernel": self.cfg.kernel_path,
+            "rootfs": self.cfg.rootfs_path + " (read-only, shared; /work and /tmp are tmpfs)",
+            "vcpus": self.cfg.vcpus,
+            "memory_mb": self.cfg.memory_mb,
+            "network": self.cfg.network,
+            "warm_start": self.warm_start,
+            "kvm": hardware_kvm()[1],
+        }
+
+    async def aclose(self) -> None:
+        guests = list(self._guests.values())
+        await asyncio.gather(*(g.stop() for g in guests), return_exceptions=True)
+        await asyncio.to_thread(shutil.rmtree, self.dir, True)
+        with contextlib.suppress(OSError):
+            self.base.rmdir()
+
+
+def orphaned_firecrackers(base: Path, live: set[str]) -> list[int]:
+    """Firecracker processes whose working directory is under ``base`` but not under one of
+    the ``live`` instance directories (their VM dir may already be deleted)."""
+    found: list[int] = []
+    prefix = str(base.resolve()) + "/"
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv0 = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0", 1)[0]
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue
+        if not os.path.basename(argv0.decode(errors="replace")).startswith("firecracker"):
+            continue
+        if not cwd.startswith(prefix):
+            continue
+        instance = cwd[len(prefix):].split("/", 1)[0]
+        if instance not in live:
+            found.append(int(entry))
+    return found
+
+
+async def wait_for_agent(vm: FirecrackerVM, port: int, timeout_s: float, *,
+                         keep: bool = False) -> AgentClient | None:
+    """Connect over vsock until the agent's hello arrives. Raises BackendUnavailable with the
+    tail of the guest console when the VM dies or the agent does not answer in time."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    last = "no attempt"
+    while True:
+        if not vm.alive():
+            raise BackendUnavailable(
+                f"the Firecracker process exited with {vm.returncode} before the guest agent "
+                f"answered; guest console tail:\n{vm.console_tail()}")
+        left = deadline - loop.time()
+        if left <= 0:
+            raise BackendUnavailable(
+                f"the guest agent did not answer on vsock port {port} within {timeout_s} s "
+                f"(last: {last}); guest console tail:\n{vm.console_tail()}")
+        try:
+            reader, writer = await vsock.connect(str(vm.vsock_socket), port,
+                                                 timeout_s=min(left, 2.0))
+            client = await AgentClient.connect(reader, writer, timeout_s=min(left, 5.0))
+        except (OSError, ConnectionLost, asyncio.TimeoutError) as exc:
+            last = repr(exc)
+            await asyncio.sleep(0.005)
+            continue
+        if keep:
+            return client
+        await client.aclose()
+        return None
+
+
+async def first_contact(client: AgentClient, *, hostname: str,
+                        entropy: Callable[[int], bytes] = os.urandom) -> None:
+    """Reseed a restored clone's RNG from the host and set its own hostname."""
+    code = _FIRST_CONTACT.format(seed=base64.b64encode(entropy(64)).decode(),
+                                 hostname=hostname[:63])
+    msg = Execute(id=client.new_id(), runtime=_PY, code=code, timeout_s=10.0,
+                  max_output_bytes=4096)
+    queue = await client.send(msg)
+    try:
+        while True:
+            reply = await asyncio.wait_for(queue.get(), 15.0)
+            if isinstance(reply, ConnectionLost):
+                raise BackendUnavailable(f"the restored guest's agent went away: {reply}")
+            if isinstance(reply, Result):
+                break
+    finally:
+        client.forget(msg.id)
+    if reply.exit_code != 0:
+        raise BackendUnavailable(f"reseeding the restored guest failed: {reply.stderr[-500:]}")

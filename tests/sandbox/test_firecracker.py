@@ -1,0 +1,324 @@
+"""The Firecracker driver against the real binary (FIRECRACKER_BIN): API calls read back,
+faults surfaced, InstanceStart, pause/snapshot/restore/clones, kill/reap/crash detection,
+stale reaping and the agent-wait timeout. Skipped with the reason when the binary is absent;
+tests that boot need a guest kernel from the image builder."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway_core.config.sandbox import PoolConfig, SandboxConfig
+from gateway_sandbox import BackendUnavailable
+from gateway_sandbox.backends.firecracker import (
+    BOOT_ARGS,
+    FirecrackerBackend,
+    FirecrackerVM,
+    firecracker_status,
+    hardware_kvm,
+    orphaned_firecrackers,
+)
+from gateway_sandbox.backends.firecracker_api import (
+    BootSource,
+    Drive,
+    FirecrackerApi,
+    FirecrackerApiError,
+    MachineConfig,
+    Vsock,
+)
+from gateway_sandbox.image import find_image
+
+
+@pytest.fixture
+def fc_bin() -> str:
+    path = os.environ.get("FIRECRACKER_BIN")
+    if not path:
+        pytest.skip("FIRECRACKER_BIN is not set: these tests need the real Firecracker binary")
+    if not os.access(path, os.X_OK):
+        pytest.skip(f"FIRECRACKER_BIN={path} is not an executable file")
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        pytest.skip("Firecracker needs a read-write /dev/kvm")
+    return path
+
+
+@pytest.fixture
+def kernel() -> Path:
+    image = find_image()
+    if image is None:
+        pytest.skip("no guest kernel built: run `python -m gateway_sandbox.image build` or set "
+                    "GATEWAY_GUEST_IMAGE=<dir holding vmlinux and rootfs.ext4>")
+    return image.kernel
+
+
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    # Short, under /tmp: Unix socket paths must stay under 108 bytes.
+    d = Path(tempfile.mkdtemp(prefix="fc", dir="/tmp"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def disk(state_dir: Path) -> Path:
+    """A small raw file as a root drive (Firecracker only opens it before boot)."""
+    path = state_dir / "disk.img"
+    with open(path, "wb") as f:
+        f.truncate(1 << 20)
+    return path
+
+
+def _pids_alive(pids: list[int]) -> list[int]:
+    return [p for p in pids if Path(f"/proc/{p}").exists()
+            and "Z" not in Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[:1]]
+
+
+async def _configured_vm(fc_bin: str, directory: Path, kernel: Path, disk: Path,
+                         ) -> FirecrackerVM:
+    vm = FirecrackerVM(fc_bin, directory)
+    api = await vm.spawn(vm_id=directory.name)
+    await vm.configure_logs()
+    await api.boot_source(BootSource(kernel_image_path=str(kernel), boot_args=BOOT_ARGS))
+    await api.drive(Drive(drive_id="rootfs", path_on_host=str(disk), is_root_device=True,
+                          is_read_only=True))
+    await api.machine_config(MachineConfig(vcpu_count=1, mem_size_mib=128))
+    await api.vsock(Vsock(guest_cid=3, uds_path="v.sock"))
+    return vm
+
+
+async def test_configuration_is_read_back(fc_bin: str, state_dir: Path, disk: Path) -> None:
+    # Any existing file passes PUT /boot-source; the ELF is only parsed at InstanceStart.
+    vm = await _configured_vm(fc_bin, state_dir / "vm", disk, disk)
+    try:
+        assert vm.api is not None
+        cfg = await vm.api.vm_config()
+        assert cfg.boot_source is not None
+        assert cfg.boot_source.kernel_image_path == str(disk)
+        assert cfg.boot_source.boot_args == BOOT_ARGS
+        assert [(d.drive_id, d.path_on_host, d.is_root_device, d.is_read_only)
+                for d in cfg.drives] == [("rootfs", str(disk), True, True)]
+        assert cfg.machine_config is not None
+        assert (cfg.machine_config.vcpu_count, cfg.machine_config.mem_size_mib) == (1, 128)
+        assert cfg.vsock is not None and cfg.vsock.uds_path == "v.sock"
+        # Logs go to files in the VM's directory.
+        assert (vm.dir / "firecracker.log").stat().st_size > 0
+    finally:
+        await vm.stop()
+    assert not vm.dir.exists()
+
+
+async def test_api_faults_carry_firecrackers_message(fc_bin: str, state_dir: Path,
+                                                      disk: Path) -> None:
+    vm = FirecrackerVM(fc_bin, state_dir / "vm")
+    api = await vm.spawn(vm_id="faults")
+    try:
+        with pytest.raises(FirecrackerApiError) as bad_kernel:
+            await api.boot_source(BootSource(kernel_image_path=str(state_dir / "no-vmlinux")))
+        assert bad_kernel.value.http_status == 400
+        assert bad_kernel.value.fault_message
+        assert bad_kernel.value.fault_message in str(bad_kernel.value)
+        with pytest.raises(FirecrackerApiError) as bad_drive:
+            await api.drive(Drive(drive_id="rootfs", path_on_host=str(state_dir / "no-disk"),
+                                  is_root_device=True))
+        assert bad_drive.value.fault_message
+        # Starting without a kernel is refused with Firecracker's reason, too.
+        with pytest.raises(FirecrackerApiError) as no_boot:
+            await api.instance_start()
+        assert no_boot.value.fault_message
+    finally:
+        await vm.stop()
+
+
+async def test_instance_start_pause_snapshot_restore_and_clones(
+        fc_bin: str, state_dir: Path, kernel: Path, disk: Path) -> None:
+    vm = await _configured_vm(fc_bin, state_dir / "template", kernel, disk)
+    clones: list[FirecrackerVM] = []
+    snap, mem = state_dir / "vm.snap", state_dir / "vm.mem"
+    try:
+        assert vm.api is not None
+        await vm.api.instance_start()
+        assert vm.alive()
+        await vm.api.pause()
+        await vm.api.snapshot_create(str(snap), str(mem))
+        assert snap.stat().st_size > 0
+        assert mem.stat().st_size == 128 * 1024 * 1024
+        await vm.stop()
+        # Restore into new processes, each in its own directory: the relative vsock path
+        # baked into the snapshot lands in each clone's own directory.
+        for i in range(3):
+            clone = FirecrackerVM(fc_bin, state_dir / f"clone{i}")
+            clones.append(clone)
+            api = await clone.spawn(vm_id=f"clone{i}")
+            await clone.configure_logs()
+            await api.snapshot_load(str(snap), str(mem), resume=False)
+            await api.resume()
+        for clone in clones:
+            assert clone.alive(), clone.console_tail()
+            assert clone.vsock_socket.exists()
+            assert clone.api is not None
+            cfg = await clone.api.vm_config()
+            assert cfg.machine_config is not None and cfg.machine_config.mem_size_mib == 128
+        pids = [c.pid for c in clones if c.pid is not None]
+    finally:
+        await vm.stop()
+        for clone in clones:
+            await clone.stop()
+    assert _pids_alive(pids) == []
+    assert not any((state_dir / f"clone{i}").exists() for i in range(3))
+
+
+async def test_two_clones_in_one_directory_collide(fc_bin: str, state_dir: Path, kernel: Path,
+                                                   disk: Path) -> None:
+    """Why each clone needs its own working directory: the vsock socket path is fixed."""
+    vm = await _configured_vm(fc_bin, state_dir / "template", kernel, disk)
+    snap, mem = state_dir / "vm.snap", state_dir / "vm.mem"
+    first = FirecrackerVM(fc_bin, state_dir / "shared")
+    second: asyncio.subprocess.Process | None = None
+    try:
+        assert vm.api is not None
+        await vm.api.instance_start()
+        await vm.api.pause()
+        await vm.api.snapshot_create(str(snap), str(mem))
+        await vm.stop()
+        api = await first.spawn(vm_id="first")
+        await api.snapshot_load(str(snap), str(mem), resume=True)
+        second = await asyncio.create_subprocess_exec(
+            fc_bin, "--api-sock", "api2.sock", cwd=first.dir,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(500):
+            if (first.dir / "api2.sock").exists():
+                break
+            await asyncio.sleep(0.01)
+        async with FirecrackerApi(str(first.dir / "api2.sock")) as api2:
+            with pytest.raises(FirecrackerApiError) as clash:
+                await api2.snapshot_load(str(snap), str(mem), resume=True)
+        assert "in use" in clash.value.fault_message.lower()
+    finally:
+        if second is not None:
+            if second.returncode is None:
+                second.kill()
+            await second.wait()
+        await first.stop()
+        await vm.stop()
+
+
+async def test_kill_reap_crash_detection_and_cleanup(fc_bin: str, state_dir: Path,
+                                                     kernel: Path, disk: Path) -> None:
+    crashed = await _configured_vm(fc_bin, state_dir / "crash", kernel, disk)
+    stopped = await _configured_vm(fc_bin, state_dir / "stop", kernel, disk)
+    try:
+        assert crashed.api is not None and stopped.api is not None
+        await crashed.api.instance_start()
+        await stopped.api.instance_start()
+        pid = crashed.pid
+        assert pid is not None and crashed.alive()
+        os.kill(pid, signal.SIGKILL)  # a VMM dying on its own
+        for _ in range(500):  # noticed within 5 s at most
+            if not crashed.alive():
+                break
+            await asyncio.sleep(0.01)
+        assert not crashed.alive()
+        assert crashed.returncode == -signal.SIGKILL
+        spid = stopped.pid
+        assert spid is not None
+        await stopped.stop()
+        await stopped.stop()  # idempotent
+        assert not stopped.alive()
+        assert _pids_alive([spid]) == []
+        assert not stopped.dir.exists()
+    finally:
+        await crashed.stop()
+        await stopped.stop()
+    assert not crashed.dir.exists()
+    assert _pids_alive([pid]) == []
+
+
+def _fc_config(state_dir: Path, kernel: Path, disk: Path, fc_bin: str,
+               **extra: object) -> SandboxConfig:
+    return SandboxConfig(backend="firecracker", state_dir=str(state_dir / "state"),
+                         firecracker_path=fc_bin, kernel_path=str(kernel),
+                         rootfs_path=str(disk), memory_mb=128,
+                         pool=PoolConfig(min_ready=0, max_total=2),
+                         **{"firecracker_require_hardware_kvm": False, **extra})  # type: ignore[arg-type]
+
+
+async def test_start_reaps_stale_vms_of_a_previous_run(fc_bin: str, state_dir: Path,
+                                                       disk: Path) -> None:
+    cfg = _fc_config(state_dir, disk, disk, fc_bin)
+    # What a gateway killed with SIGKILL leaves: its instance dir and a running VMM in it.
+    stale = Path(cfg.state_dir) / "firecracker" / "1-0" / "abc"
+    stale.mkdir(parents=True)
+    proc = subprocess.Popen([fc_bin, "--api-sock", "api.sock"], cwd=stale,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(500):
+            if (stale / "api.sock").exists():
+                break
+            await asyncio.sleep(0.01)
+        base = Path(cfg.state_dir) / "firecracker"
+        assert orphaned_firecrackers(base, set()) == [proc.pid]
+        backend = FirecrackerBackend(cfg)
+        await backend.start()
+        try:
+            assert proc.wait(timeout=10) == -signal.SIGKILL
+            assert backend.reaped_stale == 1
+            assert not stale.parent.exists()
+        finally:
+            await backend.aclose()
+        assert not base.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def test_agent_wait_times_out_with_the_console_tail(fc_bin: str, state_dir: Path,
+                                                          kernel: Path, disk: Path) -> None:
+    if hardware_kvm()[0] and find_image() is not None:
+        pytest.skip("this host boots guests: the agent answers, so there is no timeout to see")
+    cfg = _fc_config(state_dir, kernel, disk, fc_bin, start_timeout_s=3.0)
+    backend = FirecrackerBackend(cfg)
+    await backend.start()
+    try:
+        with pytest.raises(BackendUnavailable) as err:
+            await backend.start_guest("sb-timeout")
+        message = str(err.value)
+        assert "did not answer on vsock port 52 within 3.0 s" in message \
+            or "exited with" in message
+        assert "guest console tail" in message
+        # The warm start was tried first, failed, and the backend says it fell back.
+        assert backend.warm_start.startswith("cold boot")
+        assert list(backend.dir.iterdir()) == []
+        assert orphaned_firecrackers(backend.base, set()) == []
+    finally:
+        await backend.aclose()
+
+
+def test_status_says_why_firecracker_cannot_run(state_dir: Path) -> None:
+    cfg = SandboxConfig(firecracker_path=str(state_dir / "nope"),
+                        kernel_path=str(state_dir / "vmlinux"),
+                        rootfs_path=str(state_dir / "rootfs.ext4"))
+    usable, why = firecracker_status(cfg)
+    assert not usable
+    assert f"no Firecracker binary at {state_dir / 'nope'}" in why
+    assert "no guest kernel" in why and "no guest rootfs" in why
+    if Path("/sys/module/kvm_pvm").is_dir():
+        assert "kvm-pvm" in why and "cannot boot here" in why
+
+
+async def test_backend_start_refuses_software_kvm(fc_bin: str, state_dir: Path,
+                                                  disk: Path) -> None:
+    ok, why = hardware_kvm()
+    if ok:
+        pytest.skip(f"this host has {why}")
+    cfg = _fc_config(state_dir, disk, disk, fc_bin, firecracker_require_hardware_kvm=True)
+    with pytest.raises(BackendUnavailable) as err:
+        await FirecrackerBackend(cfg).start()
+    assert why in str(err.value)
