@@ -322,3 +322,16 @@ async def test_backend_start_refuses_software_kvm(fc_bin: str, state_dir: Path,
     with pytest.raises(BackendUnavailable) as err:
         await FirecrackerBackend(cfg).start()
     assert why in str(err.value)
+
+
+async def test_auto_says_why_it_chose_the_process_backend(state_dir: Path) -> None:
+    from gateway_sandbox import select_backend
+
+    cfg = SandboxConfig(backend="auto", state_dir=str(state_dir / "state"),
+                        firecracker_path=os.environ.get("FIRECRACKER_BIN", "/nonexistent"))
+    usable, why = firecracker_status(cfg)
+    if usable:
+        pytest.skip(f"Firecracker is usable here: {why}")
+    backend, reason = select_backend(cfg)
+    assert backend.name == "process"
+    assert reason == f"auto: firecracker is not usable ({why}); using process"
