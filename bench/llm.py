@@ -43,7 +43,7 @@ TARGET_RPS = 1000.0
 @dataclass
 class Settings:
     reps: int
-    n_one: int          # requests per repetition at one connection
+    one_conn_seconds: int  # duration of each one-connection run (wrk, closed loop)
     n_rated: int        # requests per repetition at the fixed offered load
     rate_conns: int
     rate_per_conn: int  # hey -q: requests/s per connection
@@ -82,6 +82,30 @@ def hey_latency(url: str, body: Path, n: int, conns: int, qps: int | None) -> di
         raise RuntimeError(f"{bad} of {n} requests failed (non-200) against {url}")
     return {"p50": percentile(times, 50), "p90": percentile(times, 90),
             "p99": percentile(times, 99), "n": float(len(times))}
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def wrk_latency(url: str, body: Path, seconds: int) -> dict[str, float]:
+    """p50/p90/p99 in ms at one connection (closed loop), from wrk's --latency histogram:
+    microsecond resolution, where hey's CSV rounds to 0.1 ms."""
+    argv = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c1", f"-d{seconds}s", "--latency",
+            "--timeout", "5s", "-s", str(BENCH_DIR / "post.lua"), url]
+    p = subprocess.run(argv, capture_output=True, timeout=seconds + 30, check=False,
+                       env={**os.environ, "BENCH_BODY_FILE": str(body)})
+    out = p.stdout.decode(errors="replace")
+    if p.returncode != 0 or "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(f"wrk -c1 against {url} failed: {out[-400:]} {p.stderr[-200:]!r}")
+    res: dict[str, float] = {}
+    for q in ("50", "90", "99"):
+        m = re.search(rf"^\s+{q}%\s+([\d.]+)(us|ms|s)$", out, re.M)
+        if m is None:
+            raise RuntimeError(f"wrk printed no {q}% latency: {out[-400:]}")
+        res[f"p{q}"] = float(m.group(1)) * _UNITS[m.group(2)]
+    m = re.search(r"(\d+) requests in", out)
+    res["n"] = float(m.group(1)) if m else 0.0
+    return res
 
 
 def wrk_rps(url: str, body: Path, seconds: int, conns: int, core: str) -> float:
@@ -147,11 +171,13 @@ def stream_stats(url: str, body: dict[str, Any], count: int) -> dict[str, float]
 # ---------------------------------------------------------------- gateway
 
 
-def gateway_config(port: int, mock_port: int, rate_limit: str | None, redis_url: str) -> str:
+def gateway_config(port: int, mock_port: int, rate_limit: str | None, redis_url: str,
+                   rpm: int) -> str:
     rl = "enabled = false"
     if rate_limit is not None:
-        # Budgets far above the load: the limiter runs its full path but never refuses.
-        rl = (f'enabled = true\nrequests_per_minute = 100000000\n'
+        # Budgets far above the load (but for the probe): the limiter runs its full path
+        # but never refuses.
+        rl = (f'enabled = true\nrequests_per_minute = {rpm}\n'
               f'tokens_per_minute = 1000000000000\nbackend = "{rate_limit}"\n'
               f'redis_url = "{redis_url}"\nfail_open = false')
     return f"""
@@ -193,11 +219,13 @@ enabled = false
 
 class Gateway:
     def __init__(self, procs: Procs, name: str, mock_port: int, workers: int, cores: str,
-                 rate_limit: str | None = None, redis_url: str = "") -> None:
+                 rate_limit: str | None = None, redis_url: str = "",
+                 rpm: int = 100_000_000) -> None:
         self.procs, self.name = procs, f"gateway-{name}"
         self.port = free_port()
         self.config = RESULTS / f"{self.name}.toml"
-        self.config.write_text(gateway_config(self.port, mock_port, rate_limit, redis_url))
+        self.config.write_text(gateway_config(self.port, mock_port, rate_limit, redis_url,
+                                                rpm))
         self.log = RESULTS / f"{self.name}.log"
         exe = shutil.which("agentic-gateway") or "agentic-gateway"
         self.proc = procs.start(self.name, ["taskset", "-c", cores, exe, "serve", "--config",
@@ -241,12 +269,15 @@ class Bench:
                 gw_body: Path, conns: int, qps: int | None) -> None:
         """Direct and through-gateway latency, interleaved per repetition; overhead per
         percentile per repetition, then median (min–max) over repetitions."""
-        n = self.s.n_one if qps is None else self.s.n_rated
         direct: list[dict[str, float]] = []
         gw: list[dict[str, float]] = []
         for _ in range(self.s.reps):
-            direct.append(hey_latency(direct_url, direct_body, n, conns, qps))
-            gw.append(hey_latency(gw_url, gw_body, n, conns, qps))
+            if qps is None:
+                direct.append(wrk_latency(direct_url, direct_body, self.s.one_conn_seconds))
+                gw.append(wrk_latency(gw_url, gw_body, self.s.one_conn_seconds))
+            else:
+                direct.append(hey_latency(direct_url, direct_body, self.s.n_rated, conns, qps))
+                gw.append(hey_latency(gw_url, gw_body, self.s.n_rated, conns, qps))
         self.raw[label] = {"direct": direct, "gateway": gw}
         for q in ("p50", "p90", "p99"):
             d = Figure([r[q] for r in direct])
@@ -342,7 +373,9 @@ def run(s: Settings, profile: bool, skip: set[str]) -> int:
             gw.stop()
             return finish(table, b, s, pinning)
         if profile:
-            run_profile(gw, gurl, ob, s)
+            run_profile(gw, gurl, ob)
+            gw.stop()
+            return 0
         b.latency("openai 1 conn", murl, ob, gurl, ob, 1, None)
         b.latency(f"openai {s.rate_conns * s.rate_per_conn} req/s", murl, ob, gurl, ob,
                   s.rate_conns, s.rate_per_conn)
@@ -385,6 +418,9 @@ def run(s: Settings, profile: bool, skip: set[str]) -> int:
                 redis_url = ""
                 if backend == "redis":
                     redis_url = start_redis(procs)
+                probe = rate_limit_probe(procs, mock_port, backend, redis_url)
+                b.table.add(f"{label}: limiter in effect (429 at rpm=3)", "yes", probe,
+                            "PASS" if probe.startswith("yes") else "FAIL")
                 g = Gateway(procs, f"rl-{backend}", mock_port, 1, GATEWAY_CORE, backend,
                             redis_url)
                 url = g.base + "/v1/chat/completions"
@@ -402,6 +438,31 @@ def run(s: Settings, profile: bool, skip: set[str]) -> int:
         return finish(table, b, s, pinning)
 
 
+def rate_limit_probe(procs: Procs, mock_port: int, backend: str, redis_url: str) -> str:
+    """Is the limiter on the path at all? A gateway allowing 3 requests/min must refuse one
+    of 6; otherwise the rate-limit rows below measure a gateway that does not limit."""
+    g = Gateway(procs, f"probe-{backend}", mock_port, 1, GATEWAY_CORE, backend, redis_url,
+                rpm=3)
+    try:
+        codes = []
+        for _ in range(6):
+            req = urllib.request.Request(g.base + "/v1/chat/completions",
+                                         data=json.dumps(OPENAI_BODY).encode(),
+                                         headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    codes.append(r.status)
+            except urllib.error.HTTPError as e:
+                codes.append(e.code)
+            except OSError as e:
+                codes.append(f"{type(e).__name__}")
+        if 429 in codes:
+            return f"yes (statuses {codes})"
+        return f"no: statuses {codes} — the limiter is not wired in yet"
+    finally:
+        g.stop()
+
+
 def start_redis(procs: Procs) -> str:
     exe = shutil.which("redis-server")
     if exe is None:
@@ -415,7 +476,7 @@ def start_redis(procs: Procs) -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
-def run_profile(gw: Gateway, url: str, body: Path, s: Settings) -> None:
+def run_profile(gw: Gateway, url: str, body: Path) -> None:
     """py-spy samples the gateway while wrk saturates it; flame graph + collapsed stacks."""
     pyspy = shutil.which("py-spy")
     if pyspy is None:
@@ -479,11 +540,12 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
     p.add_argument("--profile", action="store_true",
-                   help="also record a py-spy profile of the gateway under load")
+                   help="instead of the figures: a py-spy profile of the gateway under "
+                        "saturating load (bench/results/profile.svg, profile.txt)")
     p.add_argument("--skip", action="append", default=[],
                    choices=["workers2", "rl-memory", "rl-redis"])
     a = p.parse_args()
-    s = Settings(reps=a.reps, n_one=300 if a.quick else 1500,
+    s = Settings(reps=a.reps, one_conn_seconds=2 if a.quick else 4,
                  n_rated=1000 if a.quick else 4000, rate_conns=4, rate_per_conn=125,
                  wrk_seconds=3 if a.quick else 6, wrk_conns=16, streams=5 if a.quick else 20,
                  chunks=20, chunk_delay_ms=5.0)
