@@ -482,7 +482,7 @@ def run_profile(gw: Gateway, url: str, body: Path) -> None:
     if pyspy is None:
         print("profile: py-spy not found (it is in the bench environment)", flush=True)
         return
-    seconds = 12
+    seconds = 20
     load = subprocess.Popen(["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c16", f"-d{seconds + 4}s",
                              "-s", str(BENCH_DIR / "post.lua"), url],
                             env={**os.environ, "BENCH_BODY_FILE": str(body)},
@@ -492,7 +492,7 @@ def run_profile(gw: Gateway, url: str, body: Path) -> None:
         for fmt, out in (("flamegraph", "profile.svg"), ("raw", "profile.txt")):
             subprocess.run([pyspy, "record", "--pid", str(gw.proc.pid), "--format", fmt,
                             "-r", "250", "-d", str(seconds // 2), "-o", str(RESULTS / out),
-                            "--nonblocking"], capture_output=True, timeout=seconds + 30,
+                            "--function", "--nonblocking"], capture_output=True, timeout=seconds + 30,
                            check=False)
         print(f"profile: {RESULTS / 'profile.svg'} and {RESULTS / 'profile.txt'}", flush=True)
         summarize_profile(RESULTS / "profile.txt")
@@ -505,6 +505,7 @@ def summarize_profile(path: Path, top: int = 25) -> None:
         return
     self_t: collections.Counter[str] = collections.Counter()
     incl: collections.Counter[str] = collections.Counter()
+    by_pkg: collections.Counter[str] = collections.Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
@@ -514,9 +515,15 @@ def summarize_profile(path: Path, top: int = 25) -> None:
         total += count
         frames = stack.split(";")
         self_t[frames[-1]] += count
+        m = re.search(r"\(([^/:)]+)", frames[-1])
+        by_pkg[m.group(1) if m else "?"] += count
         for f in set(frames):
             incl[f] += count
-    print(f"profile: {total} samples; top self time:")
+    print(f"profile: {total} samples; self time by package (uvloop/C time shows as "
+          "asyncio's Runner.run):")
+    for pkg, c in by_pkg.most_common(15):
+        print(f"  {100 * c / total:5.1f}%  {pkg}")
+    print("profile: top self time:")
     for f, c in self_t.most_common(top):
         print(f"  {100 * c / total:5.1f}%  {f}")
     print("profile: top inclusive (ours and libraries):")
