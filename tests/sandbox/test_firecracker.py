@@ -335,3 +335,30 @@ async def test_auto_says_why_it_chose_the_process_backend(state_dir: Path) -> No
     backend, reason = select_backend(cfg)
     assert backend.name == "process"
     assert reason == f"auto: firecracker is not usable ({why}); using process"
+
+
+async def test_network_gets_a_tap_per_vm_and_loses_it_on_cleanup(
+        fc_bin: str, state_dir: Path, kernel: Path, disk: Path) -> None:
+    if os.geteuid() != 0 or not os.path.exists("/dev/net/tun") or shutil.which("ip") is None:
+        pytest.skip("tap devices need root, /dev/net/tun and iproute2")
+    if hardware_kvm()[0]:
+        pytest.skip("this host boots guests: covered by the end-to-end tests")
+    cfg = _fc_config(state_dir, kernel, disk, fc_bin, start_timeout_s=2.0, network=True,
+                     firecracker_snapshots=False)
+    backend = FirecrackerBackend(cfg)
+    await backend.start()
+    before = set(os.listdir("/sys/class/net"))
+    seen: set[str] = set()
+    try:
+        task = asyncio.create_task(backend.start_guest("sb-net"))
+        for _ in range(1000):  # until the start fails (agent timeout on this host)
+            seen |= {n for n in os.listdir("/sys/class/net") if n.startswith("fc")} - before
+            if task.done():
+                break
+            await asyncio.sleep(0.005)
+        with pytest.raises(BackendUnavailable):
+            await task
+    finally:
+        await backend.aclose()
+    assert len(seen) == 1
+    assert not seen & set(os.listdir("/sys/class/net"))
