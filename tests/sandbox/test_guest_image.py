@@ -20,6 +20,7 @@ from typing import IO
 import pytest
 
 from gateway_sandbox.agent import AGENT_PATH
+from gateway_sandbox.backends.firecracker import first_contact
 from gateway_sandbox.image import GuestImage, Recipe, check_prerequisites, find_image
 from gateway_sandbox.image.builder import GUEST_AGENT, GUEST_INIT
 from gateway_sandbox.image.recipe import INIT_SCRIPT
@@ -125,13 +126,13 @@ async def _qemu_agent(image: GuestImage, d: Path,
     return proc, client
 
 
-async def _execute(client: AgentClient, code: str) -> Result:
-    msg = Execute(id=client.new_id(), runtime=RUNTIMES["python"], code=code, timeout_s=60.0,
-                  max_output_bytes=65536)
+async def _execute(client: AgentClient, code: str, *, runtime: str = "python") -> Result:
+    msg = Execute(id=client.new_id(), runtime=RUNTIMES[runtime], code=code,
+                  timeout_s=240.0, max_output_bytes=65536)
     queue = await client.send(msg)
     try:
         while True:
-            reply = await asyncio.wait_for(queue.get(), 90.0)
+            reply = await asyncio.wait_for(queue.get(), 250.0)
             if isinstance(reply, ConnectionLost):
                 raise reply
             if isinstance(reply, Result):
@@ -141,7 +142,7 @@ async def _execute(client: AgentClient, code: str) -> Result:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900)
 async def test_image_boots_in_qemu_microvm_and_runs_code(image: GuestImage,
                                                           short_dir: Path) -> None:
     proc, client = await _qemu_agent(image, short_dir)
@@ -161,6 +162,19 @@ async def test_image_boots_in_qemu_microvm_and_runs_code(image: GuestImage,
         assert any(m.startswith("/dev/root / ext4 ro") for m in mounts)
         result = await _execute(client, "print(open('state.txt').read())")
         assert result.stdout == "kept\n"
+        # What a restored Firecracker clone gets on first contact, run in a real guest.
+        await first_contact(client, hostname="clone-7")
+        result = await _execute(client, "import socket; print(socket.gethostname())")
+        assert result.stdout == "clone-7\n", result.stderr
+        # Node.js and rustc when the image was built with them (--with node --with rust).
+        root = image.root_dir
+        if root is not None and (root / "usr/bin/node").exists():
+            result = await _execute(client, "console.log(6 * 7)", runtime="node")
+            assert result.stdout == "42\n", result.stderr
+        if root is not None and (root / "usr/bin/rustc").exists():
+            result = await _execute(client, 'fn main() { println!("{}", 6 * 7); }',
+                                    runtime="rust")
+            assert result.stdout == "42\n", result.stderr
     finally:
         await client.aclose()
         with contextlib.suppress(ProcessLookupError):

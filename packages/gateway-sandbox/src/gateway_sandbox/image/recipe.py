@@ -19,7 +19,9 @@ LINUX_SOURCE_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 # Bump when the build steps change in a way the inputs below do not show.
 RECIPE_VERSION = 1
 
-OPTIONAL_RUNTIMES = {"node": "nodejs", "rust": "rustc"}
+# debootstrap does not resolve virtual packages: rustc's `libc-dev` is named as libc6-dev.
+OPTIONAL_RUNTIMES: dict[str, tuple[str, ...]] = {"node": ("nodejs",),
+                                                 "rust": ("rustc", "libc6-dev")}
 
 
 class Recipe(msgspec.Struct, frozen=True, kw_only=True):
@@ -30,7 +32,7 @@ class Recipe(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def with_runtimes(cls, runtimes: list[str], **kw: str) -> Recipe:
-        extra = tuple(OPTIONAL_RUNTIMES[r] for r in runtimes)
+        extra = tuple(pkg for r in runtimes for pkg in OPTIONAL_RUNTIMES[r])
         return cls(packages=("python3", *extra), **kw)
 
 
