@@ -53,6 +53,33 @@ def wait_http(url: str, timeout_s: float = 30.0) -> bool:
     return False
 
 
+def cpu_busy(seconds: float = 1.0) -> float:
+    """Fraction of all CPUs busy over ``seconds`` before the benchmark starts (from
+    /proc/stat): anything well above 0 is another job that will skew the figures."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        idle = fields[3] + fields[4]
+        return idle, sum(fields)
+
+    try:
+        i0, t0 = sample()
+        time.sleep(seconds)
+        i1, t1 = sample()
+    except OSError:
+        return 0.0
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
+def warn_if_busy() -> float:
+    busy = cpu_busy()
+    print(f"machine: {100 * busy:.0f}% of all CPUs busy before the start", flush=True)
+    if busy > 0.15:
+        print("machine: WARNING — something else is using the CPUs; the figures will be "
+              "noisy (see the min–max) and slower than this code can do", flush=True)
+    return busy
+
+
 def require_tools(names: Sequence[str]) -> None:
     missing = [n for n in names if shutil.which(n) is None]
     if missing:

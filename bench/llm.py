@@ -25,7 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     BENCH_DIR, RESULTS, Figure, Procs, Table, free_port, percentile, require_tools,
-    run_tool, verdict, wait_http, wait_port,
+    run_tool, verdict, wait_http, wait_port, warn_if_busy,
 )
 
 GATEWAY_CORE = "0"
@@ -312,7 +312,7 @@ class Bench:
             gw.append(stream_stats(gw_url, gw_body, self.s.streams))
         self.raw[label] = {"direct": direct, "gateway": gw}
         o = Figure([g["ttfb"] - d["ttfb"] for g, d in zip(gw, direct)])
-        self.table.add(f"{label} TTFB overhead", "", o.show("ms"), "",
+        self.table.add(f"{label} TTFB overhead", "", o.show("ms"), "—",
                        {"overhead": o.to_json()})
         # Unbuffered: events arrive over as many separate reads and spread over as much time
         # as they left the mock (which pauses chunk_delay_ms between chunks).
@@ -348,6 +348,7 @@ def run(s: Settings, profile: bool, skip: set[str]) -> int:
     pinning = (f"gateway: core {GATEWAY_CORE} (taskset -c {GATEWAY_CORE}); mock upstream, "
                f"hey, wrk, redis, stream client: core {LOAD_CORE}; --workers 2: cores 0,1")
     print(f"pinning: {pinning}", flush=True)
+    busy = warn_if_busy()
     with Procs() as procs:
         b = Bench(s, procs, table)
         mock_port = free_port()
@@ -371,7 +372,7 @@ def run(s: Settings, profile: bool, skip: set[str]) -> int:
         except RuntimeError as e:
             b.fail("openai-kind path", e)
             gw.stop()
-            return finish(table, b, s, pinning)
+            return finish(table, b, s, pinning, busy)
         if profile:
             run_profile(gw, gurl, ob)
             gw.stop()
@@ -435,7 +436,7 @@ def run(s: Settings, profile: bool, skip: set[str]) -> int:
             finally:
                 procs.stop(f"gateway-rl-{backend}")
                 procs.stop("redis")
-        return finish(table, b, s, pinning)
+        return finish(table, b, s, pinning, busy)
 
 
 def rate_limit_probe(procs: Procs, mock_port: int, backend: str, redis_url: str) -> str:
@@ -531,13 +532,13 @@ def summarize_profile(path: Path, top: int = 25) -> None:
         print(f"  {100 * c / total:5.1f}%  {f}")
 
 
-def finish(table: Table, b: Bench, s: Settings, pinning: str) -> int:
+def finish(table: Table, b: Bench, s: Settings, pinning: str, busy: float) -> int:
     from common import write_results
 
     print()
     print(table.render())
-    path = write_results("llm", {"settings": s.__dict__, "pinning": pinning, "raw": b.raw},
-                         table)
+    path = write_results("llm", {"settings": s.__dict__, "pinning": pinning,
+                                 "cpu_busy_before": busy, "raw": b.raw}, table)
     print(f"\npinning: {pinning}\nresults: {path}")
     return 1 if any(r.verdict == "ERROR" for r in table.rows) else 0
 

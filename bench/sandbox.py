@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Table, percentile, verdict, write_results  # noqa: E402
+from common import Table, percentile, verdict, warn_if_busy, write_results  # noqa: E402
 
 TARGET_COLD_MS = 200.0
 TARGET_WARM_MS = 50.0
@@ -188,6 +188,7 @@ class SandboxBench:
 
 async def run(backends: list[str], runs: int, concurrency: int) -> int:
     quiet_logs()
+    busy = warn_if_busy()
     table = Table("Sandbox benchmark")
     b = SandboxBench(runs, concurrency, table)
     for name in backends:
@@ -198,7 +199,8 @@ async def run(backends: list[str], runs: int, concurrency: int) -> int:
     print()
     print(table.render())
     path = write_results("sandbox", {"backends": backends, "runs": runs,
-                                     "concurrency": concurrency, "raw": b.raw}, table)
+                                     "concurrency": concurrency, "cpu_busy_before": busy,
+                                     "raw": b.raw}, table)
     print(f"\nresults: {path}")
     return 1 if any(r.verdict == "ERROR" for r in table.rows) else 0
 
