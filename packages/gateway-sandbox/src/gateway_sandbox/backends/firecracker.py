@@ -100,6 +100,17 @@ def firecracker_status(cfg: SandboxConfig) -> tuple[bool, str]:
     return True, f"{cfg.firecracker_path}, {kvm_why}"
 
 
+async def _accepts(path: Path) -> bool:
+    try:
+        _, writer = await asyncio.open_unix_connection(str(path))
+    except OSError:
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
 def _pdeathsig() -> None:
     """In the child: die with the gateway, so no VM outlives the process that owns it."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -154,8 +165,9 @@ class FirecrackerVM:
             console.close()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        # Bounded by the deadline; the socket usually appears within a millisecond.
-        while not self.api_socket.exists():
+        # Bounded by the deadline; the socket usually answers within a few milliseconds.
+        # It exists between bind() and listen() (seen with v1.7): wait until it accepts.
+        while not await _accepts(self.api_socket):
             if self.proc.returncode is not None:
                 raise BackendUnavailable(
                     f"Firecracker exited with {self.proc.returncode} at start: "
