@@ -334,7 +334,7 @@ def mock_path_openai(port: int) -> str:
     return f"http://127.0.0.1:{port}/v1/chat/completions"
 
 
-def run(s: Settings, profile: bool, skip: set[str]) -> int:
+def run(s: Settings, profile: str | None, skip: set[str]) -> int:
     require_tools(["wrk", "hey", "taskset"])
     RESULTS.mkdir(parents=True, exist_ok=True)
     cores = os.cpu_count() or 1
@@ -374,7 +374,7 @@ def run(s: Settings, profile: bool, skip: set[str]) -> int:
             gw.stop()
             return finish(table, b, s, pinning, busy)
         if profile:
-            run_profile(gw, gurl, ob)
+            run_profile(gw, gurl, ab_gw if profile == "anthropic" else ob)
             gw.stop()
             return 0
         b.latency("openai 1 conn", murl, ob, gurl, ob, 1, None)
@@ -547,9 +547,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
-    p.add_argument("--profile", action="store_true",
+    p.add_argument("--profile", nargs="?", const="openai", choices=["openai", "anthropic"],
                    help="instead of the figures: a py-spy profile of the gateway under "
-                        "saturating load (bench/results/profile.svg, profile.txt)")
+                        "saturating load through that provider kind (default openai; "
+                        "bench/results/profile.svg, profile.txt)")
     p.add_argument("--skip", action="append", default=[],
                    choices=["workers2", "rl-memory", "rl-redis"])
     a = p.parse_args()
