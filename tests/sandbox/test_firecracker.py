@@ -362,3 +362,24 @@ async def test_network_gets_a_tap_per_vm_and_loses_it_on_cleanup(
         await backend.aclose()
     assert len(seen) == 1
     assert not seen & set(os.listdir("/sys/class/net"))
+
+
+async def test_manager_on_a_host_where_guests_cannot_boot(fc_bin: str, state_dir: Path,
+                                                          kernel: Path, disk: Path) -> None:
+    """Through the SandboxManager: create answers 503 with the guest console's tail, and
+    nothing (process, socket, directory) is left behind."""
+    if hardware_kvm()[0]:
+        pytest.skip("this host boots guests")
+    from gateway_sandbox import SandboxManager
+
+    cfg = _fc_config(state_dir, kernel, disk, fc_bin, start_timeout_s=2.0)
+    async with SandboxManager.from_config(cfg) as manager:
+        with pytest.raises(BackendUnavailable) as err:
+            await manager.create("python")
+        assert err.value.status == 503
+        assert "guest console tail" in str(err.value)
+        described = manager.describe()
+        assert "firecracker" in str(described)
+    base = Path(cfg.state_dir) / "firecracker"
+    assert not base.exists()
+    assert orphaned_firecrackers(Path(cfg.state_dir), set()) == []
