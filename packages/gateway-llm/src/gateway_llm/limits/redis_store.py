@@ -10,7 +10,8 @@ Lua scripts, so each check-and-charge over all limits of a scope is one atomic s
 - Scripts are sent once (``SCRIPT LOAD``) and run by ``EVALSHA``; redis-py's Script reloads
   them on ``NOSCRIPT`` (after a restart or ``SCRIPT FLUSH``).
 - Every call is bounded by ``timeout_s`` and raises ``LimitStoreUnavailable`` on any
-  failure; the caller decides whether to fail open.
+  failure; the caller decides whether to fail open. A call that timed out may still have
+  been applied by Redis (the command was sent): that over-counts, the safe direction.
 """
 
 from __future__ import annotations
@@ -145,8 +146,10 @@ class RedisLimitStore:
         timeout_s: float = 0.25,
         key_prefix: str = "gateway:rl:",
         clock: Callable[[], float] | None = None,
+        max_connections: int = 64,
     ) -> None:
         self._url = url
+        self.max_connections = max_connections
         self.timeout_s = timeout_s
         self.key_prefix = key_prefix
         self._clock = clock
@@ -168,17 +171,22 @@ class RedisLimitStore:
         """Connect and load the scripts. Redis being down is recorded, not raised: the
         gateway still starts, and each call tries again."""
         import redis.asyncio
+        from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
-        from redis.retry import Retry
 
-        self._client = redis.asyncio.Redis.from_url(
+        # A blocking pool: a burst of more concurrent calls than connections queues for a
+        # connection (inside the same timeout) instead of failing with "Too many connections".
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
             self._url,
+            max_connections=self.max_connections,
+            timeout=self.timeout_s,
             socket_timeout=self.timeout_s,
             socket_connect_timeout=self.timeout_s,
             # One attempt: the caller's deadline is timeout_s, not retries x timeout_s.
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
         )
+        self._client = redis.asyncio.Redis.from_pool(pool)
         for name, src in (("reserve", _RESERVE), ("adjust", _ADJUST), ("snapshot", _SNAPSHOT)):
             self._scripts[name] = self._client.register_script(src)
         try:
@@ -231,7 +239,7 @@ class RedisLimitStore:
             return await script(keys=keys, args=args, client=client)
 
         result = await self._bounded(call)
-        return list(result)
+        return list(result) if isinstance(result, list) else [result]
 
     async def reserve(self, scope: str, limits: Sequence[Limit], tokens: int) -> Outcome:
         big = too_large(scope, limits, tokens)
