@@ -96,6 +96,11 @@ def git_rev() -> str:
         return "unknown"
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM to the runner behaves like Ctrl-C: unwind and stop everything."""
+    raise KeyboardInterrupt
+
+
 @dataclass
 class Procs:
     """Every process the benchmark starts, stopped by PID on exit (also on errors and
@@ -141,8 +146,7 @@ class Procs:
         self.logs.clear()
 
     def __enter__(self) -> Procs:
-        # SIGTERM to the runner behaves like Ctrl-C: unwind and stop everything.
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        signal.signal(signal.SIGTERM, _interrupt)
         return self
 
     def __exit__(self, *exc: object) -> None:

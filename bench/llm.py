@@ -67,9 +67,10 @@ def hey_latency(url: str, body: Path, n: int, conns: int, qps: int | None) -> di
     """p50/p90/p99 in ms of n POSTs by hey (per-request times from its CSV output)."""
     argv = ["taskset", "-c", LOAD_CORE, "hey", "-n", str(n), "-c", str(conns), "-m", "POST",
             "-D", str(body), "-T", "application/json", "-t", "10", "-o", "csv"]
-    expected_s = n / (conns * qps) if qps else n * 0.02
+    expected_s = n * 0.02
     if qps:
-        argv[argv.index("-n"):argv.index("-n")] = ["-q", str(qps)]
+        argv += ["-q", str(qps)]
+        expected_s = n / (conns * qps)
     out = run_tool(argv + [url], timeout_s=expected_s * 3 + 30)
     times: list[float] = []
     bad = 0
@@ -365,14 +366,14 @@ def run(s: Settings, profile: str | None, skip: set[str]) -> int:
         b.throughput("mock upstream max throughput (wrk on core 0)", murl, ob, GATEWAY_CORE,
                      None)
 
-        gw = Gateway(procs, "base", mock_port, 1, GATEWAY_CORE)
-        gurl = gw.base + "/v1/chat/completions"
         try:
+            gw = Gateway(procs, "base", mock_port, 1, GATEWAY_CORE)
             gw.smoke("/v1/chat/completions", OPENAI_BODY)
         except RuntimeError as e:
             b.fail("openai-kind path", e)
-            gw.stop()
+            procs.stop("gateway-base")
             return finish(table, b, s, pinning, busy)
+        gurl = gw.base + "/v1/chat/completions"
         if profile:
             run_profile(gw, gurl, ab_gw if profile == "anthropic" else ob)
             gw.stop()
