@@ -5,6 +5,7 @@ failing over — until one answers or the request's deadline runs out."""
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -15,14 +16,16 @@ import structlog
 
 from gateway_core.config import LLMConfig, RateLimitConfig
 from gateway_core.errors import (
-    GatewayError,
+    InvalidRequest,
     NotFound,
+    RateLimited,
     ServiceUnavailable,
     UpstreamTimeout,
 )
 from gateway_core.openai_types import ChatCompletionRequest, Usage
 from gateway_llm.circuit import CircuitBreaker
 from gateway_llm.errors import AttemptFailed
+from gateway_llm.limiter import Admission, Denied, RateLimiter
 from gateway_llm.providers.base import Call, Completion, Provider, Stream
 from gateway_llm.providers.openai import OpenAIProvider
 
@@ -39,6 +42,10 @@ class RouterObserver(Protocol):
     def tokens(self, provider: str, model: str, usage: Usage) -> None: ...
 
     def circuit(self, provider: str, model: str, is_open: bool) -> None: ...
+
+    def ratelimited(self, provider: str, limit: str) -> None: ...
+
+    def remaining(self, provider: str, limit: str, value: int) -> None: ...
 
 
 @dataclass(slots=True)
@@ -61,6 +68,8 @@ class Routed:
     model: str
     attempts: int
     fallback: bool
+    headers: dict[str, str]
+    admission: Admission | None
 
 
 @dataclass(slots=True)
@@ -80,12 +89,14 @@ class Router:
         providers: dict[str, Provider],
         *,
         observer: RouterObserver | None = None,
+        limiter: RateLimiter | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.config = config
         self.providers = providers
         self.observer = observer
+        self.limiter = limiter if limiter is not None and limiter.enabled else None
         self.clock = clock
         self._sleep = sleep
         self._breakers: dict[str, CircuitBreaker] = {}
@@ -110,15 +121,22 @@ class Router:
                 )
             else:
                 providers[name] = OpenAIProvider(name, pc)
-        return cls(llm, providers, observer=observer)
+        limiter = None
+        if rate_limit is not None:
+            limiter = RateLimiter.from_config(rate_limit, llm.providers, llm.models)
+        return cls(llm, providers, observer=observer, limiter=limiter)
 
     async def start(self) -> None:
+        if self.limiter is not None:
+            await self.limiter.start()
         for p in self.providers.values():
             await p.start()
 
     async def aclose(self) -> None:
         for p in self.providers.values():
             await p.aclose()
+        if self.limiter is not None:
+            await self.limiter.aclose()
 
     async def __aenter__(self) -> Router:
         await self.start()
@@ -198,7 +216,8 @@ class Router:
                                 "last_error": b.last_reason}
         return {"providers": {n: {"kind": p.kind, "api_key_set": bool(p.config.api_key)}
                               for n, p in self.providers.items()},
-                "deployments": deployments}
+                "deployments": deployments,
+                "rate_limit": None if self.limiter is None else self.limiter.health()}
 
     # --- the request -----------------------------------------------------------------
 
@@ -230,53 +249,80 @@ class Router:
         if timeout_s is not None:
             budget = min(budget, timeout_s)
         deadline = loop.time() + budget
+        limiter = self.limiter
+        estimate = limiter.estimate(request) if limiter is not None else 0
         attempts = 0
         last: AttemptFailed | None = None
         skipped: list[str] = []
+        denials: list[Denied] = []
         previous: Deployment | None = None
         for d in chain:
             if not d.breaker.try_acquire():
                 skipped.append(f"{d.key} cooling down")
                 continue
+            admission: Admission | None = None
+            if limiter is not None:
+                decision = await limiter.acquire(d.provider.name, d.alias, estimate)
+                if isinstance(decision, Denied):
+                    d.breaker.release_probe()
+                    denials.append(decision)
+                    skipped.append(f"{d.key} over its {decision.limit} limit")
+                    if self.observer is not None:
+                        self.observer.ratelimited(d.provider.name, decision.limit)
+                    continue
+                admission = decision
+                self._report_remaining(admission)
             if previous is not None and self.observer is not None:
-                self.observer.failover(previous.key, d.key, last.reason if last else "skipped")
+                reason = last.reason if last else "skipped"
+                self.observer.failover(previous.key, d.key, reason)
             previous = d
             max_retries = d.provider.config.max_retries
             if max_retries is None:
                 max_retries = self.config.max_retries
             call = Call(request, raw, d.model, deadline, include_usage)
-            for retry in range(max_retries + 1):
-                attempts += 1
-                started = loop.time()
-                try:
-                    if stream:
-                        s = await d.provider.stream(call)
-                        result: RoutedCompletion | RoutedStream = RoutedStream(
-                            d.provider.name, d.model, attempts, d is not chain[0], stream=s
-                        )
-                    else:
-                        c = await d.provider.complete(call)
-                        result = RoutedCompletion(
-                            d.provider.name, d.model, attempts, d is not chain[0], completion=c
-                        )
-                except AttemptFailed as failure:
-                    last = failure
-                    self._failed(d, failure, attempts, loop.time() - started)
-                    if not failure.failover:
-                        raise failure.error from None
-                    if not failure.retryable or retry == max_retries:
-                        break
-                    wait = self._backoff(retry, failure.retry_after_s)
-                    if loop.time() + wait >= deadline:
-                        break
-                    await self._sleep(wait)
-                    continue
-                except BaseException:
-                    d.breaker.release_probe()
-                    raise
-                self._succeeded(d, attempts, loop.time() - started,
-                                None if stream else result)
-                return result
+            headers = limiter.headers(admission) if limiter and admission else {}
+            try:
+                for retry in range(max_retries + 1):
+                    attempts += 1
+                    started = loop.time()
+                    try:
+                        result: RoutedCompletion | RoutedStream
+                        if stream:
+                            s = await d.provider.stream(call)
+                            result = RoutedStream(d.provider.name, d.model, attempts,
+                                                  d is not chain[0], headers, admission,
+                                                  stream=s)
+                        else:
+                            c = await d.provider.complete(call)
+                            result = RoutedCompletion(d.provider.name, d.model, attempts,
+                                                      d is not chain[0], headers, admission,
+                                                      completion=c)
+                    except AttemptFailed as failure:
+                        last = failure
+                        self._failed(d, failure, attempts, loop.time() - started)
+                        if not failure.failover:
+                            raise failure.error from None
+                        if not failure.retryable or retry == max_retries:
+                            break
+                        wait = self._backoff(retry, failure.retry_after_s)
+                        if loop.time() + wait >= deadline:
+                            break
+                        await self._sleep(wait)
+                        continue
+                    self._succeeded(d, attempts, loop.time() - started,
+                                    None if stream else result)
+                    if isinstance(result, RoutedCompletion) and limiter and admission:
+                        usage = result.completion.usage
+                        await limiter.settle(admission, usage.total_tokens if usage else None)
+                    admission = None  # handed over to the result (streams settle at the end)
+                    return result
+            except BaseException:
+                d.breaker.release_probe()
+                raise
+            finally:
+                if limiter is not None and admission is not None:
+                    # The deployment failed: keep the request counted, give the tokens back.
+                    await limiter.settle(admission, 0)
             if loop.time() >= deadline:
                 raise UpstreamTimeout(
                     f"No provider answered within the request deadline of {budget:g}s "
@@ -284,10 +330,45 @@ class Router:
                 )
         if last is not None:
             raise last.error
+        if denials:
+            raise self._denied(request.model, denials)
         raise ServiceUnavailable(
             f"No deployment of model '{request.model}' can take the request now: "
             + "; ".join(skipped) + ".", code="no_deployment_available",
         )
+
+    def _denied(self, model: str, denials: list[Denied]) -> InvalidRequest | RateLimited | ServiceUnavailable:
+        waits = [d for d in denials if not d.too_large and not d.store_unavailable]
+        if not waits:
+            first = denials[0]
+            if first.store_unavailable:
+                return ServiceUnavailable(first.message, code="ratelimit_store_unavailable",
+                                          headers={"retry-after": "1"})
+            return InvalidRequest(first.message, param="max_tokens",
+                                  code="request_too_large_for_limit")
+        soonest = min(waits, key=lambda d: d.retry_after_s)
+        headers = dict(waits[0].headers)
+        headers["retry-after"] = str(max(1, math.ceil(soonest.retry_after_s)))
+        headers["retry-after-ms"] = str(max(1, math.ceil(soonest.retry_after_s * 1000)))
+        return RateLimited(soonest.message if len(waits) == 1 else
+                           f"Every deployment of model '{model}' is at its rate limit. "
+                           + soonest.message, headers=headers)
+
+    def _report_remaining(self, admission: Admission) -> None:
+        if self.observer is None:
+            return
+        for limit, left in zip(admission.limits, admission.remaining):
+            if limit.key.startswith("provider:"):
+                self.observer.remaining(admission.provider, limit.name, left)
+
+    async def finish_stream(self, routed: RoutedStream) -> None:
+        """Settle a finished (or abandoned) stream's budget to the usage it reported."""
+        usage = routed.stream.usage
+        if self.observer is not None and usage is not None:
+            self.observer.tokens(routed.provider, routed.model, usage)
+        if self.limiter is not None and routed.admission is not None:
+            await self.limiter.settle(routed.admission,
+                                      usage.total_tokens if usage is not None else None)
 
     def _backoff(self, retry: int, retry_after: float | None) -> float:
         if retry_after is not None:

@@ -25,6 +25,12 @@ class RouterMetrics:
     def circuit(self, provider: str, model: str, is_open: bool) -> None:
         self.m.deployment_state.labels(provider, model).set(1 if is_open else 0)
 
+    def ratelimited(self, provider: str, limit: str) -> None:
+        self.m.ratelimit_rejections.labels(provider, limit).inc()
+
+    def remaining(self, provider: str, limit: str, value: int) -> None:
+        self.m.ratelimit_remaining.labels(provider, limit).set(value)
+
 
 class SandboxMetrics:
     def __init__(self, metrics: Metrics) -> None:

@@ -28,6 +28,7 @@ TIMEOUT_HEADER = "x-gateway-timeout"
 
 def _headers(routed: Routed) -> dict[str, str]:
     return {
+        **routed.headers,
         "x-gateway-provider": routed.provider,
         "x-gateway-model": routed.model,
         "x-gateway-attempts": str(routed.attempts),
@@ -107,10 +108,7 @@ async def _relay(routed: RoutedStream, state: GatewayState) -> AsyncIterator[byt
         yield b"data: " + err.to_json() + b"\n\n"
     finally:
         await stream.aclose()
-        usage = stream.usage
-        observer = state.router.observer
-        if usage is not None and observer is not None:
-            observer.tokens(routed.provider, routed.model, usage)
+        await state.router.finish_stream(routed)
 
 
 async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
