@@ -195,12 +195,12 @@ async def test_snapshot_numbers(store: LimitStore, clock: Clock) -> None:
     limits = standard_limits(10, 1000, None)
     await reserve_ok(store, "s", limits, 250)
     req, tok = await store.snapshot("s", limits)
-    assert (req.limit, req.remaining, req.reset_s) == (10, 9, pytest.approx(6.0))
-    assert (tok.limit, tok.remaining, tok.reset_s) == (1000, 750, pytest.approx(15.0))
+    assert (req.limit, req.remaining) == (10, 9) and req.reset_s == pytest.approx(6.0)
+    assert (tok.limit, tok.remaining) == (1000, 750) and tok.reset_s == pytest.approx(15.0)
     clock.now += 3
     req, tok = await store.snapshot("s", limits)
-    assert (req.remaining, req.reset_s) == (9, pytest.approx(3.0))
-    assert (tok.remaining, tok.reset_s) == (800, pytest.approx(12.0))
+    assert req.remaining == 9 and req.reset_s == pytest.approx(3.0)
+    assert tok.remaining == 800 and tok.reset_s == pytest.approx(12.0)
 
 
 def config_limiter(store: LimitStore, *, rpm: int | None = None, fail_open: bool = True,
@@ -250,6 +250,11 @@ async def test_from_config_resolves_provider_and_alias_limits() -> None:
     assert lim.provider_limits["groq"] == standard_limits(100, 5000, None)
     assert lim.provider_limits["anthropic"] == standard_limits(None, None, 9)
     assert lim.model_limits == {"fast": standard_limits(None, 300, None), "plain": ()}
+    shared = RateLimiter.from_config(
+        RateLimitConfig(backend="redis", redis_url="redis://127.0.0.1:1/0", redis_timeout_s=0.5,
+                        fail_open=False), providers, models)
+    assert isinstance(shared.store, RedisLimitStore) and shared.store.timeout_s == 0.5
+    assert not shared.fail_open
     off = RateLimiter.from_config(RateLimitConfig(), providers, models)
     assert isinstance(off.store, MemoryLimitStore)
     assert off.provider_limits["groq"] == ()
@@ -326,11 +331,11 @@ async def test_redis_keys_expire_after_their_window(redis_srv: RedisServer, cloc
     prefix = f"t{uuid.uuid4().hex[:8]}:"
     store = RedisLimitStore(redis_srv.url, timeout_s=5.0, key_prefix=prefix)
     await store.start()
-    client = redis.asyncio.Redis.from_url(redis_srv.url)
+    client = redis.asyncio.Redis.from_url(redis_srv.url, decode_responses=True)
     try:
         limits = standard_limits(10, 1000, 100_000)
         r = await reserve_ok(store, "provider:x", limits, 100)
-        keys = sorted(k.decode() for k in await client.keys(prefix + "*"))
+        keys = sorted(str(k) for k in await client.keys(prefix + "*"))
         assert keys == [f"{prefix}{{provider:x}}:{n}" for n in ("requests", "tokens", "tokens_day")]
         ttls = {k.rsplit(":", 1)[1]: await client.pttl(k) for k in keys}
         # Each key lives as long as its debt, plus a second.

@@ -25,6 +25,7 @@ stays within one period), and then ``TAT := max(TAT, now) + c*T``.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from typing import Literal, Protocol
 
@@ -44,6 +45,10 @@ class Limit(msgspec.Struct, frozen=True):
     capacity: int
     period_s: float
 
+    def __post_init__(self) -> None:
+        if self.capacity <= 0 or self.period_s <= 0:
+            raise ValueError(f"a {self.name} limit needs a positive capacity and period")
+
     @property
     def interval_s(self) -> float:
         return self.period_s / self.capacity
@@ -53,13 +58,14 @@ class Limit(msgspec.Struct, frozen=True):
 
 
 def standard_limits(rpm: int | None, tpm: int | None, tpd: int | None) -> tuple[Limit, ...]:
-    """Requests and tokens per rolling minute, tokens per rolling day; None or 0 = no limit."""
+    """Requests and tokens per rolling minute, tokens per rolling day; None (or a value
+    below 1, which config validation should refuse) means no limit."""
     out: list[Limit] = []
-    if rpm:
+    if rpm is not None and rpm > 0:
         out.append(Limit("requests", rpm, MINUTE_S))
-    if tpm:
+    if tpm is not None and tpm > 0:
         out.append(Limit("tokens", tpm, MINUTE_S))
-    if tpd:
+    if tpd is not None and tpd > 0:
         out.append(Limit("tokens_day", tpd, DAY_S))
     return tuple(out)
 
@@ -158,8 +164,6 @@ class MemoryLimitStore:
     """
 
     def __init__(self, clock: Callable[[], float] | None = None) -> None:
-        import time
-
         self._clock = clock or time.monotonic
         self._tat: dict[str, float] = {}
 

@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 # Shared prologue: "now" in ms from ARGV[1] when given, else from the server clock.
 _NOW = """
+-- Redis 3.2-4 replicate scripts verbatim and refuse writes after TIME unless told to
+-- replicate effects; from 5 on this is the default (and a no-op in 7).
+if redis.replicate_commands then redis.replicate_commands() end
 local now
 if ARGV[1] ~= '' then
   now = tonumber(ARGV[1])
@@ -170,9 +173,13 @@ class RedisLimitStore:
     async def start(self) -> None:
         """Connect and load the scripts. Redis being down is recorded, not raised: the
         gateway still starts, and each call tries again."""
-        import redis.asyncio
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
+        try:
+            import redis.asyncio
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+        except ImportError as exc:
+            raise ImportError("rate_limit.backend = \"redis\" needs the redis client: "
+                              "install gateway-llm[redis]") from exc
 
         # A blocking pool: a burst of more concurrent calls than connections queues for a
         # connection (inside the same timeout) instead of failing with "Too many connections".
