@@ -217,12 +217,18 @@ def _check(config: Config, source: str) -> None:
         for key in ("connect_timeout_s", "first_byte_timeout_s", "total_timeout_s"):
             if getattr(p, key) <= 0:
                 raise fail(f"{where}.{key}", f"{getattr(p, key)}; expected > 0")
-        for key in ("rpm", "tpm", "tpd", "max_retries"):
+        for key in ("rpm", "tpm", "tpd"):
             v = getattr(p, key)
-            if v is not None and v < 0:
-                raise fail(f"{where}.{key}", f"{v}; expected >= 0")
+            if v is not None and v < 1:
+                raise fail(f"{where}.{key}", f"{v}; expected >= 1 (leave it out for no limit)")
+        if p.max_retries is not None and p.max_retries < 0:
+            raise fail(f"{where}.max_retries", f"{p.max_retries}; expected >= 0")
     for alias, m in llm.models.items():
         where = f"llm.models.{alias}"
+        for key in ("rpm", "tpm", "tpd"):
+            v = getattr(m, key)
+            if v is not None and v < 1:
+                raise fail(f"{where}.{key}", f"{v}; expected >= 1 (leave it out for no limit)")
         if m.provider not in llm.providers:
             raise fail(
                 f"{where}.provider",
@@ -235,8 +241,8 @@ def _check(config: Config, source: str) -> None:
     rl = config.rate_limit
     for key in ("requests_per_minute", "tokens_per_minute", "tokens_per_day"):
         v = getattr(rl, key)
-        if v is not None and v < 0:
-            raise fail(f"rate_limit.{key}", f"{v}; expected >= 0")
+        if v is not None and v < 1:
+            raise fail(f"rate_limit.{key}", f"{v}; expected >= 1 (leave it out for no limit)")
 
     sb = config.sandbox
     pool = sb.pool
