@@ -7,6 +7,7 @@ import hmac
 import time
 import uuid
 from collections.abc import Callable
+from prometheus_client import Counter, Histogram
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -40,6 +41,9 @@ class GatewayMiddleware:
         self.metrics = metrics
         self.route_of = route_of
         self.access_log = access_log
+        # Metric children by (method, route, status): labels() costs a lock and a dict
+        # lookup per call; the key space is bounded by the route templates.
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -88,8 +92,13 @@ class GatewayMiddleware:
             elapsed = time.perf_counter() - start
             route = self.route_of(scope)
             method = scope["method"]
-            self.metrics.http_requests.labels(method, route, str(status)).inc()
-            self.metrics.http_duration.labels(method, route).observe(elapsed)
+            children = self._children.get((method, route, status))
+            if children is None:
+                children = (self.metrics.http_requests.labels(method, route, str(status)),
+                            self.metrics.http_duration.labels(method, route))
+                self._children[(method, route, status)] = children
+            children[0].inc()
+            children[1].observe(elapsed)
             if self.access_log:
                 log.info("request", method=method, route=route, path=scope["path"],
                          status=status, ms=round(elapsed * 1000, 3))
