@@ -44,7 +44,9 @@ FC_LOG = "firecracker.log"
 METRICS = "metrics.json"
 GUEST_CID = 3
 # Firecracker adds the virtio-mmio devices itself; init= is the image builder's init.
-BOOT_ARGS = ("console=ttyS0 reboot=k panic=1 pci=off nomodule i8042.noaux i8042.nomux "
+# `quiet`: every console byte is a VM exit, and a full boot log costs tens of milliseconds;
+# errors and panics still reach console.log.
+BOOT_ARGS = ("console=ttyS0 quiet reboot=k panic=1 pci=off nomodule i8042.noaux i8042.nomux "
              "i8042.nopnp i8042.dumbkbd root=/dev/vda ro rootfstype=ext4 "
              "init=/sbin/gateway-init")
 _SUN_PATH_MAX = 107
@@ -327,7 +329,7 @@ class FirecrackerBackend:
     async def start(self) -> None:
         usable, why = firecracker_status(self.cfg)
         if not usable:
-            kvm_ok, kvm_why = hardware_kvm()
+            _, kvm_why = hardware_kvm()
             # Only a software KVM may be overridden (a PVM-enabled guest kernel would boot).
             software_kvm_only = why == kvm_why and os.path.exists("/dev/kvm")
             if not software_kvm_only or self.cfg.firecracker_require_hardware_kvm:
@@ -359,15 +361,18 @@ class FirecrackerBackend:
     def _new_vm(self, label: str) -> FirecrackerVM:
         self._seq += 1
         # Short names keep the sockets under the 108-byte sun_path limit.
-        short = hashlib.sha256(f"{label}-{self._seq}".encode()).hexdigest()[:10]
+        # The instance is hashed in too: tap names are host-wide, shared by all workers.
+        short = hashlib.sha256(f"{self._instance}-{label}-{self._seq}".encode()
+                               ).hexdigest()[:10]
         return FirecrackerVM(self.cfg.firecracker_path, self.dir / short)
 
     async def _configure(self, vm: FirecrackerVM) -> None:
         api = vm.api
         assert api is not None
         await vm.configure_logs()
-        await api.boot_source(BootSource(kernel_image_path=self.cfg.kernel_path,
-                                         boot_args=BOOT_ARGS))
+        await api.boot_source(BootSource(
+            kernel_image_path=self.cfg.kernel_path,
+            boot_args=f"{BOOT_ARGS} gateway.agent=vsock:{self.agent_port}"))
         await api.drive(Drive(drive_id="rootfs", path_on_host=self.cfg.rootfs_path,
                               is_root_device=True, is_read_only=True))
         await api.machine_config(MachineConfig(vcpu_count=self.cfg.vcpus,
@@ -453,9 +458,10 @@ class FirecrackerBackend:
             except BackendUnavailable as exc:
                 log.warning("firecracker_restore_failed", reason=str(exc),
                             fallback="cold boot")
+        restored = vm is not None
         if vm is None:
             vm = await self.cold_boot(sandbox_id)
-        guest = FirecrackerGuest(self, sandbox_id, vm, restored=snap is not None)
+        guest = FirecrackerGuest(self, sandbox_id, vm, restored=restored)
         self._guests[sandbox_id] = guest
         return guest
 
