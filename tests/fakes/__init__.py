@@ -1,0 +1,1 @@
+"""Fakes of the outside world for tests: real servers on loopback that speak real wire formats."""
