@@ -128,14 +128,15 @@ def test_openai_tool_call(oai: openai.OpenAI) -> None:
 
 
 def test_openai_forced_tool_choice(oai: openai.OpenAI) -> None:
-    other = {"type": "function", "function": {"name": "noop", "parameters": {
+    other: Any = {"type": "function", "function": {"name": "noop", "parameters": {
         "type": "object", "properties": {}}}}
     r = oai.chat.completions.create(
-        model="gpt-4o", messages=user("no trigger here"), tools=[WEATHER_OPENAI, other],  # type: ignore[list-item]
+        model="gpt-4o", messages=user("no trigger here"), tools=[WEATHER_OPENAI, other],
         tool_choice={"type": "function", "function": {"name": "noop"}})
     [call] = r.choices[0].message.tool_calls or []
-    assert call.function.name == "noop"  # type: ignore[union-attr]
-    assert json.loads(call.function.arguments) == {}  # type: ignore[union-attr]
+    assert call.type == "function"
+    assert call.function.name == "noop"
+    assert json.loads(call.function.arguments) == {}
 
 
 def test_openai_stream_tool_call(oai: openai.OpenAI) -> None:
@@ -155,7 +156,7 @@ def test_openai_stream_helper_accumulates(oai: openai.OpenAI) -> None:
                                      tools=[WEATHER_OPENAI]) as stream:
         final = stream.get_final_completion()
     [call] = final.choices[0].message.tool_calls or []
-    assert json.loads(call.function.arguments)["location"] == "Paris"  # type: ignore[union-attr]
+    assert json.loads(call.function.arguments)["location"] == "Paris"
 
 
 def test_openai_tool_result_is_quoted(oai: openai.OpenAI) -> None:
@@ -275,11 +276,13 @@ def test_anthropic_tool_result_round_trip(ant: anthropic.Anthropic) -> None:
                                 tools=[WEATHER_ANTHROPIC])
     tool = first.content[0]
     assert tool.type == "tool_use"
-    m = ant.messages.create(model="c", max_tokens=50, tools=[WEATHER_ANTHROPIC], messages=[
+    history: Any = [
         {"role": "user", "content": "call tool"},
-        {"role": "assistant", "content": [tool.model_dump(exclude_none=True)]},  # type: ignore[list-item]
+        {"role": "assistant", "content": [tool.model_dump(exclude_none=True)]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool.id,
-                                      "content": "sunny"}]}])
+                                      "content": "sunny"}]}]
+    m = ant.messages.create(model="c", max_tokens=50, tools=[WEATHER_ANTHROPIC],
+                            messages=history)
     assert m.content[0].text == "The tool said: sunny"  # type: ignore[union-attr]
 
 
@@ -291,6 +294,21 @@ def test_anthropic_tool_result_round_trip(ant: anthropic.Anthropic) -> None:
                                     "content": "x"}]}], "tool_use_id"),
     ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
      "image_url"),
+    ([{"role": "user", "content": "go"},
+      {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "f",
+                                         "input": {}}]},
+      {"role": "user", "content": "forgot the result"}], "without `tool_result`"),
+    ([{"role": "user", "content": "go"},
+      {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "f",
+                                         "input": {}}]},
+      {"role": "user", "content": [{"type": "text", "text": "here:"},
+                                   {"type": "tool_result", "tool_use_id": "toolu_1"}]}],
+     "must come first"),
+    ([{"role": "user", "content": "go"},
+      {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "f",
+                                         "input": "{}"}]},
+      {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1"}]}],
+     "object input"),
 ])
 def test_anthropic_rejects_malformed_messages(ant: anthropic.Anthropic, messages: Any,
                                               needle: str) -> None:
@@ -469,3 +487,13 @@ def test_stop_with_stalled_request_returns_promptly(step: Stall) -> None:
     caller.join(10)
     assert not caller.is_alive()
     assert len(errors) == 1  # the client saw the connection go, not a clean answer
+
+
+def test_max_tokens_cuts_the_answer(oai: openai.OpenAI, ant: anthropic.Anthropic) -> None:
+    r = oai.chat.completions.create(model="gpt-4o", messages=user("one two three four"),
+                                    max_completion_tokens=2)
+    assert r.choices[0].message.content == "echo: one"
+    assert r.choices[0].finish_reason == "length"
+    m = ant.messages.create(model="c", max_tokens=3, messages=user("one two three four"))
+    assert m.content[0].text == "echo: one two"  # type: ignore[union-attr]
+    assert m.stop_reason == "max_tokens" and m.usage.output_tokens == 3

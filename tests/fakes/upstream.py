@@ -484,9 +484,15 @@ class FakeUpstream:
         await resp.write_eof()
         return resp
 
-    def _answer(self, step: Step | None, default: Callable[[], Reply],
-                prompt_tokens: int) -> _Answer:
+    def _answer(self, step: Step | None, default: Callable[[], Reply], prompt_tokens: int,
+                max_tokens: Any, length_reason: str) -> _Answer:
         reply = step if isinstance(step, Reply) else default()
+        if (not isinstance(step, Reply) and reply.text and isinstance(max_tokens, int)
+                and not isinstance(max_tokens, bool) and 0 < max_tokens < _words(reply.text)):
+            # One word is one token here, so a small max_tokens cuts the answer like the
+            # real services do (finish_reason "length" / stop_reason "max_tokens").
+            reply = Reply(text=" ".join(reply.text.split(" ")[:max_tokens]),
+                          stop_reason=length_reason)
         completion = reply.completion_tokens
         if completion is None:
             completion = max(1, (_words(reply.text) if reply.text else 0) + sum(
@@ -581,7 +587,9 @@ class FakeUpstream:
         if problem is not None:
             return _json_response(400, openai_error_body(400, problem[0], param=problem[1]))
         prompt_words = _words(" ".join(_text_of(m.get("content")) for m in body["messages"]))
-        ans = self._answer(step, lambda: self._default_openai(body), prompt_words)
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        ans = self._answer(step, lambda: self._default_openai(body), prompt_words, limit,
+                           "length")
         cid = "chatcmpl-" + _rand(29)
         created = int(time.time())
         model = body["model"]
@@ -679,7 +687,9 @@ class FakeUpstream:
                 if not content and not (last and role == "assistant"):
                     return f"messages.{i}: all messages must have non-empty content except " \
                            "for the optional final assistant message"
-                tool_ids = set()
+                if tool_ids:
+                    return f"messages.{i}: `tool_use` ids were found without `tool_result` " \
+                           "blocks immediately after: " + ", ".join(sorted(tool_ids))
                 continue
             if not isinstance(content, list):
                 return f"messages.{i}.content: Input should be a valid string or list"
@@ -722,6 +732,13 @@ class FakeUpstream:
                 elif kind not in ("thinking", "redacted_thinking", "document"):
                     return f"{where}.type: Input tag '{kind}' found using 'type' does not " \
                            "match any of the expected tags"
+            # https://docs.anthropic.com/en/docs/agents-and-tools/tool-use/implement-tool-use
+            kinds = [b.get("type") for b in content if isinstance(b, dict)]
+            last_result = len(kinds) - 1 - kinds[::-1].index("tool_result") \
+                if "tool_result" in kinds else 0
+            if any(k != "tool_result" for k in kinds[:last_result]):
+                return f"messages.{i}: tool_result blocks must come first in the content, " \
+                       "before any other blocks"
             if role == "user" and tool_ids:
                 answered = {b.get("tool_use_id") for b in content
                             if isinstance(b, dict) and b.get("type") == "tool_result"}
@@ -777,7 +794,8 @@ class FakeUpstream:
         prompt_words = _words(" ".join(
             [_text_of(system) if system else ""]
             + [_text_of(m.get("content")) for m in body["messages"]]))
-        ans = self._answer(step, lambda: self._default_anthropic(body), prompt_words)
+        ans = self._answer(step, lambda: self._default_anthropic(body), prompt_words,
+                           body["max_tokens"], "max_tokens")
         mid = "msg_01" + _rand(22)
         model = body["model"]
         stop = ans.stop_reason or ("tool_use" if ans.tool_calls else "end_turn")
