@@ -61,5 +61,9 @@ class SandboxConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Firecracker: refuse to start when /dev/kvm is not hardware KVM (vmx/svm); a PVM or
     # other software KVM cannot boot the guest kernel the image builder makes.
     firecracker_require_hardware_kvm: bool = True
+    # Firecracker under the jailer (when jailer_path is set): each VM chrooted in its own
+    # directory and run as this unprivileged uid/gid.
+    jailer_uid: int = 200999
+    jailer_gid: int = 200999
     pool: PoolConfig = msgspec.field(default_factory=PoolConfig)
     limits: SandboxLimits = msgspec.field(default_factory=SandboxLimits)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import structlog
 
 from gateway_core.config.sandbox import SandboxConfig
@@ -119,14 +120,28 @@ def _pdeathsig() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+class Jail(msgspec.Struct, frozen=True, kw_only=True):
+    """Run Firecracker under its jailer: chroot, own uid/gid, device nodes made for it."""
+
+    jailer: str
+    uid: int
+    gid: int
+
+
 class FirecrackerVM:
     """One Firecracker process in its own directory: spawn, configure over the API, kill,
     reap, crash detection, cleanup. The directory is the process's working directory, so
-    every path Firecracker is given (vsock socket, logs) can be relative to it."""
+    every path Firecracker is given (vsock socket, logs) can be relative to it.
 
-    def __init__(self, binary: str, directory: Path) -> None:
+    Jailed, the directory must be ``<chroot base>/<binary name>/<vm id>/root`` (the jailer's
+    layout): it is the chroot, and files Firecracker opens are linked into it (``provide``)."""
+
+    def __init__(self, binary: str, directory: Path, *, jail: Jail | None = None) -> None:
         self.binary = binary
         self.dir = directory
+        self.jail = jail
+        # What stop() removes: jailed, the jailer's <vm id> directory around the chroot.
+        self._top = directory.parent if jail is not None else directory
         self.proc: asyncio.subprocess.Process | None = None
         self.api: FirecrackerApi | None = None
         self.tap: str | None = None
@@ -136,6 +151,11 @@ class FirecrackerVM:
                 raise BackendUnavailable(
                     f"socket path {self.dir / name} is over {_SUN_PATH_MAX} bytes; use a "
                     "shorter state_dir")
+
+    @property
+    def name(self) -> str:
+        """The VM's id (its directory's name; jailed, the jailer's --id)."""
+        return self._top.name
 
     @property
     def pid(self) -> int | None:
@@ -151,15 +171,29 @@ class FirecrackerVM:
 
     async def spawn(self, *, vm_id: str, timeout_s: float = 5.0) -> FirecrackerApi:
         """Start Firecracker in the VM directory and return once its API socket answers."""
-        self.dir.mkdir(parents=True, exist_ok=False)
+        self._top.mkdir(parents=True, exist_ok=False)
+        self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
         for name in (FC_LOG, METRICS):
             (self.dir / name).touch()
+            if self.jail is not None:
+                os.chown(self.dir / name, self.jail.uid, self.jail.gid)
+        argv = [self.binary, "--api-sock", API_SOCK, "--id", vm_id]
+        if self.jail is not None:
+            if self.dir.name != "root" or self.dir.parent.name != vm_id \
+                    or self.dir.parent.parent.name != os.path.basename(self.binary):
+                raise BackendUnavailable(f"jailed VM directory {self.dir} is not "
+                                         f"<base>/{os.path.basename(self.binary)}/{vm_id}/root")
+            # No --daemonize, no new pid namespace: the jailer execs Firecracker in place,
+            # so the pid we wait for is Firecracker's.
+            argv = [self.jail.jailer, "--id", vm_id, "--exec-file", self.binary,
+                    "--uid", str(self.jail.uid), "--gid", str(self.jail.gid),
+                    "--chroot-base-dir", str(self.dir.parent.parent.parent),
+                    "--", "--api-sock", API_SOCK]
         console = open(self.dir / CONSOLE_LOG, "wb")  # noqa: SIM115 - handed to the child
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                self.binary, "--api-sock", API_SOCK, "--id", vm_id,
-                cwd=self.dir, stdin=subprocess.DEVNULL, stdout=console, stderr=console,
+                *argv, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=console, stderr=console,
                 start_new_session=True, preexec_fn=_pdeathsig)
         except OSError as exc:
             raise BackendUnavailable(f"cannot start Firecracker {self.binary}: {exc}") from exc
@@ -180,6 +214,18 @@ class FirecrackerVM:
             await asyncio.sleep(0.001)
         self.api = FirecrackerApi(str(self.api_socket))
         return self.api
+
+    def provide(self, host_path: str, name: str) -> str:
+        """The path to give Firecracker for a host file: as is, or jailed, hard-linked (else
+        copied) into the chroot and named from its root."""
+        if self.jail is None:
+            return host_path
+        target = self.dir / name
+        try:
+            os.link(host_path, target)
+        except OSError:  # another filesystem: copy (slow for a big rootfs; keep them together)
+            shutil.copyfile(host_path, target)
+        return f"/{name}"
 
     async def configure_logs(self) -> None:
         assert self.api is not None
@@ -233,7 +279,7 @@ class FirecrackerVM:
             if self.tap is not None:
                 await asyncio.to_thread(_delete_tap, self.tap)
                 self.tap = None
-            await asyncio.to_thread(shutil.rmtree, self.dir, True)
+            await asyncio.to_thread(shutil.rmtree, self._top, True)
 
 
 def _run_ip(*args: str) -> None:
@@ -321,6 +367,8 @@ class FirecrackerBackend:
         self._snapshot_failed = not cfg.firecracker_snapshots
         self._seq = 0
         self.reaped_stale = 0
+        self._jail = Jail(jailer=cfg.jailer_path, uid=cfg.jailer_uid, gid=cfg.jailer_gid) \
+            if cfg.jailer_path else None
 
     @property
     def name(self) -> str:
@@ -335,6 +383,8 @@ class FirecrackerBackend:
             if not software_kvm_only or self.cfg.firecracker_require_hardware_kvm:
                 raise BackendUnavailable(f"Firecracker cannot run guests here: {why}")
             log.warning("firecracker_software_kvm", reason=why)
+        if self._jail is not None and not os.access(self._jail.jailer, os.X_OK):
+            raise BackendUnavailable(f"no jailer binary at {self._jail.jailer}")
         await asyncio.to_thread(self._reap_stale)
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
@@ -364,16 +414,21 @@ class FirecrackerBackend:
         # The instance is hashed in too: tap names are host-wide, shared by all workers.
         short = hashlib.sha256(f"{self._instance}-{label}-{self._seq}".encode()
                                ).hexdigest()[:10]
+        if self._jail is not None:
+            chroot = self.dir / os.path.basename(self.cfg.firecracker_path) / short / "root"
+            return FirecrackerVM(self.cfg.firecracker_path, chroot, jail=self._jail)
         return FirecrackerVM(self.cfg.firecracker_path, self.dir / short)
 
     async def _configure(self, vm: FirecrackerVM) -> None:
         api = vm.api
         assert api is not None
         await vm.configure_logs()
+        kernel = await asyncio.to_thread(vm.provide, self.cfg.kernel_path, "vmlinux")
+        rootfs = await asyncio.to_thread(vm.provide, self.cfg.rootfs_path, "rootfs.ext4")
         await api.boot_source(BootSource(
-            kernel_image_path=self.cfg.kernel_path,
+            kernel_image_path=kernel,
             boot_args=f"{BOOT_ARGS} gateway.agent=vsock:{self.agent_port}"))
-        await api.drive(Drive(drive_id="rootfs", path_on_host=self.cfg.rootfs_path,
+        await api.drive(Drive(drive_id="rootfs", path_on_host=rootfs,
                               is_root_device=True, is_read_only=True))
         await api.machine_config(MachineConfig(vcpu_count=self.cfg.vcpus,
                                                mem_size_mib=self.cfg.memory_mb))
@@ -387,7 +442,7 @@ class FirecrackerBackend:
     async def cold_boot(self, label: str) -> FirecrackerVM:
         vm = self._new_vm(label)
         try:
-            await vm.spawn(vm_id=vm.dir.name)
+            await vm.spawn(vm_id=vm.name)
             await self._configure(vm)
             assert vm.api is not None
             await vm.api.instance_start()
@@ -400,10 +455,14 @@ class FirecrackerBackend:
     async def restore(self, label: str, snap: _Snapshot) -> FirecrackerVM:
         vm = self._new_vm(label)
         try:
-            await vm.spawn(vm_id=vm.dir.name)
+            await vm.spawn(vm_id=vm.name)
             await vm.configure_logs()
             assert vm.api is not None
-            await vm.api.snapshot_load(str(snap.state), str(snap.memory), resume=True)
+            # Jailed, the snapshot and the rootfs path baked into it must be in the chroot.
+            await asyncio.to_thread(vm.provide, self.cfg.rootfs_path, "rootfs.ext4")
+            state = await asyncio.to_thread(vm.provide, str(snap.state), "vm.snap")
+            memory = await asyncio.to_thread(vm.provide, str(snap.memory), "vm.mem")
+            await vm.api.snapshot_load(state, memory, resume=True)
             client = await wait_for_agent(vm, self.agent_port, self.cfg.start_timeout_s,
                                           keep=True)
             assert client is not None
@@ -433,8 +492,13 @@ class FirecrackerBackend:
                 assert vm.api is not None
                 await vm.api.pause()
                 snap.dir.mkdir(exist_ok=True)
-                await vm.api.snapshot_create(str(snap.state), str(snap.memory))
-            except BackendUnavailable as exc:
+                if vm.jail is None:
+                    await vm.api.snapshot_create(str(snap.state), str(snap.memory))
+                else:  # written inside the chroot, kept outside it
+                    await vm.api.snapshot_create("/vm.snap", "/vm.mem")
+                    os.link(vm.dir / "vm.snap", snap.state)
+                    os.link(vm.dir / "vm.mem", snap.memory)
+            except (BackendUnavailable, OSError) as exc:
                 self._snapshot_failed = True
                 self.warm_start = f"cold boot: snapshotting failed ({exc})"
                 log.warning("firecracker_snapshot_unavailable", reason=self.warm_start)
@@ -471,7 +535,9 @@ class FirecrackerBackend:
     def describe(self) -> dict[str, object]:
         return {
             "backend": "firecracker",
-            "isolation": "Firecracker microVM (KVM), one guest kernel per sandbox",
+            "isolation": "Firecracker microVM (KVM), one guest kernel per sandbox"
+                         + (f"; jailer: chroot per VM, uid {self._jail.uid}"
+                            if self._jail is not None else ""),
             "firecracker": self.cfg.firecracker_path,
             "kernel": self.cfg.kernel_path,
             "rootfs": self.cfg.rootfs_path + " (read-only, shared; /work and /tmp are tmpfs)",
