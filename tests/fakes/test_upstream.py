@@ -497,3 +497,15 @@ def test_max_tokens_cuts_the_answer(oai: openai.OpenAI, ant: anthropic.Anthropic
     m = ant.messages.create(model="c", max_tokens=3, messages=user("one two three four"))
     assert m.content[0].text == "echo: one two"  # type: ignore[union-attr]
     assert m.stop_reason == "max_tokens" and m.usage.output_tokens == 3
+
+
+def test_client_leaving_mid_stream_is_seen(up: FakeUpstream, oai: openai.OpenAI) -> None:
+    up.script(SlowStream(delay_s=0.2))
+    stream = oai.chat.completions.create(model="gpt-4o", stream=True,
+                                         messages=user("a b c d e f g h"))
+    next(iter(stream))
+    stream.close()
+    deadline = time.monotonic() + 10
+    while up.disconnects == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert up.disconnects == 1

@@ -400,14 +400,17 @@ class FakeUpstream:
             try:
                 body = await self._record(kind, request)
                 return await handler(request, body, self._next_step(kind))
-            except (asyncio.CancelledError, ConnectionResetError):
-                with self._lock:
-                    self._disconnects += 1
+            except asyncio.CancelledError:
+                self._count_disconnect()
                 raise
             finally:
                 self._handlers.discard(task)
 
         return wrapped
+
+    def _count_disconnect(self) -> None:
+        with self._lock:
+            self._disconnects += 1
 
     async def _record(self, kind: Kind | None, request: web.Request) -> Any:
         raw = await request.read()
@@ -480,7 +483,12 @@ class FakeUpstream:
                 await asyncio.sleep(step.seconds)
             if isinstance(step, SlowStream) and i > 0:
                 await asyncio.sleep(step.delay_s)
-            await resp.write(event)
+            try:
+                await resp.write(event)
+            except ConnectionResetError:
+                # The client went away mid-stream; returning lets aiohttp drop it quietly.
+                self._count_disconnect()
+                return resp
         await resp.write_eof()
         return resp
 
