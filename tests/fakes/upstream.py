@@ -35,6 +35,8 @@ __all__ = [
     "Stall",
     "Step",
     "ToolCall",
+    "anthropic_error_body",
+    "openai_error_body",
 ]
 
 OPENAI_KEY = "sk-openai-test"
@@ -380,7 +382,10 @@ class FakeUpstream:
             # Stalled or streaming handlers would otherwise keep cleanup waiting.
             for task in list(self._handlers):
                 task.cancel()
-            loop.run_until_complete(asyncio.wait_for(runner.cleanup(), 3))
+            try:
+                loop.run_until_complete(asyncio.wait_for(runner.cleanup(), 3))
+            except TimeoutError:
+                pass  # connections still open are cut below with their tasks
             pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
             for task in pending:
                 task.cancel()
