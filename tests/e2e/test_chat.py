@@ -12,7 +12,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.fake_upstream import (
+from tests.fakes.upstream import (
     ANTHROPIC_KEY,
     OPENAI_KEY,
     CutStream,
@@ -142,9 +142,9 @@ def test_completion(client: openai.OpenAI, up: FakeUpstream, model: str) -> None
         assert raw.headers["x-gateway-provider"] == "ant"
         assert raw.headers["x-gateway-model"] == "claude-sonnet-4-5"
         assert sent.path == "/v1/messages"
-        assert sent.headers["x-api-key"] == ANTHROPIC_KEY
-        assert sent.headers["anthropic-version"] == "2023-06-01"
-        assert "authorization" not in sent.headers
+        # As the newest official anthropic SDK sends them.
+        assert sent.headers["authorization"] == f"Bearer {ANTHROPIC_KEY}"
+        assert sent.headers["anthropic-version"] == "2026-10-21"
         assert sent.body["system"] == "Be brief."
         assert sent.body["max_tokens"] == 50
         assert sent.body["model"] == "claude-sonnet-4-5"
@@ -251,7 +251,7 @@ def test_image_parts(client: openai.OpenAI, up: FakeUpstream, model: str) -> Non
         {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
         {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
     ]}])
-    assert completion.choices[0].message.content == "echo: what is this [2 image]"
+    assert completion.choices[0].message.content == "echo: what is this [2 image(s)]"
     if model == "claude":
         blocks = up.requests[-1].body["messages"][0]["content"]
         assert blocks[1] == {"type": "image", "source": {
@@ -398,7 +398,7 @@ def test_stream_fails_over_before_first_byte(client: openai.OpenAI, up: FakeUpst
 @pytest.mark.parametrize("model", ["safe", "safe-claude"])
 def test_stream_cut_midway_ends_with_error(client: openai.OpenAI, up: FakeUpstream,
                                            backup: FakeUpstream, model: str) -> None:
-    up.script(CutStream(after_events=3))
+    up.script(CutStream(after_chunks=3))
     stream = client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": "a b c d e f g"}], stream=True)
     received = []

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.fake_upstream import OPENAI_KEY, Fail, FakeUpstream
+from tests.fakes.upstream import OPENAI_KEY, Fail, FakeUpstream
 from tests.gateway_process import GatewayProcess
 
 

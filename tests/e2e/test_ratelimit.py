@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.fake_upstream import OPENAI_KEY, FakeUpstream
+from tests.fakes.upstream import OPENAI_KEY, FakeUpstream
 from tests.gateway_process import GatewayProcess
 from tests.redis_fixture import RedisServer, redis_server
 

@@ -9,7 +9,7 @@ import time
 
 import httpx
 
-from tests.fake_upstream import OPENAI_KEY, FakeUpstream, Stall
+from tests.fakes.upstream import OPENAI_KEY, FakeUpstream, Stall
 from tests.gateway_process import GatewayProcess
 
 

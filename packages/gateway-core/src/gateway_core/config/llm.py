@@ -28,8 +28,8 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     rpm: int | None = None
     tpm: int | None = None
     tpd: int | None = None
-    # Anthropic only: the anthropic-version header.
-    anthropic_version: str = "2023-06-01"
+    # Anthropic only: the anthropic-version header (what the newest official SDK sends).
+    anthropic_version: str = "2026-10-21"
 
     def __repr__(self) -> str:
         # Keys never reach logs, not even through a repr of the config.

@@ -43,11 +43,12 @@ class AnthropicProvider(HTTPProvider):
         headers = {
             "content-type": "application/json",
             "accept": "application/json",
-            # As the official SDK sends them.
+            # As the newest official SDK (anthropic 2.14) sends them: the key as a bearer
+            # token, and its API version.
             "anthropic-version": config.anthropic_version,
         }
         if config.api_key:
-            headers["x-api-key"] = config.api_key
+            headers["authorization"] = f"Bearer {config.api_key}"
         headers.update(config.headers)
         self.headers = headers
         self.default_max_tokens = default_max_tokens
