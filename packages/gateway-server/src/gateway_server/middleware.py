@@ -4,8 +4,8 @@ request body cap, and per request one metrics update and one access log line."""
 from __future__ import annotations
 
 import hmac
+import os
 import time
-import uuid
 from collections.abc import Callable
 from prometheus_client import Counter, Histogram
 
@@ -61,7 +61,7 @@ class GatewayMiddleware:
             elif name == b"content-length":
                 content_length = int(value) if value.isdigit() else -1
         if not _valid_request_id(request_id):
-            request_id = uuid.uuid4().hex.encode()
+            request_id = os.urandom(16).hex().encode()
         rid = request_id.decode()
         scope.setdefault("state", {})["request_id"] = rid
         structlog.contextvars.clear_contextvars()

@@ -3,6 +3,8 @@ know nothing of Prometheus)."""
 
 from __future__ import annotations
 
+from prometheus_client import Counter, Histogram
+
 from gateway_core.openai_types import Usage
 from gateway_server.metrics import Metrics
 
@@ -10,10 +12,18 @@ from gateway_server.metrics import Metrics
 class RouterMetrics:
     def __init__(self, metrics: Metrics) -> None:
         self.m = metrics
+        # Children per label set: labels() takes a lock and a lookup on every call.
+        self._attempts: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
 
     def attempt(self, provider: str, model: str, outcome: str, seconds: float) -> None:
-        self.m.llm_requests.labels(provider, model, outcome).inc()
-        self.m.llm_upstream_duration.labels(provider, model).observe(seconds)
+        key = (provider, model, outcome)
+        children = self._attempts.get(key)
+        if children is None:
+            children = (self.m.llm_requests.labels(provider, model, outcome),
+                        self.m.llm_upstream_duration.labels(provider, model))
+            self._attempts[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def failover(self, from_: str, to: str, reason: str) -> None:
         self.m.llm_failovers.labels(from_, to, reason).inc()

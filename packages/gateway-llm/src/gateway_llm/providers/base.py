@@ -106,6 +106,8 @@ class HTTPProvider:
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout_s),
             auto_decompress=True,
+            # Provider APIs set no cookies we want to keep or send back.
+            cookie_jar=aiohttp.DummyCookieJar(),
             # Upstream errors are read and mapped by us, never raised by aiohttp.
             raise_for_status=False,
         )

@@ -112,25 +112,22 @@ async def _relay(routed: RoutedStream, state: GatewayState) -> AsyncIterator[byt
 
 
 async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Run the upstream work, cancelling it if the client disconnects first."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
+    """Run the upstream work in this task; one watcher cancels it if the client
+    disconnects first (which closes the upstream connection)."""
+    current = asyncio.current_task()
+    assert current is not None
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, current))
     try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            return task.result()
-        task.cancel()
-        raise asyncio.CancelledError("client disconnected")
+        return await work
     finally:
         watcher.cancel()
-        if not task.done():
-            task.cancel()
 
 
-async def _disconnected(request: Request) -> None:
+async def _cancel_on_disconnect(request: Request, task: asyncio.Task[object]) -> None:
     while True:
         message = await request.receive()
         if message["type"] == "http.disconnect":
+            task.cancel("client disconnected")
             return
 
 
