@@ -241,14 +241,7 @@ async def test_stores_agree_step_by_step(kind: str, shared_redis: RedisServer) -
     ]
 
 
-@pytest.mark.parametrize("kind", [
-    pytest.param("memory", marks=pytest.mark.xfail(strict=True, reason=(
-        "MemoryLimitStore.adjust adds the extra charge to a theoretical arrival time that "
-        "is already in the past instead of to now (the Lua script clamps first), so an "
-        "over-charge settled after the window has passed is mostly forgiven in memory "
-        "but not in Redis"))),
-    "redis",
-])
+@pytest.mark.parametrize("kind", ["memory", "redis"])
 async def test_overcharge_settled_after_the_window_counts_from_now(
         kind: str, shared_redis: RedisServer) -> None:
     clock = Clock()

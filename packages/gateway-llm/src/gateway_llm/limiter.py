@@ -136,7 +136,8 @@ class MemoryLimitStore:
     async def adjust(self, limits: Sequence[Limit], deltas: Sequence[int]) -> None:
         now = self.clock()
         for limit, delta in zip(limits, deltas):
-            tat = self._tat.get(limit.key, now) + delta * limit.interval
+            # From now, like the Redis script: a TAT in the past means a full bucket.
+            tat = max(self._tat.get(limit.key, now), now) + delta * limit.interval
             self._tat[limit.key] = max(tat, now)
 
     def health(self) -> dict[str, object]:
@@ -227,6 +228,13 @@ class RedisLimitStore:
         self._client = client
         self._reserve = client.register_script(_RESERVE)
         self._adjust = client.register_script(_ADJUST)
+        # Readiness should say at once when Redis is unreachable; serving goes on anyway.
+        try:
+            async with asyncio.timeout(self.timeout_s * 2):
+                await client.ping()
+        except Exception as exc:  # noqa: BLE001 - any failure here only means "not healthy"
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("ratelimit_store_unreachable_at_start", error=self.last_error)
 
     async def aclose(self) -> None:
         if self._client is not None:
