@@ -18,9 +18,10 @@ from gateway_llm.providers.base import (
     Call,
     Completion,
     HTTPProvider,
-    connection_failed,
+    empty_stream,
     read_body,
     sse_events,
+    stream_start_failed,
 )
 from gateway_llm.translate.anthropic import (
     StreamTranslator,
@@ -133,24 +134,14 @@ class AnthropicStream:
                 if chunks:
                     self._pending = [b"data: " + _encode(c) + b"\n\n" for c in chunks]
                     return
-        except TimeoutError:
+        except BaseException as exc:
             await self.aclose()
-            raise AttemptFailed(
-                UpstreamError(f"Provider {self._provider.name} sent no stream data in time.",
-                              code="upstream_timeout"),
-                reason="first_byte_timeout", retryable=True, failover=True,
-            ) from None
-        except aiohttp.ClientError as exc:
-            await self.aclose()
-            raise connection_failed(self._provider.name, exc) from None
-        except BaseException:
-            await self.aclose()
+            failed = stream_start_failed(self._provider.name, exc)
+            if failed is not None:
+                raise failed from None
             raise
         await self.aclose()
-        raise AttemptFailed(
-            UpstreamError(f"Provider {self._provider.name} closed the stream without data."),
-            reason="empty_stream", retryable=True, failover=True,
-        )
+        raise empty_stream(self._provider.name)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:

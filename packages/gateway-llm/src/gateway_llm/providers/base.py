@@ -154,6 +154,26 @@ def connection_failed(provider: str, exc: BaseException) -> AttemptFailed:
     )
 
 
+def stream_start_failed(provider: str, exc: BaseException) -> AttemptFailed | None:
+    """A transport failure before a stream's first event: still safe to fail over."""
+    if isinstance(exc, TimeoutError):
+        return AttemptFailed(
+            UpstreamError(f"Provider {provider} sent no stream data in time.",
+                          code="upstream_timeout"),
+            reason="first_byte_timeout", retryable=True, failover=True,
+        )
+    if isinstance(exc, aiohttp.ClientError):
+        return connection_failed(provider, exc)
+    return None
+
+
+def empty_stream(provider: str) -> AttemptFailed:
+    return AttemptFailed(
+        UpstreamError(f"Provider {provider} closed the stream without data."),
+        reason="empty_stream", retryable=True, failover=True,
+    )
+
+
 async def read_body(resp: aiohttp.ClientResponse, provider: str, timeout: float) -> bytes:
     try:
         async with asyncio.timeout(max(timeout, 0.001)):

@@ -17,9 +17,10 @@ from gateway_llm.providers.base import (
     Call,
     Completion,
     HTTPProvider,
-    connection_failed,
+    empty_stream,
     read_body,
     sse_events,
+    stream_start_failed,
 )
 
 _encode = msgspec.json.Encoder().encode
@@ -119,18 +120,17 @@ class OpenAIStream:
     async def prime(self) -> None:
         """Wait for the first event: until it is here the router may still fail over."""
         try:
-            async with _guard(self._provider):
-                async for _, data in self._events:
-                    self._first = data
-                    return
-        except BaseException:
+            async for _, data in self._events:
+                self._first = data
+                return
+        except BaseException as exc:
             await self.aclose()
+            failed = stream_start_failed(self._provider.name, exc)
+            if failed is not None:
+                raise failed from None
             raise
         await self.aclose()
-        raise AttemptFailed(
-            UpstreamError(f"Provider {self._provider.name} closed the stream without data."),
-            reason="empty_stream", retryable=True, failover=True,
-        )
+        raise empty_stream(self._provider.name)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
@@ -173,24 +173,3 @@ class OpenAIStream:
         # Fully read: the connection goes back to the pool; cut short: aiohttp closes it,
         # which is what cancels the upstream generation.
         self._resp.release()
-
-
-class _guard:
-    """Map transport errors while reading a stream to AttemptFailed."""
-
-    def __init__(self, provider: OpenAIProvider) -> None:
-        self.provider = provider
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, et: object, exc: BaseException | None, tb: object) -> bool:
-        if isinstance(exc, TimeoutError):
-            raise AttemptFailed(
-                UpstreamError(f"Provider {self.provider.name} sent no stream data in time.",
-                              code="upstream_timeout"),
-                reason="first_byte_timeout", retryable=True, failover=True,
-            ) from None
-        if isinstance(exc, aiohttp.ClientError):
-            raise connection_failed(self.provider.name, exc) from None
-        return False
