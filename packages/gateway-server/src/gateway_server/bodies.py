@@ -15,16 +15,23 @@ T = TypeVar("T")
 
 _raw_decoder = msgspec.json.Decoder(dict[str, object])
 _PATH = re.compile(r" - at `\$\.?(.*)`$")
+_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
 
 
 def field_of(error: msgspec.ValidationError) -> tuple[str, str | None]:
-    """Split msgspec's message into (message, param): '... - at `$.messages[0].role`'."""
+    """Split msgspec's message into (message, param): '... - at `$.messages[0].role`'.
+    An unknown key is reported at its parent object, so param names the key itself."""
     text = str(error)
     m = _PATH.search(text)
-    if m is None:
-        return text, None
-    param = m.group(1) or None
-    return f"{text[: m.start()]} at '{param}'" if param else text[: m.start()], param
+    where = m.group(1) if m is not None else ""
+    message = text[: m.start()] if m is not None else text
+    unknown = _UNKNOWN_FIELD.search(message)
+    if unknown is not None:
+        return f"{message} at '{where or '<body>'}'", (
+            f"{where}.{unknown.group(1)}" if where else unknown.group(1))
+    if not where:
+        return message, None
+    return f"{message} at '{where}'", where
 
 
 def decode_raw(body: bytes) -> dict[str, object]:

@@ -43,25 +43,11 @@ def _manager(request: Request) -> SandboxManager:
     return manager
 
 
-_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
-
-
 async def _decode(decoder: msgspec.json.Decoder[T], request: Request) -> T:
     body = await request.body()
     if not body:
         raise InvalidRequest("The request body is empty; expected a JSON object.")
-    try:
-        return decode_typed(decoder, body)
-    except InvalidRequest as exc:
-        # msgspec reports an unknown key at its parent (`$`); name the key itself.
-        m = _UNKNOWN_FIELD.search(exc.message)
-        if exc.param is None and m is not None:
-            prefix = ""
-            at = re.search(r"at '([^']+)'", exc.message)
-            if at is not None:
-                prefix = at.group(1) + "."
-            exc.param = prefix + m.group(1)
-        raise
+    return decode_typed(decoder, body)
 
 
 async def create_sandbox(request: Request) -> Response:
