@@ -91,10 +91,10 @@ def _gcra(tat: float, now: float, limit: Limit, cost: int) -> tuple[bool, float,
     return False, tat, allow_at - now
 
 
-def _remaining(tat: float, now: float, limit: Limit) -> tuple[int, float]:
-    ahead = max(0.0, tat - now)
-    left = int((limit.window_s - ahead) / limit.interval + 1e-9)
-    return max(0, min(limit.amount, left)), ahead
+def _remaining(ahead: float, limit: Limit) -> int:
+    """Units still free when the TAT is ``ahead`` seconds in the future."""
+    left = int((limit.window_s - max(0.0, ahead)) / limit.interval + 1e-9)
+    return max(0, min(limit.amount, left))
 
 
 class MemoryLimitStore:
@@ -129,9 +129,9 @@ class MemoryLimitStore:
 
     def _fill(self, decision: Decision, limits: Sequence[Limit], now: float) -> None:
         for limit in limits:
-            left, reset = _remaining(self._tat.get(limit.key, now), now, limit)
-            decision.remaining.append(left)
-            decision.reset_s.append(reset)
+            ahead = max(0.0, self._tat.get(limit.key, now) - now)
+            decision.remaining.append(_remaining(ahead, limit))
+            decision.reset_s.append(ahead)
 
     async def adjust(self, limits: Sequence[Limit], deltas: Sequence[int]) -> None:
         now = self.clock()
@@ -277,8 +277,7 @@ class RedisLimitStore:
         decision = Decision(admitted, denied_index=int(out[1]) - 1,  # type: ignore[call-overload]
                             retry_after_s=float(out[2]) / 1000)  # type: ignore[arg-type]
         for limit, ahead in zip(limits, aheads):
-            left = int((limit.window_s - ahead) / limit.interval + 1e-9)
-            decision.remaining.append(max(0, min(limit.amount, left)))
+            decision.remaining.append(_remaining(ahead, limit))
             decision.reset_s.append(ahead)
         return decision
 

@@ -9,7 +9,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
@@ -74,12 +74,12 @@ class Routed:
 
 @dataclass(slots=True)
 class RoutedCompletion(Routed):
-    completion: Completion = field(default=None)  # type: ignore[assignment]
+    completion: Completion
 
 
 @dataclass(slots=True)
 class RoutedStream(Routed):
-    stream: Stream = field(default=None)  # type: ignore[assignment]
+    stream: Stream
 
 
 class Router:

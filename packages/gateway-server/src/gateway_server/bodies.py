@@ -7,7 +7,6 @@ import re
 from typing import TypeVar
 
 import msgspec
-from starlette.requests import Request
 
 from gateway_core.errors import InvalidRequest
 
@@ -15,20 +14,20 @@ T = TypeVar("T")
 
 _raw_decoder = msgspec.json.Decoder(dict[str, object])
 _PATH = re.compile(r" - at `\$\.?(.*)`$")
-_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
+_NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
 
 
 def field_of(error: msgspec.ValidationError) -> tuple[str, str | None]:
     """Split msgspec's message into (message, param): '... - at `$.messages[0].role`'.
-    An unknown key is reported at its parent object, so param names the key itself."""
+    An unknown or missing key is reported at its parent object, so param names the key."""
     text = str(error)
     m = _PATH.search(text)
     where = m.group(1) if m is not None else ""
     message = text[: m.start()] if m is not None else text
-    unknown = _UNKNOWN_FIELD.search(message)
-    if unknown is not None:
+    named = _NAMED_FIELD.search(message)
+    if named is not None:
         return f"{message} at '{where or '<body>'}'", (
-            f"{where}.{unknown.group(1)}" if where else unknown.group(1))
+            f"{where}.{named.group(1)}" if where else named.group(1))
     if not where:
         return message, None
     return f"{message} at '{where}'", where
@@ -54,6 +53,3 @@ def decode_typed(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
 
-
-async def read_body(request: Request) -> bytes:
-    return await request.body()

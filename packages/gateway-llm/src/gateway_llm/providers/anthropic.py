@@ -13,13 +13,12 @@ from gateway_core.anthropic_types import decode_message
 from gateway_core.config import ProviderConfig
 from gateway_core.errors import GatewayError, UpstreamError
 from gateway_core.openai_types import Usage
-from gateway_llm.errors import AttemptFailed, classify_status, redact
+from gateway_llm.errors import AttemptFailed, redact
 from gateway_llm.providers.base import (
     Call,
     Completion,
     HTTPProvider,
     empty_stream,
-    read_body,
     sse_events,
     stream_start_failed,
 )
@@ -63,13 +62,7 @@ class AnthropicProvider(HTTPProvider):
 
     async def complete(self, call: Call) -> Completion:
         body, json_tool = self._translate(call, False)
-        resp = await self.post(self.url, body, self.headers, call)
-        try:
-            data = await read_body(resp, self.name, self.time_left(call))
-            if resp.status != 200:
-                raise self._failure(resp, data)
-        finally:
-            resp.release()
+        data = await self.send(body, call)
         try:
             message = decode_message(data)
         except (msgspec.DecodeError, msgspec.ValidationError):
@@ -83,13 +76,7 @@ class AnthropicProvider(HTTPProvider):
 
     async def stream(self, call: Call) -> AnthropicStream:
         body, json_tool = self._translate(call, True)
-        resp = await self.post(self.url, body, self.headers, call)
-        if resp.status != 200:
-            try:
-                data = await read_body(resp, self.name, self.time_left(call))
-            finally:
-                resp.release()
-            raise self._failure(resp, data)
+        resp = await self.open_stream(body, call)
         translator = StreamTranslator(
             include_usage=call.include_usage, json_tool=json_tool, created=int(time.time())
         )
@@ -97,10 +84,10 @@ class AnthropicProvider(HTTPProvider):
         await stream.prime()
         return stream
 
-    def _failure(self, resp: aiohttp.ClientResponse, body: bytes) -> AttemptFailed:
-        error = error_from_anthropic(resp.status, body)
+    def error_from(self, status: int, body: bytes) -> GatewayError:
+        error = error_from_anthropic(status, body)
         error.message = redact(error.message)
-        return classify_status(resp.status, error, resp.headers)
+        return error
 
 
 class AnthropicStream:

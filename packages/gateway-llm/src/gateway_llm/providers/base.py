@@ -13,7 +13,7 @@ import aiohttp
 from gateway_core.config import ProviderConfig
 from gateway_core.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway_core.openai_types import ChatCompletionRequest, Usage
-from gateway_llm.errors import AttemptFailed
+from gateway_llm.errors import AttemptFailed, classify_status
 
 
 @dataclass(slots=True)
@@ -72,7 +72,11 @@ class Provider(Protocol):
 
 
 class HTTPProvider:
-    """The session and timeouts every provider kind shares."""
+    """The session, timeouts and error handling every provider kind shares. A kind sets
+    ``url`` and ``headers`` and says how its error bodies read (``error_from``)."""
+
+    url: str
+    headers: dict[str, str]
 
     def __init__(self, name: str, config: ProviderConfig) -> None:
         self._name = name
@@ -144,6 +148,33 @@ class HTTPProvider:
         loop = asyncio.get_running_loop()
         return min(self._config.total_timeout_s, call.deadline - loop.time())
 
+    def error_from(self, status: int, body: bytes) -> GatewayError:
+        """The provider's error body as a client-facing error (keys redacted)."""
+        raise NotImplementedError
+
+    async def send(self, body: bytes, call: Call) -> bytes:
+        """POST and read the whole answer; anything but 200 raises AttemptFailed."""
+        resp = await self.post(self.url, body, self.headers, call)
+        try:
+            data = await read_body(resp, self.name, self.time_left(call))
+        finally:
+            resp.release()
+        if resp.status != 200:
+            raise classify_status(resp.status, self.error_from(resp.status, data),
+                                  resp.headers)
+        return data
+
+    async def open_stream(self, body: bytes, call: Call) -> aiohttp.ClientResponse:
+        """POST and return the response once its headers say 200; else AttemptFailed."""
+        resp = await self.post(self.url, body, self.headers, call)
+        if resp.status == 200:
+            return resp
+        try:
+            data = await read_body(resp, self.name, self.time_left(call))
+        finally:
+            resp.release()
+        raise classify_status(resp.status, self.error_from(resp.status, data), resp.headers)
+
 
 def connection_failed(provider: str, exc: BaseException) -> AttemptFailed:
     # The exception text can include the URL but never headers, so no key leaks here.
@@ -212,9 +243,3 @@ async def sse_events(
         elif line.startswith(b"event:"):
             event = line[6:].strip()
         # Comments (":") and id/retry fields carry nothing we use.
-
-
-def error_from_exception(exc: BaseException) -> GatewayError:
-    if isinstance(exc, GatewayError):
-        return exc
-    return UpstreamError(f"Upstream stream failed: {type(exc).__name__}")

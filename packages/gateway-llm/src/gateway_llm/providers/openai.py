@@ -12,13 +12,12 @@ import msgspec
 from gateway_core.config import ProviderConfig
 from gateway_core.errors import GatewayError, UpstreamError
 from gateway_core.openai_types import ErrorBodyIn, Usage, UsageOnly
-from gateway_llm.errors import AttemptFailed, classify_status, redact
+from gateway_llm.errors import AttemptFailed, redact
 from gateway_llm.providers.base import (
     Call,
     Completion,
     HTTPProvider,
     empty_stream,
-    read_body,
     sse_events,
     stream_start_failed,
 )
@@ -53,13 +52,7 @@ class OpenAIProvider(HTTPProvider):
         return _encode(raw)
 
     async def complete(self, call: Call) -> Completion:
-        resp = await self.post(self.url, self._body(call, False), self.headers, call)
-        try:
-            body = await read_body(resp, self.name, self.time_left(call))
-            if resp.status != 200:
-                raise self._failure(resp, body)
-        finally:
-            resp.release()
+        body = await self.send(self._body(call, False), call)
         try:
             usage = _usage_decoder.decode(body).usage
         except msgspec.DecodeError:
@@ -71,20 +64,13 @@ class OpenAIProvider(HTTPProvider):
         return Completion(body, usage)
 
     async def stream(self, call: Call) -> OpenAIStream:
-        resp = await self.post(self.url, self._body(call, True), self.headers, call)
-        if resp.status != 200:
-            try:
-                body = await read_body(resp, self.name, self.time_left(call))
-            finally:
-                resp.release()
-            raise self._failure(resp, body)
+        resp = await self.open_stream(self._body(call, True), call)
         stream = OpenAIStream(resp, self, call)
         await stream.prime()
         return stream
 
-    def _failure(self, resp: aiohttp.ClientResponse, body: bytes) -> AttemptFailed:
-        return classify_status(resp.status, error_from_openai(resp.status, body, self.name),
-                               resp.headers)
+    def error_from(self, status: int, body: bytes) -> GatewayError:
+        return error_from_openai(status, body, self.name)
 
 
 def error_from_openai(status: int, body: bytes, provider: str) -> GatewayError:

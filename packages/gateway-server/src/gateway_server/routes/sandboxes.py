@@ -3,7 +3,6 @@ Events) and move files in and out, over the app's SandboxManager."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
