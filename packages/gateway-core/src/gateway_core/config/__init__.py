@@ -23,6 +23,7 @@ from gateway_core.config.llm import (
     ProviderConfig,
     ProviderKind,
     RateLimitConfig,
+    ResponsesConfig,
 )
 from gateway_core.config.sandbox import PoolConfig, SandboxConfig, SandboxLimits
 from gateway_core.config.server import LoggingConfig, ServerConfig
@@ -39,6 +40,7 @@ __all__ = [
     "ProviderConfig",
     "ProviderKind",
     "RateLimitConfig",
+    "ResponsesConfig",
     "SandboxConfig",
     "SandboxLimits",
     "ServerConfig",
@@ -223,12 +225,19 @@ def _check(config: Config, source: str) -> None:
                 raise fail(f"{where}.{key}", f"{v}; expected >= 1 (leave it out for no limit)")
         if p.max_retries is not None and p.max_retries < 0:
             raise fail(f"{where}.max_retries", f"{p.max_retries}; expected >= 0")
+        if p.responses is None:
+            p.responses = "native" if name == "openai" and p.kind == "openai" else "translate"
+        elif p.responses == "native" and p.kind != "openai":
+            raise fail(f"{where}.responses", '"native"; only OpenAI-kind providers serve the '
+                       'Responses API natively; expected "translate"')
     for alias, m in llm.models.items():
         where = f"llm.models.{alias}"
         for key in ("rpm", "tpm", "tpd"):
             v = getattr(m, key)
             if v is not None and v < 1:
                 raise fail(f"{where}.{key}", f"{v}; expected >= 1 (leave it out for no limit)")
+        if m.max_output_tokens is not None and m.max_output_tokens < 1:
+            raise fail(f"{where}.max_output_tokens", f"{m.max_output_tokens}; expected >= 1")
         if m.provider not in llm.providers:
             raise fail(
                 f"{where}.provider",
@@ -237,6 +246,11 @@ def _check(config: Config, source: str) -> None:
             )
         for i, fb in enumerate(m.fallbacks):
             _check_fallback(config, source, f"{where}.fallbacks[{i}]", fb)
+
+    rs = llm.responses
+    if rs.max_items < 1 or rs.max_age_s <= 0:
+        raise fail("llm.responses", f"max_items = {rs.max_items}, max_age_s = {rs.max_age_s}; "
+                   "expected max_items >= 1 and max_age_s > 0")
 
     rl = config.rate_limit
     for key in ("requests_per_minute", "tokens_per_minute", "tokens_per_day"):

@@ -30,6 +30,9 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tpd: int | None = None
     # Anthropic only: the anthropic-version header (what the newest official SDK sends).
     anthropic_version: str = "2026-10-21"
+    # OpenAI kind: serve /v1/responses natively (passthrough) or translate it to Chat
+    # Completions. Defaults to native for the provider named "openai", translate otherwise.
+    responses: Literal["native", "translate"] | None = None
 
     def __repr__(self) -> str:
         # Keys never reach logs, not even through a repr of the config.
@@ -48,6 +51,33 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     rpm: int | None = None
     tpm: int | None = None
     tpd: int | None = None
+    # Hosted tools (web_search, file_search, ...) sent to a provider that cannot run them:
+    # left out (said in the x-gateway-dropped-tools header) or refused with a 400.
+    hosted_tools: Literal["drop", "reject"] = "drop"
+    # Anthropic: how reasoning effort becomes extended thinking. "adaptive" for Claude
+    # models that refuse budgets; None picks by model name.
+    thinking: Literal["adaptive", "budget", "off"] | None = None
+    # Request parameters this model refuses (e.g. ["top_p"]), removed before sending and
+    # named in the x-gateway-dropped-params header.
+    drop_params: list[str] = msgspec.field(default_factory=list)
+    # The largest max_output_tokens / max_tokens a client may ask for on this alias.
+    max_output_tokens: int | None = None
+
+
+class ResponsesConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Stored responses (previous_response_id, GET /v1/responses/{id})."""
+
+    store: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_timeout_s: float = 0.5
+    # Memory store bounds; both stores expire entries after max_age_s.
+    max_items: int = 10000
+    max_age_s: float = 86400.0
+
+    def __repr__(self) -> str:
+        shown = {f: getattr(self, f) for f in self.__struct_fields__ if f != "redis_url"}
+        return "ResponsesConfig(redis_url='***', " + ", ".join(
+            f"{k}={v!r}" for k, v in shown.items()) + ")"
 
 
 class CooldownConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -68,6 +98,7 @@ class LLMConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Anthropic requires max_tokens; used when the client sends none.
     default_max_tokens: int = 4096
     cooldown: CooldownConfig = msgspec.field(default_factory=CooldownConfig)
+    responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
 
 
 class RateLimitConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
