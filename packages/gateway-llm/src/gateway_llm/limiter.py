@@ -25,12 +25,18 @@ import msgspec
 import structlog
 
 from gateway_core.config import ModelConfig, ProviderConfig, RateLimitConfig
-from gateway_core.openai_types import (
-    AssistantMessage,
-    ChatCompletionRequest,
-    Content,
-    ImagePart,
-    TextPart,
+from gateway_llm.hub import (
+    Conversation,
+    File,
+    FunctionTool,
+    Image,
+    LLMRequest,
+    Opaque,
+    Reasoning,
+    Refusal,
+    Text,
+    ToolCall,
+    ToolResult,
 )
 
 log = structlog.get_logger("gateway.limits")
@@ -373,15 +379,13 @@ class RateLimiter:
     async def aclose(self) -> None:
         await self.store.aclose()
 
-    def estimate(self, request: ChatCompletionRequest) -> int:
+    def estimate(self, request: LLMRequest) -> int:
         """Tokens to reserve: the prompt estimate plus the output the request may use."""
-        out = request.max_completion_tokens
-        if not isinstance(out, int):
-            out = request.max_tokens if isinstance(request.max_tokens, int) else None
+        out = request.max_output_tokens
         if out is None:
             out = self.default_completion_tokens
-        n = request.n if isinstance(request.n, int) and request.n > 0 else 1
-        return estimate_prompt_tokens(request) + out * n
+        n = max(1, request.n)
+        return estimate_prompt_tokens(request.conversation()) + out * n
 
     async def acquire(self, provider: str, alias: str | None, tokens: int) -> Admission | Denied:
         limits = list(self.scopes.get(f"provider:{provider}", ()))
@@ -487,35 +491,37 @@ _IMAGE_TOKENS = 765  # OpenAI's cost of a 1024x1024 high-detail image: an upper 
 _json = msgspec.json.Encoder()
 
 
-def _content_chars(content: Content | None, images: list[int]) -> int:
-    if content is None:
+def _part_chars(part: object, images: list[int]) -> int:
+    if isinstance(part, (Text, Refusal)):
+        return len(part.text)
+    if isinstance(part, Image):
+        images[0] += 1
         return 0
-    if isinstance(content, str):
-        return len(content)
-    total = 0
-    for part in content:
-        if isinstance(part, TextPart):
-            total += len(part.text)
-        elif isinstance(part, ImagePart):
-            images[0] += 1
-        else:
-            total += 256
-    return total
+    if isinstance(part, ToolCall):
+        return len(part.name) + len(part.arguments)
+    if isinstance(part, ToolResult):
+        return sum(_part_chars(p, images) for p in part.content)
+    if isinstance(part, Reasoning):
+        return len(part.text)
+    if isinstance(part, (File, Opaque)):
+        return 256
+    return 0
 
 
-def estimate_prompt_tokens(request: ChatCompletionRequest) -> int:
+def estimate_prompt_tokens(conversation: Conversation) -> int:
     """Roughly four characters a token (OpenAI's rule of thumb for English), four tokens of
     framing per message, tool schemas by their JSON size, a fixed cost per image. No
     tokenizer file is needed; settlement corrects the estimate with the real usage."""
     chars = 0
     images = [0]
-    for m in request.messages:
-        content = getattr(m, "content", None)
-        if isinstance(content, (str, list)):
-            chars += _content_chars(content, images)
-        if isinstance(m, AssistantMessage) and isinstance(m.tool_calls, list):
-            chars += sum(len(c.function.arguments) + len(c.function.name)
-                         for c in m.tool_calls)
-    if isinstance(request.tools, list):
-        chars += len(_json.encode(request.tools))
-    return chars // 4 + 4 * len(request.messages) + 3 + _IMAGE_TOKENS * images[0]
+    for m in conversation.messages:
+        for part in m.parts:
+            chars += _part_chars(part, images)
+    for tool in conversation.tools:
+        if isinstance(tool, FunctionTool):
+            chars += len(tool.name) + len(tool.description or "")
+            if tool.parameters is not None:
+                chars += len(_json.encode(tool.parameters))
+        else:
+            chars += 256
+    return chars // 4 + 4 * len(conversation.messages) + 3 + _IMAGE_TOKENS * images[0]

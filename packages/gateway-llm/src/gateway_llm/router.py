@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import structlog
 
@@ -22,12 +23,23 @@ from gateway_core.errors import (
     ServiceUnavailable,
     UpstreamTimeout,
 )
-from gateway_core.openai_types import ChatCompletionRequest, Usage
+from gateway_core.config.llm import ModelConfig
 from gateway_llm.circuit import CircuitBreaker
 from gateway_llm.errors import AttemptFailed
+from gateway_llm.hub import EncodeOptions, LLMRequest, Usage
 from gateway_llm.limiter import Admission, Denied, RateLimiter
+from gateway_llm.providers import make_provider
 from gateway_llm.providers.base import Call, Completion, Provider, Stream
-from gateway_llm.providers.openai import OpenAIProvider
+
+__all__ = [
+    "Deployment",
+    "Routed",
+    "RoutedCompletion",
+    "RoutedStream",
+    "Router",
+    "RouterObserver",
+    "thinking_mode",
+]
 
 log = structlog.get_logger("gateway.llm")
 
@@ -35,7 +47,8 @@ log = structlog.get_logger("gateway.llm")
 class RouterObserver(Protocol):
     """Where the router reports what it did (the server turns these into metrics)."""
 
-    def attempt(self, provider: str, model: str, outcome: str, seconds: float) -> None: ...
+    def attempt(self, provider: str, model: str, outcome: str, seconds: float,
+                api: str) -> None: ...
 
     def failover(self, from_: str, to: str, reason: str) -> None: ...
 
@@ -54,6 +67,7 @@ class Deployment:
     provider: Provider
     model: str
     breaker: CircuitBreaker
+    options: EncodeOptions
 
     @property
     def key(self) -> str:
@@ -79,7 +93,52 @@ class RoutedCompletion(Routed):
 
 @dataclass(slots=True)
 class RoutedStream(Routed):
-    stream: Stream
+    stream: Stream  # settles its token reservation itself when closed
+
+
+# Claude models from 4.6 on refuse thinking budgets and take {"type": "adaptive"}.
+_CLAUDE_VERSION = re.compile(r"claude-(?:[a-z]+-)?(\d+)(?:[-.](\d))?(?!\d)")
+
+
+def thinking_mode(model: str, configured: str | None) -> Literal["adaptive", "budget", "off"]:
+    """How reasoning effort becomes Anthropic thinking for this upstream model."""
+    if configured == "adaptive" or configured == "budget" or configured == "off":
+        return configured
+    m = _CLAUDE_VERSION.search(model)
+    if m is None:
+        return "budget"
+    version = (int(m.group(1)), int(m.group(2) or 0))
+    if version[0] < 3:  # claude-3-7-sonnet and the like read as (3, 7)
+        return "budget"
+    return "adaptive" if version >= (4, 6) else "budget"
+
+
+class SettlingStream:
+    """The provider's stream; closing it (however it ended) settles the reservation to the
+    usage it reported and reports the tokens, once."""
+
+    def __init__(self, stream: Stream, settle: Callable[[Usage | None], Awaitable[None]]):
+        self._stream = stream
+        self._settle: Callable[[Usage | None], Awaitable[None]] | None = settle
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._stream.usage
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self._stream.headers
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._stream.__aiter__()
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            settle, self._settle = self._settle, None
+            if settle is not None:
+                await settle(self._stream.usage)
 
 
 class Router:
@@ -109,18 +168,9 @@ class Router:
         cls, llm: LLMConfig, rate_limit: RateLimitConfig | None = None, *,
         observer: RouterObserver | None = None,
     ) -> Router:
-        providers: dict[str, Provider] = {}
-        for name, pc in llm.providers.items():
-            if not pc.enabled:
-                continue
-            if pc.kind == "anthropic":
-                from gateway_llm.providers.anthropic import AnthropicProvider
-
-                providers[name] = AnthropicProvider(
-                    name, pc, default_max_tokens=llm.default_max_tokens
-                )
-            else:
-                providers[name] = OpenAIProvider(name, pc)
+        providers: dict[str, Provider] = {
+            name: make_provider(name, pc) for name, pc in llm.providers.items() if pc.enabled
+        }
         limiter = None
         if rate_limit is not None:
             limiter = RateLimiter.from_config(rate_limit, llm.providers, llm.models)
@@ -158,7 +208,14 @@ class Router:
             breaker = CircuitBreaker(failures=cd.failures, window_s=cd.window_s,
                                      cooldown_s=cd.cooldown_s, clock=self.clock)
             self._breakers[key] = breaker
-        return Deployment(alias, p, model, breaker)
+        m = self.config.models.get(alias) or ModelConfig(provider=provider)
+        options = EncodeOptions(
+            default_max_tokens=self.config.default_max_tokens,
+            thinking=thinking_mode(model, m.thinking),
+            drop_params=tuple(m.drop_params),
+            hosted_tools=m.hosted_tools,
+        )
+        return Deployment(alias, p, model, breaker, options)
 
     def _resolve(self, alias: str) -> list[Deployment]:
         m = self.config.models[alias]
@@ -222,28 +279,38 @@ class Router:
     # --- the request -----------------------------------------------------------------
 
     async def complete(
-        self, request: ChatCompletionRequest, raw: dict[str, object], *,
-        timeout_s: float | None = None,
+        self, request: LLMRequest, *, timeout_s: float | None = None,
     ) -> RoutedCompletion:
-        routed = await self._route(request, raw, stream=False, include_usage=False,
-                                   timeout_s=timeout_s)
+        routed = await self._route(request, stream=False, timeout_s=timeout_s)
         assert isinstance(routed, RoutedCompletion)
         return routed
 
     async def stream(
-        self, request: ChatCompletionRequest, raw: dict[str, object], *,
-        include_usage: bool, timeout_s: float | None = None,
+        self, request: LLMRequest, *, timeout_s: float | None = None,
     ) -> RoutedStream:
-        routed = await self._route(request, raw, stream=True, include_usage=include_usage,
-                                   timeout_s=timeout_s)
+        """The stream settles its reservation itself when it is closed."""
+        routed = await self._route(request, stream=True, timeout_s=timeout_s)
         assert isinstance(routed, RoutedStream)
         return routed
 
+    def _check_output_limit(self, request: LLMRequest) -> None:
+        m = self.config.models.get(request.model)
+        wanted = request.max_output_tokens
+        if m is not None and m.max_output_tokens is not None and wanted is not None \
+                and wanted > m.max_output_tokens:
+            field = {"chat": "max_tokens", "responses": "max_output_tokens",
+                     "messages": "max_tokens"}[request.dialect.name]
+            raise InvalidRequest(
+                f"{field} = {wanted} is more than the {m.max_output_tokens} output tokens "
+                f"allowed for model '{request.model}'.", param=field,
+                code="max_tokens_too_large",
+            )
+
     async def _route(
-        self, request: ChatCompletionRequest, raw: dict[str, object], *, stream: bool,
-        include_usage: bool, timeout_s: float | None,
+        self, request: LLMRequest, *, stream: bool, timeout_s: float | None,
     ) -> RoutedCompletion | RoutedStream:
         chain = self.chain(request.model)
+        self._check_output_limit(request)
         loop = asyncio.get_running_loop()
         budget = self.config.request_timeout_s
         if timeout_s is not None:
@@ -279,7 +346,7 @@ class Router:
             max_retries = d.provider.config.max_retries
             if max_retries is None:
                 max_retries = self.config.max_retries
-            call = Call(request, raw, d.model, deadline, include_usage)
+            call = Call(request, d.model, deadline, d.options)
             headers = limiter.headers(admission) if limiter and admission else {}
             try:
                 for retry in range(max_retries + 1):
@@ -289,17 +356,21 @@ class Router:
                         result: RoutedCompletion | RoutedStream
                         if stream:
                             s = await d.provider.stream(call)
-                            result = RoutedStream(d.provider.name, d.model, attempts,
-                                                  d is not chain[0], headers, admission,
-                                                  stream=s)
+                            result = RoutedStream(
+                                d.provider.name, d.model, attempts, d is not chain[0],
+                                {**headers, **s.headers}, admission,
+                                stream=SettlingStream(s, self._settler(d, admission)),
+                            )
                         else:
                             c = await d.provider.complete(call)
-                            result = RoutedCompletion(d.provider.name, d.model, attempts,
-                                                      d is not chain[0], headers, admission,
-                                                      completion=c)
+                            result = RoutedCompletion(
+                                d.provider.name, d.model, attempts, d is not chain[0],
+                                {**headers, **c.headers}, admission, completion=c,
+                            )
                     except AttemptFailed as failure:
                         last = failure
-                        self._failed(d, failure, attempts, loop.time() - started)
+                        self._failed(d, failure, attempts, loop.time() - started,
+                                     request.dialect.name)
                         if not failure.failover:
                             raise failure.error from None
                         if not failure.retryable or retry == max_retries:
@@ -310,7 +381,7 @@ class Router:
                         await self._sleep(wait)
                         continue
                     self._succeeded(d, attempts, loop.time() - started,
-                                    None if stream else result)
+                                    None if stream else result, request.dialect.name)
                     if isinstance(result, RoutedCompletion) and limiter and admission:
                         usage = result.completion.usage
                         await limiter.settle(admission, usage.total_tokens if usage else None)
@@ -361,14 +432,16 @@ class Router:
             if limit.key.startswith("provider:"):
                 self.observer.remaining(admission.provider, limit.name, left)
 
-    async def finish_stream(self, routed: RoutedStream) -> None:
-        """Settle a finished (or abandoned) stream's budget to the usage it reported."""
-        usage = routed.stream.usage
-        if self.observer is not None and usage is not None:
-            self.observer.tokens(routed.provider, routed.model, usage)
-        if self.limiter is not None and routed.admission is not None:
-            await self.limiter.settle(routed.admission,
-                                      usage.total_tokens if usage is not None else None)
+    def _settler(self, d: Deployment, admission: Admission | None,
+                 ) -> Callable[[Usage | None], Awaitable[None]]:
+        async def settle(usage: Usage | None) -> None:
+            """Settle a finished (or abandoned) stream's budget to the usage it reported."""
+            if self.observer is not None and usage is not None:
+                self.observer.tokens(d.provider.name, d.model, usage)
+            if self.limiter is not None and admission is not None:
+                await self.limiter.settle(admission,
+                                          usage.total_tokens if usage is not None else None)
+        return settle
 
     def _backoff(self, retry: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -377,7 +450,8 @@ class Router:
         # Full jitter (AWS architecture blog): spreads retries of many clients apart.
         return float(min(self.config.backoff_max_s, random.uniform(0, base) + base / 2))
 
-    def _failed(self, d: Deployment, failure: AttemptFailed, attempt: int, took: float) -> None:
+    def _failed(self, d: Deployment, failure: AttemptFailed, attempt: int, took: float,
+                api: str) -> None:
         log.warning("upstream_attempt", provider=d.provider.name, model=d.model,
                     attempt=attempt, outcome=failure.reason,
                     status=failure.upstream_status, ms=round(took * 1000, 1))
@@ -390,18 +464,18 @@ class Router:
         else:
             d.breaker.release_probe()
         if self.observer is not None:
-            self.observer.attempt(d.provider.name, d.model, failure.reason, took)
+            self.observer.attempt(d.provider.name, d.model, failure.reason, took, api)
             if opened:
                 self.observer.circuit(d.provider.name, d.model, True)
 
     def _succeeded(self, d: Deployment, attempt: int, took: float,
-                   result: RoutedCompletion | RoutedStream | None) -> None:
+                   result: RoutedCompletion | RoutedStream | None, api: str) -> None:
         was_open = d.breaker.state != "closed"
         d.breaker.record_success()
         log.debug("upstream_attempt", provider=d.provider.name, model=d.model, attempt=attempt,
                  outcome="ok", ms=round(took * 1000, 1))
         if self.observer is not None:
-            self.observer.attempt(d.provider.name, d.model, "ok", took)
+            self.observer.attempt(d.provider.name, d.model, "ok", took, api)
             if was_open:
                 self.observer.circuit(d.provider.name, d.model, False)
             if isinstance(result, RoutedCompletion) and result.completion.usage is not None:

@@ -17,7 +17,7 @@ from gateway_core.config import Config
 from gateway_core.errors import GatewayError, NotFound
 from gateway_server.metrics import get_metrics
 from gateway_server.middleware import GatewayMiddleware
-from gateway_server.routes import chat, health, models, sandboxes
+from gateway_server.routes import chat, health, models, responses, sandboxes
 from gateway_server.state import GatewayState
 
 log = structlog.get_logger("gateway")
@@ -68,7 +68,7 @@ def create_app(config: Config) -> Starlette:
             await state.aclose()
 
     route_list: list[BaseRoute] = [*health.routes, *models.routes, *chat.routes,
-                                   *sandboxes.routes]
+                                   *responses.routes, *sandboxes.routes]
     templates: dict[object, str] = {}
     for r in route_list:
         if isinstance(r, Route):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-from gateway_core.openai_types import Usage
+from gateway_llm.hub import Usage
 from gateway_server.metrics import Metrics
 
 
@@ -13,13 +13,14 @@ class RouterMetrics:
     def __init__(self, metrics: Metrics) -> None:
         self.m = metrics
         # Children per label set: labels() takes a lock and a lookup on every call.
-        self._attempts: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        self._attempts: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
 
-    def attempt(self, provider: str, model: str, outcome: str, seconds: float) -> None:
-        key = (provider, model, outcome)
+    def attempt(self, provider: str, model: str, outcome: str, seconds: float,
+                api: str) -> None:
+        key = (provider, model, outcome, api)
         children = self._attempts.get(key)
         if children is None:
-            children = (self.m.llm_requests.labels(provider, model, outcome),
+            children = (self.m.llm_requests.labels(provider, model, outcome, api),
                         self.m.llm_upstream_duration.labels(provider, model))
             self._attempts[key] = children
         children[0].inc()
@@ -29,8 +30,8 @@ class RouterMetrics:
         self.m.llm_failovers.labels(from_, to, reason).inc()
 
     def tokens(self, provider: str, model: str, usage: Usage) -> None:
-        self.m.llm_tokens.labels(provider, model, "prompt").inc(usage.prompt_tokens)
-        self.m.llm_tokens.labels(provider, model, "completion").inc(usage.completion_tokens)
+        self.m.llm_tokens.labels(provider, model, "prompt").inc(usage.input_tokens)
+        self.m.llm_tokens.labels(provider, model, "completion").inc(usage.output_tokens)
 
     def circuit(self, provider: str, model: str, is_open: bool) -> None:
         self.m.deployment_state.labels(provider, model).set(1 if is_open else 0)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from gateway_core.config import Config
+from gateway_llm.responses_store import ResponseStore, store_from_config
 from gateway_llm.router import Router
 from gateway_server.metrics import Metrics
 from gateway_server.observers import RouterMetrics
@@ -26,12 +27,14 @@ class GatewayState:
         self.started_at = int(time.time())
         self.router = Router.from_config(config.llm, config.rate_limit,
                                          observer=RouterMetrics(metrics))
+        self.responses: ResponseStore = store_from_config(config.llm.responses)
         self.sandboxes: SandboxManager | None = None
         self.sandbox_unavailable_reason: str | None = "sandboxes are disabled in the config"
         self.ready = False
 
     async def start(self) -> None:
         await self.router.start()
+        await self.responses.start()
         if self.config.sandbox.enabled:
             await self._start_sandboxes()
         self.ready = True
@@ -65,7 +68,10 @@ class GatewayState:
                 manager, self.sandboxes = self.sandboxes, None
                 await manager.aclose()
         finally:
-            await self.router.aclose()
+            try:
+                await self.responses.aclose()
+            finally:
+                await self.router.aclose()
         log.info("gateway_stopped")
 
     def refresh_gauges(self) -> None:
@@ -82,6 +88,6 @@ class GatewayState:
             sandbox = {"available": False, "reason": self.sandbox_unavailable_reason}
         return {
             "status": "ready" if self.ready else "not_ready",
-            "llm": self.router.health(),
+            "llm": {**self.router.health(), "responses_store": self.responses.health()},
             "sandbox": sandbox,
         }

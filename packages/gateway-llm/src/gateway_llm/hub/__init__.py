@@ -47,6 +47,7 @@ from gateway_llm.hub.events import (
     ToolCallEnd,
     ToolCallStart,
     UsageUpdate,
+    result_events,
 )
 
 __all__ = [
@@ -56,5 +57,5 @@ __all__ = [
     "Reasoning", "ReasoningConfig", "ReasoningDelta", "ReasoningEnd", "Refusal",
     "RefusalDelta", "Result", "Role", "Start", "StreamDecoder", "StreamEncoder", "Text",
     "TextDelta", "ToolCall", "ToolCallDelta", "ToolCallEnd", "ToolCallStart", "ToolChoice",
-    "ToolResult", "ToolSpec", "Usage", "UsageUpdate",
+    "ToolResult", "ToolSpec", "Usage", "UsageUpdate", "result_events",
 ]

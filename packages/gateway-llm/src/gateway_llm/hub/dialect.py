@@ -50,6 +50,9 @@ class LLMRequest:
     raw: dict[str, object]
     stream: bool = False
     include_usage: bool = False  # chat: the client asked for the usage chunk
+    # The output the client allows (max_tokens, max_output_tokens, ...), and choices asked.
+    max_output_tokens: int | None = None
+    n: int = 1
     headers: dict[str, str] = field(default_factory=dict)  # forwarded to native upstreams
     created: int = 0
     _conversation: Conversation | None = None

@@ -12,7 +12,15 @@ from typing import Literal, Union
 
 import msgspec
 
-from gateway_llm.hub.conversation import FinishReason, Usage
+from gateway_llm.hub.conversation import (
+    FinishReason,
+    Reasoning,
+    Refusal,
+    Result,
+    Text,
+    ToolCall,
+    Usage,
+)
 
 __all__ = [
     "Event",
@@ -26,6 +34,7 @@ __all__ = [
     "ToolCallEnd",
     "ToolCallStart",
     "UsageUpdate",
+    "result_events",
 ]
 
 
@@ -97,3 +106,35 @@ Event = Union[
     UsageUpdate,
     Finish,
 ]
+
+
+def result_events(result: Result) -> list[Event]:
+    """A finished answer as the stream that would have produced it (for an upstream that
+    answered a streamed request with a whole body)."""
+    events: list[Event] = [Start(id=result.id, model=result.model, created=result.created)]
+    calls = 0
+    for part in result.parts:
+        if isinstance(part, Text):
+            if part.text:
+                events.append(TextDelta(text=part.text))
+        elif isinstance(part, Refusal):
+            events.append(RefusalDelta(text=part.text))
+        elif isinstance(part, Reasoning):
+            if part.text:
+                events.append(ReasoningDelta(text=part.text))
+            for summary in part.summary:
+                events.append(ReasoningDelta(text=summary, summary=True))
+            events.append(ReasoningEnd(signature=part.signature, redacted=part.redacted,
+                                       encrypted_content=part.encrypted_content,
+                                       item_id=part.item_id, source=part.source))
+        elif isinstance(part, ToolCall):
+            events.append(ToolCallStart(index=calls, id=part.id, name=part.name,
+                                        kind=part.kind, item_id=part.item_id))
+            if part.arguments:
+                events.append(ToolCallDelta(index=calls, arguments=part.arguments))
+            events.append(ToolCallEnd(index=calls))
+            calls += 1
+    events.append(Finish(reason=result.finish, stop_sequence=result.stop_sequence))
+    if result.usage is not None:
+        events.append(UsageUpdate(usage=result.usage))
+    return events

@@ -1,47 +1,80 @@
-"""What every provider adapter offers the router, and the HTTP mechanics they share: one
-keep-alive aiohttp session per provider, first-byte and total timeouts, SSE reading."""
+"""What every provider offers the router, and the HTTP mechanics all kinds share: one
+keep-alive aiohttp session per provider, first-byte and total timeouts, SSE reading, and
+the one path every request takes through the hub — native passthrough when the provider
+speaks the front door's dialect, translation through the hub otherwise."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiohttp
+import msgspec
+import structlog
 
 from gateway_core.config import ProviderConfig
 from gateway_core.errors import GatewayError, UpstreamError, UpstreamTimeout
-from gateway_core.openai_types import ChatCompletionRequest, Usage
 from gateway_llm.errors import AttemptFailed, classify_status
+from gateway_llm.hub import (
+    Dialect,
+    DialectName,
+    EncodeOptions,
+    Event,
+    LLMRequest,
+    NativeRelay,
+    Outbound,
+    Result,
+    Start,
+    StreamDecoder,
+    StreamEncoder,
+    Usage,
+    UsageUpdate,
+    result_events,
+)
+
+log = structlog.get_logger("gateway.llm")
+
+__all__ = [
+    "Call",
+    "Completion",
+    "HTTPProvider",
+    "Provider",
+    "Stream",
+    "read_body",
+    "sse_events",
+]
 
 
 @dataclass(slots=True)
 class Call:
-    """One attempt's input: the decoded request, the client's raw JSON object (unknown
-    fields kept), the upstream model, and the time left."""
+    """One attempt's input: the client's request, the upstream model, the deployment's
+    encoding options and the time left."""
 
-    request: ChatCompletionRequest
-    raw: dict[str, object]
+    request: LLMRequest
     model: str
     deadline: float  # loop.time() by which the whole request must be done
-    include_usage: bool = False  # the client asked for the usage chunk
-    extra_headers: Mapping[str, str] = field(default_factory=dict)
+    options: EncodeOptions = field(default_factory=EncodeOptions)
 
 
 @dataclass(slots=True)
 class Completion:
-    body: bytes  # an OpenAI chat.completion JSON document
+    body: bytes  # the answer in the front door's dialect
     usage: Usage | None
+    headers: dict[str, str] = field(default_factory=dict)  # x-gateway-dropped-*
 
 
 class Stream(Protocol):
-    """An upstream stream whose first event has arrived. Iterating yields OpenAI SSE event
-    bytes (``data: {...}\\n\\n``) and finally ``data: [DONE]\\n\\n``. ``usage`` is known once
-    the stream ended. ``aclose()`` releases the upstream connection."""
+    """An upstream stream whose first output is in hand. Iterating yields SSE event bytes
+    in the front door's dialect, ending with that dialect's terminal event. ``usage`` is
+    known once the stream ended; ``aclose()`` releases the upstream connection."""
 
     @property
     def usage(self) -> Usage | None: ...
+
+    @property
+    def headers(self) -> dict[str, str]: ...
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 
@@ -58,6 +91,10 @@ class Provider(Protocol):
     @property
     def config(self) -> ProviderConfig: ...
 
+    def serves(self, dialect: DialectName) -> bool:
+        """Whether requests of this front door go upstream natively (byte-faithful)."""
+        ...
+
     async def start(self) -> None: ...
 
     async def aclose(self) -> None: ...
@@ -67,15 +104,29 @@ class Provider(Protocol):
         ...
 
     async def stream(self, call: Call) -> Stream:
-        """Returns once the first event is in hand; raises AttemptFailed before that."""
+        """Returns once the first output is in hand; raises AttemptFailed before that."""
         ...
 
 
-class HTTPProvider:
-    """The session, timeouts and error handling every provider kind shares. A kind sets
-    ``url`` and ``headers`` and says how its error bodies read (``error_from``)."""
+def _dropped_headers(outbound: Outbound | None) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if outbound is not None:
+        if outbound.dropped_tools:
+            headers["x-gateway-dropped-tools"] = ",".join(outbound.dropped_tools)
+        if outbound.dropped_params:
+            headers["x-gateway-dropped-params"] = ",".join(outbound.dropped_params)
+    return headers
 
-    url: str
+
+class HTTPProvider:
+    """The session, timeouts, error handling and hub plumbing every provider kind shares.
+    A kind says which dialects it serves natively (``native``), which one it is spoken to
+    in otherwise (``upstream``), where each lives (``urls``) and which headers go along."""
+
+    kind: str
+    native: frozenset[DialectName]
+    upstream: Dialect
+    urls: dict[DialectName, str]
     headers: dict[str, str]
 
     def __init__(self, name: str, config: ProviderConfig) -> None:
@@ -92,6 +143,9 @@ class HTTPProvider:
     @property
     def config(self) -> ProviderConfig:
         return self._config
+
+    def serves(self, dialect: DialectName) -> bool:
+        return dialect in self.native
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -121,6 +175,92 @@ class HTTPProvider:
             session, self._session = self._session, None
             await session.close()
 
+    # --- what a kind may refine ----------------------------------------------------------
+
+    def request_headers(self, call: Call, dialect: DialectName, stream: bool) -> dict[str, str]:
+        """Headers for one upstream request (the kind's own, plus the client's that a
+        native passthrough forwards)."""
+        headers = self.headers
+        if stream:
+            headers = {**headers, "accept": "text/event-stream"}
+        return headers
+
+    # --- the two calls ---------------------------------------------------------------------
+
+    async def complete(self, call: Call) -> Completion:
+        request = call.request
+        front = request.dialect
+        if front.name in self.native:
+            body = front.native_body(request.raw, model=call.model, stream=False)
+            data = await self.send(front, self.urls[front.name], body,
+                                   self.request_headers(call, front.name, False), call)
+            try:
+                usage = front.native_usage(data)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                raise self._bad_response(front) from None
+            return Completion(data, usage)
+        up = self.upstream
+        outbound = up.encode_request(request.conversation(), model=call.model, stream=False,
+                                     options=call.options)
+        data = await self.send(up, self.urls[up.name], outbound.body,
+                               self.request_headers(call, up.name, False), call)
+        result = self._decode_result(up, data, outbound)
+        return Completion(front.encode_result(result, request), result.usage,
+                          _dropped_headers(outbound))
+
+    async def stream(self, call: Call) -> Stream:
+        request = call.request
+        front = request.dialect
+        native = front.name in self.native
+        up = front if native else self.upstream
+        outbound: Outbound | None = None
+        if native:
+            body = front.native_body(request.raw, model=call.model, stream=True)
+        else:
+            outbound = up.encode_request(request.conversation(), model=call.model,
+                                         stream=True, options=call.options)
+            body = outbound.body
+        resp = await self.open_stream(up, self.urls[up.name], body,
+                                      self.request_headers(call, up.name, True), call)
+        headers = _dropped_headers(outbound)
+        stream: UpstreamStream
+        if not _is_sse(resp):
+            # A 200 that is not SSE on a streamed request (some servers ignore "stream"):
+            # read it as a whole answer and replay it as a stream of the front door's kind.
+            data = await read_body(resp, self._name, self.time_left(call))
+            resp.release()
+            result = self._decode_result(up, data, outbound or Outbound(body=b""),
+                                         content_type=resp.headers.get("content-type", ""))
+            stream = ReplayedStream(front.stream_encoder(request), result, headers)
+        elif native:
+            stream = NativeStream(resp, self, front.native_relay(request), headers,
+                                  lambda err: front.stream_encoder(request).fail(err))
+        else:
+            assert outbound is not None
+            stream = TranslatedStream(resp, self, up.stream_decoder(outbound),
+                                      front.stream_encoder(request), headers)
+        await stream.prime()
+        return stream
+
+    def _decode_result(self, up: Dialect, data: bytes, outbound: Outbound, *,
+                       content_type: str | None = None) -> Result:
+        try:
+            return up.decode_result(data, outbound)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise self._bad_response(up, content_type) from None
+
+    def _bad_response(self, dialect: Dialect, content_type: str | None = None) -> AttemptFailed:
+        what = {"chat": "chat completion", "responses": "Responses API response",
+                "messages": "Messages API message"}[dialect.name]
+        message = f"Provider {self._name} answered with a body that is not a {what}."
+        if content_type is not None:
+            message = (f"Provider {self._name} answered a streamed request with "
+                       f"{content_type or 'no content type'} that is not a {what}.")
+        return AttemptFailed(UpstreamError(message, code="bad_upstream_response"),
+                             reason="bad_response", retryable=True, failover=True)
+
+    # --- HTTP ----------------------------------------------------------------------------
+
     async def post(
         self, url: str, body: bytes, headers: Mapping[str, str], call: Call
     ) -> aiohttp.ClientResponse:
@@ -148,32 +288,233 @@ class HTTPProvider:
         loop = asyncio.get_running_loop()
         return min(self._config.total_timeout_s, call.deadline - loop.time())
 
-    def error_from(self, status: int, body: bytes) -> GatewayError:
-        """The provider's error body as a client-facing error (keys redacted)."""
-        raise NotImplementedError
-
-    async def send(self, body: bytes, call: Call) -> bytes:
+    async def send(self, dialect: Dialect, url: str, body: bytes, headers: Mapping[str, str],
+                   call: Call) -> bytes:
         """POST and read the whole answer; anything but 200 raises AttemptFailed."""
-        resp = await self.post(self.url, body, self.headers, call)
+        resp = await self.post(url, body, headers, call)
         try:
             data = await read_body(resp, self.name, self.time_left(call))
         finally:
             resp.release()
         if resp.status != 200:
-            raise classify_status(resp.status, self.error_from(resp.status, data),
+            raise classify_status(resp.status, dialect.error_from(resp.status, data, self.name),
                                   resp.headers)
         return data
 
-    async def open_stream(self, body: bytes, call: Call) -> aiohttp.ClientResponse:
+    async def open_stream(self, dialect: Dialect, url: str, body: bytes,
+                          headers: Mapping[str, str], call: Call) -> aiohttp.ClientResponse:
         """POST and return the response once its headers say 200; else AttemptFailed."""
-        resp = await self.post(self.url, body, self.headers, call)
+        resp = await self.post(url, body, headers, call)
         if resp.status == 200:
             return resp
         try:
             data = await read_body(resp, self.name, self.time_left(call))
         finally:
             resp.release()
-        raise classify_status(resp.status, self.error_from(resp.status, data), resp.headers)
+        raise classify_status(resp.status, dialect.error_from(resp.status, data, self.name),
+                              resp.headers)
+
+
+def _is_sse(resp: aiohttp.ClientResponse) -> bool:
+    return resp.headers.get("content-type", "").lower().startswith("text/event-stream")
+
+
+# --- streams -------------------------------------------------------------------------------
+
+
+class UpstreamStream:
+    """What the three stream kinds share: the first output primed before the router lets
+    go of the request (until then it may still fail over), then the rest as it comes."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self._headers = headers
+        self._pending: list[bytes] = []
+        self._usage: Usage | None = None
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._usage
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self._headers
+
+    async def prime(self) -> None:
+        raise NotImplementedError
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        raise NotImplementedError
+        yield b""  # pragma: no cover
+
+    async def aclose(self) -> None:
+        return None
+
+
+class ReplayedStream(UpstreamStream):
+    """A whole answer replayed as a stream (the upstream ignored ``stream: true``)."""
+
+    def __init__(self, encoder: StreamEncoder, result: Result, headers: dict[str, str]) -> None:
+        super().__init__(headers)
+        self._encoder = encoder
+        self._usage = result.usage
+        self._result = result
+
+    async def prime(self) -> None:
+        for event in result_events(self._result):
+            self._pending.extend(self._encoder.feed(event))
+        self._pending.extend(self._encoder.close())
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        pending, self._pending = self._pending, []
+        for item in pending:
+            yield item
+
+
+class _SSEStream(UpstreamStream):
+    """After the first output, an upstream failure can no longer fail over: it ends the
+    stream with the front door's own error event (never a stream that looks complete)."""
+
+    def __init__(self, resp: aiohttp.ClientResponse, provider: HTTPProvider,
+                 headers: dict[str, str], fail: Callable[[GatewayError], list[bytes]]) -> None:
+        super().__init__(headers)
+        self._resp = resp
+        self._provider = provider
+        self._fail = fail
+        self._events = sse_events(resp, provider.config.first_byte_timeout_s)
+
+    def _outputs(self, event: bytes, data: bytes) -> list[bytes]:
+        raise NotImplementedError
+
+    def _finished(self) -> bool:
+        raise NotImplementedError
+
+    def _tail(self) -> list[bytes]:
+        return []
+
+    async def prime(self) -> None:
+        """Read events until there is output for the client; a failure before that can
+        still fail over like an HTTP error would."""
+        name = self._provider.name
+        try:
+            async for event, data in self._events:
+                try:
+                    out = self._outputs(event, data)
+                except GatewayError as exc:
+                    raise AttemptFailed(exc, reason="stream_error", retryable=True,
+                                        failover=True) from None
+                if out:
+                    self._pending = out
+                    return
+                if self._finished():
+                    self._pending = self._tail()
+                    if self._pending:
+                        return
+                    break
+        except BaseException as exc:
+            await self.aclose()
+            failed = stream_start_failed(name, exc)
+            if failed is not None:
+                raise failed from None
+            raise
+        await self.aclose()
+        raise empty_stream(name)
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        try:
+            pending, self._pending = self._pending, []
+            for item in pending:
+                yield item
+            tail: list[bytes]
+            try:
+                if not self._finished():
+                    async for event, data in self._events:
+                        for item in self._outputs(event, data):
+                            yield item
+                        if self._finished():
+                            break
+                if not self._finished():
+                    raise UpstreamError(
+                        f"Provider {self._provider.name} ended the stream before its end "
+                        "event.", code="stream_interrupted",
+                    )
+                tail = self._tail()
+            except GatewayError as exc:
+                tail = self._failed(exc, exc.message)
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                err = UpstreamError(f"The upstream stream failed: {type(exc).__name__}",
+                                    code="stream_interrupted")
+                tail = self._failed(err, type(exc).__name__)
+            for item in tail:
+                yield item
+        finally:
+            await self.aclose()
+
+    def _failed(self, error: GatewayError, what: str) -> list[bytes]:
+        log.warning("stream_failed", provider=self._provider.name, error=what)
+        return self._fail(error)
+
+    async def aclose(self) -> None:
+        await self._events.aclose()
+        # Fully read: the connection goes back to the pool; cut short: aiohttp closes it,
+        # which is what cancels the upstream generation.
+        self._resp.release()
+
+
+class NativeStream(_SSEStream):
+    """Same dialect in and out: each upstream event is forwarded as it came."""
+
+    def __init__(self, resp: aiohttp.ClientResponse, provider: HTTPProvider,
+                 relay: NativeRelay, headers: dict[str, str],
+                 fail: Callable[[GatewayError], list[bytes]]) -> None:
+        super().__init__(resp, provider, headers, fail)
+        self._relay = relay
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._relay.usage
+
+    def _outputs(self, event: bytes, data: bytes) -> list[bytes]:
+        out = self._relay.relay(event, data)
+        return [] if out is None else [out]
+
+    def _finished(self) -> bool:
+        return self._relay.done
+
+
+class TranslatedStream(_SSEStream):
+    """Upstream events decoded into hub events, encoded into the front door's events."""
+
+    def __init__(self, resp: aiohttp.ClientResponse, provider: HTTPProvider,
+                 decoder: StreamDecoder, encoder: StreamEncoder,
+                 headers: dict[str, str]) -> None:
+        super().__init__(resp, provider, headers, encoder.fail)
+        self._decoder = decoder
+        self._encoder = encoder
+
+    def _outputs(self, event: bytes, data: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        for e in self._decoder.feed(event, data):
+            self._note_usage(e)
+            out.extend(self._encoder.feed(e))
+        return out
+
+    def _note_usage(self, e: Event) -> None:
+        if isinstance(e, UsageUpdate):
+            self._usage = e.usage
+        elif isinstance(e, Start) and e.usage is not None and self._usage is None:
+            self._usage = e.usage
+
+    def _finished(self) -> bool:
+        return self._decoder.done
+
+    def _tail(self) -> list[bytes]:
+        return self._encoder.close()
+
+
+# --- failures ------------------------------------------------------------------------------
 
 
 def connection_failed(provider: str, exc: BaseException) -> AttemptFailed:
