@@ -1,19 +1,22 @@
 """The fake upstream is faithful: the official openai and anthropic SDKs, pointed at it, parse
-its answers, streams and errors exactly as they would the real services'."""
+its answers, streams and errors (Chat Completions, Responses, Messages) exactly as they would the
+real services'."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import anthropic
 import httpx
 import httpx2  # the transport the current SDKs use; their streams raise its errors unwrapped
 import openai
 import pytest
+from pydantic import BaseModel
 
 from tests.fakes.upstream import (
     ANTHROPIC_KEY,
@@ -21,6 +24,7 @@ from tests.fakes.upstream import (
     CutStream,
     Fail,
     FakeUpstream,
+    PlainJson,
     Reply,
     Reset,
     SlowStream,
@@ -441,7 +445,7 @@ async def test_slow_stream_arrives_chunk_by_chunk(up: FakeUpstream) -> None:
             seen.append(time.monotonic())
     assert len(seen) == 6
     # Each chunk waited its delay on the server, so they cannot have arrived together.
-    assert all(b - a >= 0.05 for a, b in zip(seen, seen[1:]))
+    assert all(b - a >= 0.05 for a, b in itertools.pairwise(seen))
 
 
 async def test_async_anthropic_client(up: FakeUpstream) -> None:
@@ -509,3 +513,470 @@ def test_client_leaving_mid_stream_is_seen(up: FakeUpstream, oai: openai.OpenAI)
     while up.disconnects == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert up.disconnects == 1
+
+
+# --- OpenAI Responses -----------------------------------------------------------------------
+
+WEATHER_RESPONSES: Any = {"type": "function", "name": "get_weather",
+                          "description": "Weather in a city", "strict": True,
+                          "parameters": dict(WEATHER_OPENAI["function"]["parameters"],
+                                             additionalProperties=False)}
+
+
+def test_responses_text(up: FakeUpstream, oai: openai.OpenAI) -> None:
+    r = oai.responses.create(model="gpt-4o", input="hello there world",
+                             instructions="be brief")
+    assert r.id.startswith("resp_") and r.object == "response" and r.status == "completed"
+    assert r.model == "gpt-4o" and r.incomplete_details is None and r.instructions == "be brief"
+    [msg] = r.output
+    assert msg.type == "message" and msg.id.startswith("msg_") and msg.role == "assistant"
+    assert [c.type for c in msg.content] == ["output_text"]
+    assert r.output_text == "echo: hello there world"
+    assert r.usage is not None
+    assert (r.usage.input_tokens, r.usage.output_tokens, r.usage.total_tokens) == (5, 4, 9)
+    assert r.usage.input_tokens_details.cached_tokens == 0
+    assert r.usage.output_tokens_details.reasoning_tokens == 0
+    [rec] = up.requests
+    assert (rec.kind, rec.method, rec.path) == ("responses", "POST", "/v1/responses")
+    assert rec.headers["authorization"] == f"Bearer {OPENAI_KEY}"
+    assert json.loads(rec.raw) == rec.body == {"model": "gpt-4o", "input": "hello there world",
+                                               "instructions": "be brief"}
+    assert up.requests_for("responses") == [rec] and up.requests_for("openai") == []
+
+
+def test_responses_stream_event_sequence(oai: openai.OpenAI) -> None:
+    events = list(oai.responses.create(model="gpt-4o", input="one two three", stream=True))
+    assert [e.type for e in events] == [
+        "response.created", "response.in_progress", "response.output_item.added",
+        "response.content_part.added", *["response.output_text.delta"] * 4,
+        "response.output_text.done", "response.content_part.done",
+        "response.output_item.done", "response.completed"]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    created, last = events[0], events[-1]
+    assert created.type == "response.created" and last.type == "response.completed"
+    assert created.response.status == "in_progress" and created.response.output == []
+    assert last.response.id == created.response.id and last.response.status == "completed"
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert "".join(deltas) == last.response.output_text == "echo: one two three"
+    item_ids = {getattr(e, "item_id", None) for e in events[3:-2]}
+    assert item_ids == {last.response.output[0].id}
+
+
+def test_responses_sse_framing_and_accept_header(up: FakeUpstream) -> None:
+    r = httpx.post(up.openai_base_url + "/responses",
+                   headers={"authorization": f"Bearer {OPENAI_KEY}",
+                            "accept": "text/event-stream"},
+                   json={"model": "gpt-4o", "input": "hi", "stream": True})
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/event-stream")
+    for event in r.text.strip().split("\n\n"):
+        name, data = event.split("\n")
+        payload = json.loads(data.removeprefix("data: "))
+        assert name.removeprefix("event: ") == payload["type"]
+        assert ("obfuscation" in payload) == payload["type"].endswith(".delta")
+    assert "data: [DONE]" not in r.text
+    assert up.requests[0].headers["accept"] == "text/event-stream"
+
+
+def test_responses_stream_helper(oai: openai.OpenAI) -> None:
+    with oai.responses.stream(model="gpt-4o", input="stream me please") as stream:
+        pieces = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert "".join(pieces) == final.output_text == "echo: stream me please"
+    assert final.status == "completed" and final.usage is not None
+
+
+def test_responses_function_tool_round_trip(up: FakeUpstream, oai: openai.OpenAI) -> None:
+    first = oai.responses.create(model="gpt-4o", input="call tool: weather?",
+                                 tools=[WEATHER_RESPONSES])
+    [call] = first.output
+    assert call.type == "function_call" and call.id and call.id.startswith("fc_")
+    assert call.call_id.startswith("call_") and call.name == "get_weather"
+    assert json.loads(call.arguments) == {"location": "Paris", "unit": "c"}
+    assert first.tools[0].type == "function" and first.tools[0].name == "get_weather"
+    history: Any = [
+        {"role": "user", "content": "call tool: weather?"},
+        call.model_dump(exclude_none=True),
+        {"type": "function_call_output", "call_id": call.call_id, "output": "22 degrees"}]
+    second = oai.responses.create(model="gpt-4o", tools=[WEATHER_RESPONSES], input=history)
+    assert second.output_text == "The tool said: 22 degrees"
+    assert up.requests[-1].body["input"][1]["type"] == "function_call"
+
+
+def test_responses_tool_round_trip_by_previous_response_id(oai: openai.OpenAI) -> None:
+    first = oai.responses.create(model="gpt-4o", input="call tool", tools=[WEATHER_RESPONSES])
+    call = first.output[0]
+    assert call.type == "function_call"
+    second = oai.responses.create(
+        model="gpt-4o", previous_response_id=first.id, tools=[WEATHER_RESPONSES],
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}])
+    assert second.output_text == "The tool said: sunny"
+    assert second.previous_response_id == first.id
+    # The second response's conversation has the call answered; the first one's does not.
+    assert oai.responses.create(model="gpt-4o", previous_response_id=second.id,
+                                input="thanks").output_text == "echo: thanks"
+    with pytest.raises(openai.BadRequestError) as err:
+        oai.responses.create(model="gpt-4o", previous_response_id=first.id, input="thanks")
+    assert f"No tool output found for function call {call.call_id}." in err.value.message
+
+
+def test_responses_unknown_or_unstored_previous_response(oai: openai.OpenAI) -> None:
+    unstored = oai.responses.create(model="gpt-4o", input="hi", store=False)
+    for previous in ("resp_nope", unstored.id):
+        with pytest.raises(openai.BadRequestError) as err:
+            oai.responses.create(model="gpt-4o", input="again", previous_response_id=previous)
+        assert err.value.param == "previous_response_id"
+        assert err.value.code == "previous_response_not_found"
+
+
+def test_responses_stream_tool_call_arguments(oai: openai.OpenAI) -> None:
+    with oai.responses.stream(model="gpt-4o", input="call tool",
+                              tools=[WEATHER_RESPONSES]) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = [e.type for e in events]
+    assert kinds[2] == "response.output_item.added"
+    assert kinds.count("response.function_call_arguments.delta") > 1
+    assert kinds[-3:] == ["response.function_call_arguments.done",
+                          "response.output_item.done", "response.completed"]
+    [call] = final.output
+    assert call.type == "function_call"
+    assert call.parsed_arguments == {"location": "Paris", "unit": "c"}
+
+
+def test_responses_forced_tool_choice(oai: openai.OpenAI) -> None:
+    noop: Any = {"type": "function", "name": "noop", "parameters": {
+        "type": "object", "properties": {}}, "strict": False}
+    r = oai.responses.create(model="gpt-4o", input="no trigger", tools=[WEATHER_RESPONSES, noop],
+                             tool_choice={"type": "function", "name": "noop"})
+    [call] = r.output
+    assert call.type == "function_call" and call.name == "noop" and call.arguments == "{}"
+
+
+class Unit(BaseModel):
+    name: str
+    si: bool
+
+
+class Reading(BaseModel):
+    city: str
+    celsius: float
+    unit: Unit
+    tags: list[str]
+    wind: Literal["calm", "storm"]
+    note: str | None
+
+
+def test_responses_parse_answers_the_schema(up: FakeUpstream, oai: openai.OpenAI) -> None:
+    r = oai.responses.parse(model="gpt-4o", input="weather as json", text_format=Reading)
+    assert r.output_parsed == Reading(city="Paris", celsius=1.5, unit=Unit(name="Paris", si=True),
+                                      tags=[], wind="calm", note="Paris")
+    fmt = up.requests[-1].body["text"]["format"]
+    assert fmt["type"] == "json_schema" and fmt["name"] == "Reading" and fmt["strict"] is True
+    assert r.text is not None and r.text.format is not None
+    assert r.text.format.type == "json_schema"
+
+
+def test_chat_parse_answers_the_schema(oai: openai.OpenAI) -> None:
+    r = oai.chat.completions.parse(model="gpt-4o", messages=user("weather"),
+                                   response_format=Reading)
+    assert r.choices[0].message.parsed is not None
+    assert r.choices[0].message.parsed.unit == Unit(name="Paris", si=True)
+
+
+def test_responses_image_is_counted(oai: openai.OpenAI) -> None:
+    r = oai.responses.create(model="gpt-4o", input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "what is this"},
+        {"type": "input_image", "detail": "auto",
+         "image_url": "data:image/png;base64," + PIXEL}]}])
+    assert r.output_text == "echo: what is this [1 image(s)]"
+
+
+def test_responses_max_output_tokens_makes_it_incomplete(oai: openai.OpenAI) -> None:
+    words = " ".join(f"w{i}" for i in range(30))
+    r = oai.responses.create(model="gpt-4o", input=words, max_output_tokens=16)
+    assert r.status == "incomplete"
+    assert r.incomplete_details is not None
+    assert r.incomplete_details.reason == "max_output_tokens"
+    assert r.output_text == "echo: " + " ".join(f"w{i}" for i in range(15))
+    assert r.output[0].type == "message" and r.output[0].status == "incomplete"
+    assert r.usage is not None and r.usage.output_tokens == 16
+    events = list(oai.responses.create(model="gpt-4o", input=words, max_output_tokens=16,
+                                       stream=True))
+    assert events[-1].type == "response.incomplete"
+    assert "response.completed" not in [e.type for e in events]
+
+
+def test_responses_reasoning_items(up: FakeUpstream, oai: openai.OpenAI) -> None:
+    plain = oai.responses.create(model="o4-mini", input="think", reasoning={"effort": "low"})
+    [thought, msg] = plain.output
+    assert thought.type == "reasoning" and thought.id.startswith("rs_")
+    assert thought.encrypted_content is None and thought.summary == []
+    assert msg.type == "message" and plain.output_text == "echo: think"
+    assert plain.usage is not None and plain.usage.output_tokens_details.reasoning_tokens == 4
+    assert plain.usage.output_tokens == 4 + 2
+    r = oai.responses.create(model="o4-mini", input="think", store=False,
+                             reasoning={"effort": "high", "summary": "auto"},
+                             include=["reasoning.encrypted_content"])
+    thought = r.output[0]
+    assert thought.type == "reasoning" and thought.encrypted_content
+    assert thought.summary[0].type == "summary_text"
+    # Stateless multi-turn: the reasoning item goes back with its encrypted content.
+    history: Any = [
+        {"role": "user", "content": "think"}, thought.model_dump(exclude_none=True),
+        *[o.model_dump(exclude_none=True) for o in r.output[1:]],
+        {"role": "user", "content": "more"}]
+    again = oai.responses.create(model="o4-mini", input=history, store=False,
+                                 reasoning={"effort": "high"},
+                                 include=["reasoning.encrypted_content"])
+    assert again.output_text == "echo: more"
+    sent = up.requests[-1].body["input"][1]
+    assert sent["type"] == "reasoning" and sent["encrypted_content"] == thought.encrypted_content
+
+
+def test_responses_streamed_reasoning_summary(oai: openai.OpenAI) -> None:
+    with oai.responses.stream(model="o4-mini", input="think",
+                              reasoning={"effort": "low", "summary": "auto"},
+                              include=["reasoning.encrypted_content"]) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = [e.type for e in events]
+    assert kinds[2:4] == ["response.output_item.added", "response.reasoning_summary_part.added"]
+    assert "response.reasoning_summary_text.done" in kinds
+    thought = final.output[0]
+    assert thought.type == "reasoning" and thought.encrypted_content
+    assert final.output_text == "echo: think"
+
+
+def test_responses_custom_reply_and_usage_details(up: FakeUpstream, oai: openai.OpenAI,
+                                                  ant: anthropic.Anthropic) -> None:
+    reply = Reply(text="hi", prompt_tokens=100, completion_tokens=9, cached_tokens=40,
+                  reasoning_tokens=5)
+    up.script(reply, kind="responses")
+    up.script(reply, kind="openai")
+    up.script(reply, kind="anthropic")
+    r = oai.responses.create(model="gpt-4o", input="x")
+    assert r.output_text == "hi" and r.usage is not None
+    assert (r.usage.input_tokens, r.usage.output_tokens, r.usage.total_tokens) == (100, 9, 109)
+    assert r.usage.input_tokens_details.cached_tokens == 40
+    assert r.usage.output_tokens_details.reasoning_tokens == 5
+    c = oai.chat.completions.create(model="gpt-4o", messages=user("x"))
+    assert c.usage is not None and c.usage.prompt_tokens == 100
+    assert c.usage.prompt_tokens_details and c.usage.prompt_tokens_details.cached_tokens == 40
+    assert c.usage.completion_tokens_details
+    assert c.usage.completion_tokens_details.reasoning_tokens == 5
+    m = ant.messages.create(model="c", max_tokens=10, messages=user("x"))
+    assert (m.usage.input_tokens, m.usage.cache_read_input_tokens) == (60, 40)
+
+
+def test_responses_scripted_tool_calls(up: FakeUpstream, oai: openai.OpenAI) -> None:
+    up.script(Reply(tool_calls=(ToolCall("a", {"x": 1}), ToolCall("b"))))
+    r = oai.responses.create(model="gpt-4o", input="x")
+    assert [(o.type, getattr(o, "name", None)) for o in r.output] == [
+        ("function_call", "a"), ("function_call", "b")]
+    assert len({getattr(o, "call_id", None) for o in r.output}) == 2
+
+
+TURN: Any = {"role": "user", "content": "call tool"}
+CALL: Any = {"type": "function_call", "call_id": "call_1", "name": "get_weather",
+             "arguments": "{}"}
+
+
+@pytest.mark.parametrize(("body", "param", "needle"), [
+    ({"input": "hi"}, "model", "Missing required parameter"),
+    ({"model": "gpt-4o"}, "input", "Missing required parameter"),
+    ({"model": "gpt-4o", "input": {"role": "user"}}, "input", "Invalid type"),
+    ({"model": "gpt-4o", "input": "hi", "extra_body": {"messages": user("hi")}}, "messages",
+     "Unknown parameter"),
+    ({"model": "gpt-4o", "input": "hi", "extra_body": {"max_tokens": 5}}, "max_tokens",
+     "Unknown parameter"),
+    ({"model": "gpt-4o", "input": [{"type": "text", "text": "hi"}]}, "input[0].type",
+     "Invalid value: 'text'"),
+    ({"model": "gpt-4o", "input": [{"role": "user", "content": [
+        {"type": "text", "text": "hi"}]}]}, "input[0].content[0].type", "'input_text'"),
+    ({"model": "gpt-4o", "input": [TURN, {"role": "assistant", "content": [
+        {"type": "input_text", "text": "hi"}]}]}, "input[1].content[0]",
+     "'output_text' and 'refusal'"),
+    ({"model": "gpt-4o", "input": [{"role": "robot", "content": "hi"}]}, "input[0].role",
+     "Invalid value"),
+    ({"model": "gpt-4o", "input": [{"role": "user", "content": "hi", "name": "bob"}]},
+     "input[0].name", "Unknown parameter"),
+    ({"model": "gpt-4o", "input": [TURN, {"type": "function_call_output", "call_id": "call_9",
+                                          "output": "22"}]}, "input",
+     "No tool call found for function call output with call_id call_9."),
+    ({"model": "gpt-4o", "input": [TURN, CALL, {"role": "user", "content": "and?"}]}, "input",
+     "No tool output found for function call call_1."),
+    ({"model": "gpt-4o", "input": [TURN, dict(CALL, arguments={})]}, "input[1].arguments",
+     "Invalid type"),
+    ({"model": "gpt-4o", "input": [TURN, {"type": "function_call_output", "output": "x"}]},
+     "input[1].call_id", "Missing required parameter"),
+    ({"model": "gpt-4o", "input": [{"type": "reasoning", "id": "rs_1",
+                                    "encrypted_content": "gAAAA"}, TURN]}, "input[0].summary",
+     "Missing required parameter"),
+    ({"model": "gpt-4o", "input": "hi", "tools": [WEATHER_OPENAI]}, "tools[0].name",
+     "Missing required parameter"),
+    ({"model": "gpt-4o", "input": "hi", "tools": [{"type": "browser"}]}, "tools[0].type",
+     "Invalid value"),
+    ({"model": "gpt-4o", "input": "hi", "tools": [dict(WEATHER_RESPONSES, parameters=WEATHER_OPENAI[
+        "function"]["parameters"])]}, "tools[0].parameters", "additionalProperties"),
+    ({"model": "gpt-4o", "input": "hi", "tools": [WEATHER_RESPONSES],
+      "tool_choice": {"type": "function", "name": "other"}}, "tool_choice", "not found"),
+    ({"model": "gpt-4o", "input": "hi", "tool_choice": "required"}, "tool_choice", "tools"),
+    ({"model": "gpt-4o", "input": "hi", "max_output_tokens": 8}, "max_output_tokens",
+     "Expected a value >= 16, but got 8 instead."),
+    ({"model": "gpt-4o", "input": "hi", "temperature": 3}, "temperature",
+     "decimal above maximum value"),
+    ({"model": "gpt-4o", "input": "hi", "text": {"format": {
+        "type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}},
+     "text.format.name", "Missing required parameter"),
+    ({"model": "gpt-4o", "input": "hi", "text": {"format": {"type": "json_object"}}}, "input",
+     "the word 'json'"),
+    ({"model": "gpt-4o", "input": "hi", "reasoning": {"effort": "extreme"}},
+     "reasoning.effort", "Invalid value"),
+    ({"model": "gpt-4o", "input": "hi", "include": ["reasoning.summary"]}, "include[0]",
+     "Invalid value"),
+])
+def test_responses_rejects_like_the_api(up: FakeUpstream, oai: openai.OpenAI, body: Any,
+                                        param: str, needle: str) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        oai.responses.create(**body)
+    assert err.value.status_code == 400 and err.value.type == "invalid_request_error"
+    assert err.value.param == param
+    assert needle in err.value.message
+    assert set(err.value.response.json()["error"]) == {"message", "type", "param", "code"}
+    assert len(up.requests_for("responses")) == 1
+
+
+def test_responses_accepts_every_item_form(oai: openai.OpenAI) -> None:
+    r = oai.responses.create(model="gpt-4o", instructions="x", input=[
+        {"role": "system", "content": "be brief"},
+        {"type": "message", "role": "developer", "content": [{"type": "input_text",
+                                                              "text": "really"}]},
+        {"role": "user", "content": "call tool"},
+        {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAAB..."},
+        {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+         "content": [{"type": "output_text", "text": "let me see", "annotations": []}]},
+        CALL, {"type": "function_call_output", "call_id": "call_1", "output": [
+            {"type": "input_text", "text": "rainy"}]},
+        {"role": "assistant", "content": "it is rainy"},
+        {"role": "user", "content": "thanks"}])
+    assert r.output_text == "echo: thanks"
+
+
+def test_responses_auth(up: FakeUpstream) -> None:
+    with openai.OpenAI(base_url=up.openai_base_url, api_key="sk-wrong-key-123",
+                       max_retries=0) as bad:
+        with pytest.raises(openai.AuthenticationError) as err:
+            bad.responses.create(model="gpt-4o", input="hi")
+    assert err.value.code == "invalid_api_key"
+
+
+def test_chat_only_server_has_no_responses(oai: openai.OpenAI) -> None:
+    with FakeUpstream(responses=False) as chat_only, openai.OpenAI(
+            base_url=chat_only.openai_base_url, api_key=OPENAI_KEY, max_retries=0) as client:
+        chat_only.script(Fail(500))
+        with pytest.raises(openai.NotFoundError) as err:
+            client.responses.create(model="gpt-4o", input="hi")
+        assert err.value.response.json() == {"detail": "Not Found"}
+        assert chat_only.pending == 1  # a 404 route consumes no scripted step
+        [rec] = chat_only.requests_for("responses")
+        assert rec.body == {"model": "gpt-4o", "input": "hi"}
+        with pytest.raises(openai.InternalServerError):
+            client.chat.completions.create(model="gpt-4o", messages=user("hi"))
+        assert client.chat.completions.create(model="gpt-4o", messages=user("hi")).choices
+        chat_only.responses = True  # a test can switch it per test
+        assert client.responses.create(model="gpt-4o", input="hi").output_text == "echo: hi"
+
+
+# --- scripted faults on /v1/responses and non-SSE answers -----------------------------------
+
+
+def test_responses_faults(up: FakeUpstream, oai: openai.OpenAI) -> None:
+    up.script(Fail(429, headers={"retry-after": "2"}), Fail(500), kind="responses")
+    assert oai.chat.completions.create(model="gpt-4o", messages=user("hi")).choices
+    with pytest.raises(openai.RateLimitError) as e429:
+        oai.responses.create(model="gpt-4o", input="hi")
+    assert e429.value.response.headers["retry-after"] == "2"
+    assert e429.value.code == "rate_limit_exceeded"
+    with pytest.raises(openai.InternalServerError):
+        oai.responses.create(model="gpt-4o", input="hi")
+    up.script(Reset(), Stall(5))
+    with pytest.raises(openai.APIConnectionError):
+        oai.responses.create(model="gpt-4o", input="hi")
+    with pytest.raises(openai.APITimeoutError):
+        oai.with_options(timeout=0.3).responses.create(model="gpt-4o", input="hi")
+    assert up.pending == 0
+
+
+def test_responses_cut_stream_has_no_completed(up: FakeUpstream, oai: openai.OpenAI) -> None:
+    up.script(CutStream(after_chunks=5))
+    got: list[str] = []
+    with pytest.raises(DROPPED):
+        for event in oai.responses.create(model="gpt-4o", input="a b c d e f", stream=True):
+            got.append(event.type)
+    assert got == ["response.created", "response.in_progress", "response.output_item.added",
+                   "response.content_part.added", "response.output_text.delta"]
+    up.script(CutStream(after_chunks=3))
+    with pytest.raises(DROPPED):
+        with oai.responses.stream(model="gpt-4o", input="a b c") as stream:
+            stream.get_final_response()
+    up.script(CutStream(after_chunks=0))
+    with pytest.raises(DROPPED):
+        oai.responses.create(model="gpt-4o", input="hi")
+
+
+async def test_responses_slow_stream(up: FakeUpstream) -> None:
+    up.script(SlowStream(delay_s=0.1), kind="responses")
+    seen: list[float] = []
+    async with openai.AsyncOpenAI(base_url=up.openai_base_url, api_key=OPENAI_KEY,
+                                  max_retries=0) as client:
+        stream = await client.responses.create(model="gpt-4o", input="one two", stream=True)
+        async for _ in stream:
+            seen.append(time.monotonic())
+    assert len(seen) == 11  # 4 opening events, 3 deltas, 4 closing ones
+    assert all(b - a >= 0.05 for a, b in itertools.pairwise(seen))
+
+
+def test_responses_stall_mid_stream(up: FakeUpstream, oai: openai.OpenAI) -> None:
+    up.script(Stall(5, after_chunks=3))
+    got: list[str] = []
+    with pytest.raises(openai.APITimeoutError):
+        for event in oai.with_options(timeout=0.5).responses.create(
+                model="gpt-4o", input="a b", stream=True):
+            got.append(event.type)
+    assert len(got) == 3
+
+
+@pytest.mark.parametrize(("path", "body", "headers"), [
+    ("/v1/chat/completions", {"model": "gpt-4o", "messages": user("hi"), "stream": True},
+     {"authorization": f"Bearer {OPENAI_KEY}"}),
+    ("/v1/responses", {"model": "gpt-4o", "input": "hi", "stream": True},
+     {"authorization": f"Bearer {OPENAI_KEY}"}),
+    ("/v1/messages", {"model": "c", "max_tokens": 5, "messages": user("hi"), "stream": True},
+     {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"}),
+])
+def test_plain_json_answers_a_stream(up: FakeUpstream, path: str, body: Any,
+                                     headers: dict[str, str]) -> None:
+    up.script(PlainJson(), PlainJson(body=b'{"partial": true}'))
+    headers = dict(headers, accept="text/event-stream")
+    r = httpx.post(up.url + path, headers=headers, json=body)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    answer = r.json()
+    assert answer.get("object", answer.get("type")) in ("chat.completion", "response", "message")
+    assert "hi" in json.dumps(answer)
+    r = httpx.post(up.url + path, headers=headers, json=body)
+    assert r.status_code == 200 and r.json() == {"partial": True}
+    assert [rec.headers["accept"] for rec in up.requests] == ["text/event-stream"] * 2
+    r = httpx.post(up.url + path, headers=headers, json=body)  # the script is used up
+    assert r.headers["content-type"].startswith("text/event-stream")
+
+
+def test_sdk_stream_requests_are_recorded_with_their_accept(up: FakeUpstream,
+                                                            oai: openai.OpenAI) -> None:
+    for _ in oai.chat.completions.create(model="gpt-4o", messages=user("hi"), stream=True,
+                                         extra_headers={"Accept": "text/event-stream"}):
+        pass
+    for _ in oai.responses.create(model="gpt-4o", input="hi", stream=True,
+                                  extra_headers={"Accept": "text/event-stream"}):
+        pass
+    assert [r.headers["accept"] for r in up.requests] == ["text/event-stream"] * 2

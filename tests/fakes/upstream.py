@@ -1,15 +1,21 @@
-"""A fake LLM upstream: OpenAI Chat Completions and Anthropic Messages on one aiohttp server in
-its own thread and event loop (so blocking SDK clients and async tests can both use it).
+"""A fake LLM upstream: OpenAI Chat Completions, OpenAI Responses and Anthropic Messages on one
+aiohttp server in its own thread and event loop (so blocking SDK clients and async tests can both
+use it).
 
 It answers like the real services (ids, usage, SSE framing, auth checks, error bodies, request
 validation), records what it received, and can be scripted per request to fail, stall, reset
-the connection, cut a stream, stream slowly or reply with custom content.
+the connection, cut a stream, stream slowly, answer a stream with plain JSON or reply with custom
+content. With `responses=False` its OpenAI side is a Chat-only compatible server (404 on
+/v1/responses, like vLLM without it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
+import re
 import secrets
 import string
 import threading
@@ -28,6 +34,7 @@ __all__ = [
     "Fail",
     "FakeUpstream",
     "Kind",
+    "PlainJson",
     "RecordedRequest",
     "Reply",
     "Reset",
@@ -42,10 +49,11 @@ __all__ = [
 OPENAI_KEY = "sk-openai-test"
 ANTHROPIC_KEY = "sk-ant-test"
 
-Kind = Literal["openai", "anthropic"]
+# "openai" is Chat Completions, "responses" is OpenAI's Responses API.
+Kind = Literal["openai", "responses", "anthropic"]
 
 
-# --- scripted steps: each one is consumed by exactly one chat/messages request -------------
+# --- scripted steps: each one is consumed by exactly one chat/responses/messages request ---
 
 
 @dataclass(frozen=True)
@@ -74,8 +82,9 @@ class Reset:
 
 @dataclass(frozen=True)
 class CutStream:
-    """Send N SSE events, then drop the connection (no [DONE] / message_stop). A non-streaming
-    request gets its headers and half its body before the drop."""
+    """Send N SSE events, then drop the connection (no [DONE] / message_stop /
+    response.completed). A non-streaming request gets its headers and half its body before the
+    drop."""
 
     after_chunks: int
 
@@ -88,6 +97,14 @@ class SlowStream:
 
 
 @dataclass(frozen=True)
+class PlainJson:
+    """Answer a streamed request with a plain `application/json` 200 instead of SSE: the whole
+    non-streamed answer, or `body` if given (a misconfigured proxy or compatible server)."""
+
+    body: bytes | None = None
+
+
+@dataclass(frozen=True)
 class ToolCall:
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
@@ -96,16 +113,24 @@ class ToolCall:
 @dataclass(frozen=True)
 class Reply:
     """A custom answer. Token counts default to the fake's word counts; stop_reason is in the
-    provider's own vocabulary (OpenAI finish_reason or Anthropic stop_reason)."""
+    provider's own vocabulary (OpenAI finish_reason, Anthropic stop_reason, or a Responses
+    incomplete_details.reason such as "max_output_tokens", which makes the response incomplete).
+
+    cached_tokens are part of prompt_tokens: OpenAI reports them as cached_tokens, Anthropic as
+    cache_read_input_tokens beside input_tokens = prompt_tokens - cached_tokens.
+    reasoning_tokens (OpenAI only) are part of completion_tokens when given; left None, the
+    Responses API thinks _THINKING_TOKENS tokens when the request sets reasoning.effort."""
 
     text: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     stop_reason: str | None = None
+    cached_tokens: int = 0
+    reasoning_tokens: int | None = None
 
 
-Step = Fail | Stall | Reset | CutStream | SlowStream | Reply
+Step = Fail | Stall | Reset | CutStream | SlowStream | PlainJson | Reply
 
 
 @dataclass(frozen=True)
@@ -113,9 +138,10 @@ class RecordedRequest:
     kind: Kind | None  # None for /v1/models and unknown paths
     method: str
     path: str
-    headers: dict[str, str]  # lower-cased names
+    headers: dict[str, str]  # lower-cased names; `accept` shows what a stream request asked for
     body: Any  # parsed JSON, None if the body was not JSON
     at: float  # time.monotonic() when it arrived
+    raw: bytes = b""  # the body exactly as it arrived
 
 
 # --- wire helpers ---------------------------------------------------------------------------
@@ -170,7 +196,7 @@ def _words(text: str) -> int:
 
 
 def _text_of(content: Any) -> str:
-    """The plain text of a message's content (either provider's block shapes)."""
+    """The plain text of a message's content (any of the three APIs' part shapes)."""
     if isinstance(content, str):
         return content
     parts: list[str] = []
@@ -178,7 +204,7 @@ def _text_of(content: Any) -> str:
         for block in content:
             if not isinstance(block, dict):
                 continue
-            if block.get("type") == "text":
+            if block.get("type") in ("text", "input_text", "output_text"):
                 parts.append(str(block.get("text", "")))
             elif block.get("type") == "tool_result":
                 parts.append(_text_of(block.get("content", "")))
@@ -191,26 +217,55 @@ def _count_images(messages: list[Any]) -> int:
         content = m.get("content") if isinstance(m, dict) else None
         if isinstance(content, list):
             count += sum(1 for b in content if isinstance(b, dict)
-                         and b.get("type") in ("image", "image_url"))
+                         and b.get("type") in ("image", "image_url", "input_image"))
     return count
 
 
+def _instance_of(schema: Any, root: Any = None, depth: int = 0) -> Any:
+    """A deterministic minimal instance of a JSON schema: required properties (all if none
+    are listed), the first enum value or anyOf branch, $refs into $defs followed."""
+    root = schema if root is None else root
+    if not isinstance(schema, dict) or depth > 16:
+        return None
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#"):
+        target: Any = root
+        for name in [p for p in ref[1:].split("/") if p]:
+            target = target.get(name) if isinstance(target, dict) else None
+        return _instance_of(target, root, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = schema.get(key)
+        if isinstance(options, list) and options:
+            usable = [o for o in options if not (isinstance(o, dict) and o.get("type") == "null")]
+            return _instance_of((usable or options)[0], root, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or (kind is None and "properties" in schema):
+        props = schema.get("properties")
+        props = props if isinstance(props, dict) else {}
+        names = schema.get("required") or list(props)
+        return {name: _instance_of(props.get(name) or {"type": "string"}, root, depth + 1)
+                for name in names}
+    if kind == "array":
+        return [_instance_of(schema.get("items") or {}, root, depth + 1)
+                for _ in range(int(schema.get("minItems") or 0))]
+    return {"integer": 1, "number": 1.5, "boolean": True, "null": None}.get(str(kind), "Paris")
+
+
 def _args_for(schema: Any) -> dict[str, Any]:
-    """Deterministic arguments from a JSON schema's required properties (all if none)."""
-    if not isinstance(schema, dict):
-        return {}
-    props = schema.get("properties") or {}
-    names = schema.get("required") or list(props)
-    args: dict[str, Any] = {}
-    for name in names:
-        spec = props.get(name) if isinstance(props, dict) else None
-        spec = spec if isinstance(spec, dict) else {}
-        if spec.get("enum"):
-            args[name] = spec["enum"][0]
-            continue
-        args[name] = {"integer": 1, "number": 1.5, "boolean": True, "array": [],
-                      "object": {}}.get(str(spec.get("type")), "Paris")
-    return args
+    """Deterministic tool arguments from a JSON schema (see _instance_of)."""
+    args = _instance_of(schema) if isinstance(schema, dict) else None
+    return args if isinstance(args, dict) else {}
+
+
+def _format_answer(schema: Any) -> str:
+    """The text a structured-output request gets: JSON that its schema accepts."""
+    return json.dumps(_instance_of(schema))
 
 
 def _pieces(text: str, size: int) -> list[str]:
@@ -222,6 +277,412 @@ def _word_pieces(text: str) -> list[str]:
     return [w if i == 0 else " " + w for i, w in enumerate(words)]
 
 
+# --- OpenAI Responses: the request shape (openai 3.57's ResponseCreateParams and input items) -
+# https://platform.openai.com/docs/api-reference/responses/create
+
+_RESPONSES_KEYS = frozenset({
+    "access_programs", "background", "background_options", "context_management", "conversation",
+    "image", "include", "input", "instructions", "max_output_tokens", "max_tool_calls",
+    "metadata", "model", "moderation", "parallel_tool_calls", "previous_response_id", "prompt",
+    "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention", "reasoning",
+    "safety_identifier", "service_tier", "store", "stream", "stream_options", "temperature",
+    "text", "tool_choice", "tools", "top_logprobs", "top_p", "truncation", "user"})
+_ITEM_TYPES = (
+    "message", "file_search_call", "computer_call", "computer_call_output", "web_search_call",
+    "function_call", "function_call_output", "tool_search_call", "tool_search_output",
+    "additional_tools", "configuration_update", "reasoning", "compaction",
+    "image_generation_call", "code_interpreter_call", "local_shell_call",
+    "local_shell_call_output", "shell_call", "shell_call_output", "apply_patch_call",
+    "apply_patch_call_output", "mcp_list_tools", "mcp_approval_request", "mcp_approval_response",
+    "mcp_call", "custom_tool_call_output", "custom_tool_call", "compaction_trigger",
+    "item_reference", "program", "program_output")
+# Every key of the items a translator writes is checked; other item kinds only by their type.
+_ITEM_KEYS = {
+    "message": frozenset({"type", "role", "content", "id", "status", "phase"}),
+    "function_call": frozenset({"type", "call_id", "name", "arguments", "id", "status",
+                                "namespace", "caller", "async"}),
+    "function_call_output": frozenset({"type", "call_id", "output", "id", "status", "name",
+                                       "namespace", "caller"}),
+    "reasoning": frozenset({"type", "id", "summary", "content", "encrypted_content", "status"}),
+    "item_reference": frozenset({"type", "id"}),
+}
+_FUNCTION_TOOL_KEYS = frozenset({"type", "name", "description", "parameters", "strict",
+                                 "allowed_callers", "defer_loading", "output_schema", "async"})
+_TOOL_TYPES = (
+    "function", "file_search", "computer", "computer_use_preview", "web_search",
+    "web_search_2025_08_26", "mcp", "code_interpreter", "programmatic_tool_calling",
+    "image_generation", "local_shell", "shell", "custom", "namespace", "tool_search",
+    "web_search_preview", "web_search_preview_2025_03_11", "apply_patch")
+_INCLUDABLE = (
+    "file_search_call.results", "web_search_call.results", "web_search_call.action.sources",
+    "message.input_image.image_url", "computer_call_output.output.image_url",
+    "code_interpreter_call.outputs", "reasoning.encrypted_content",
+    "message.output_text.logprobs")
+_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+# In the order of the API's own "Supported values are" message.
+_PART_TYPES = ("input_text", "input_image", "output_text", "refusal", "input_file",
+               "computer_screenshot", "summary_text", "tether_browsing_display")
+_INPUT_PARTS = ("input_text", "input_image", "input_file")
+_OUTPUT_PARTS = ("output_text", "refusal")
+_FORMAT_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+# Reasoning tokens the fake spends when a request sets reasoning.effort (part of output_tokens).
+_THINKING_TOKENS = 4
+_THOUGHT = "**Thinking it over**\n\nThe user wants a short answer."
+
+# (message, param, code) of a 400 in OpenAI's error shape
+_Problem = tuple[str, str | None, str | None]
+
+
+def _hex(n: int) -> str:
+    return secrets.token_hex(n // 2)
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    return {str: "a string", dict: "an object", list: "an array", int: "an integer",
+            float: "a decimal"}.get(type(value), "null")
+
+
+def _one_of(values: tuple[str, ...]) -> str:
+    quoted = [f"'{v}'" for v in values]
+    if len(quoted) < 3:
+        return " and ".join(quoted)
+    return ", ".join(quoted[:-1]) + ", and " + quoted[-1]
+
+
+def _missing(param: str) -> _Problem:
+    return f"Missing required parameter: '{param}'.", param, "missing_required_parameter"
+
+
+def _bad_type(param: str, expected: str, got: Any) -> _Problem:
+    return (f"Invalid type for '{param}': expected {expected}, but got {_json_kind(got)} "
+            "instead.", param, "invalid_type")
+
+
+def _bad_value(param: str, value: Any, supported: tuple[str, ...]) -> _Problem:
+    return (f"Invalid value: '{value}'. Supported values are: {_one_of(supported)}.", param,
+            "invalid_value")
+
+
+def _unknown(param: str) -> _Problem:
+    return f"Unknown parameter: '{param}'.", param, "unknown_parameter"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _out_of_range(param: str, value: Any, low: float, high: float) -> _Problem | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return _bad_type(param, "a decimal", value)
+    if value < low:
+        return (f"Invalid '{param}': decimal below minimum value. Expected a value >= {low:g}, "
+                f"but got {value:g} instead.", param, "decimal_below_min_value")
+    if value > high:
+        return (f"Invalid '{param}': decimal above maximum value. Expected a value <= {high:g}, "
+                f"but got {value:g} instead.", param, "decimal_above_max_value")
+    return None
+
+
+def _not_strict(schema: Any, path: str = "()") -> str | None:
+    """Why a schema is not usable with strict: true (every object closed, every property
+    required), as the API words it; None if it is."""
+    if not isinstance(schema, dict):
+        return None
+    if schema.get("type") == "object" or "properties" in schema:
+        if schema.get("additionalProperties") is not False:
+            return f"In context={path}, 'additionalProperties' is required to be supplied and " \
+                   "to be false."
+        props = schema.get("properties") or {}
+        required = schema.get("required") or []
+        for key in props:
+            if key not in required:
+                return f"In context={path}, 'required' is required to be supplied and to be " \
+                       f"an array including every key in properties. Missing '{key}'."
+        for key, sub in props.items():
+            problem = _not_strict(sub, f"{path[:-1]}'properties', '{key}')")
+            if problem:
+                return problem
+    children: list[Any] = [schema.get("items")]
+    for key in ("anyOf", "oneOf", "allOf"):
+        children += schema.get(key) or []
+    for key in ("$defs", "definitions"):
+        children += list((schema.get(key) or {}).values())
+    for sub in children:
+        problem = _not_strict(sub, path)
+        if problem:
+            return problem
+    return None
+
+
+def _item_kind(item: dict[str, Any]) -> Any:
+    # The easy message form and item references may leave out their type.
+    if "type" in item:
+        return item["type"]
+    if "role" in item:
+        return "message"
+    return "item_reference" if "id" in item else None
+
+
+def _invalid_content(where: str, role: Any, content: Any) -> _Problem | None:
+    if content is None:
+        return _missing(f"{where}.content")
+    if isinstance(content, str):
+        return None
+    if not isinstance(content, list):
+        return _bad_type(f"{where}.content", "one of a string or array of input content",
+                         content)
+    allowed = _OUTPUT_PARTS if role == "assistant" else _INPUT_PARTS
+    for j, part in enumerate(content):
+        at = f"{where}.content[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if not isinstance(part, dict):
+            return _bad_type(at, "an object", part)
+        if kind not in _PART_TYPES:
+            return _bad_value(f"{at}.type", kind, _PART_TYPES)
+        if kind not in allowed:
+            # e.g. an assistant turn written with input_text, a user turn with output_text
+            return _bad_value(at, kind, allowed)
+        if kind in ("input_text", "output_text") and not isinstance(part.get("text"), str):
+            return _missing(f"{at}.text")
+        if kind == "refusal" and not isinstance(part.get("refusal"), str):
+            return _missing(f"{at}.refusal")
+        if kind == "input_image" and not (part.get("image_url") or part.get("file_id")):
+            return _missing(f"{at}.image_url")
+    return None
+
+
+def _invalid_items(items: list[Any], history: list[Any]) -> _Problem | None:
+    """The input items' checks; `history` is what previous_response_id brings in."""
+    calls: list[str] = []
+    answered: set[str] = set()
+    for item in history:
+        if isinstance(item, dict) and item.get("type") == "function_call":
+            calls.append(item.get("call_id", ""))
+        elif isinstance(item, dict) and item.get("type") == "function_call_output":
+            answered.add(item.get("call_id", ""))
+    for i, item in enumerate(items):
+        where = f"input[{i}]"
+        if not isinstance(item, dict):
+            return _bad_type(where, "an input item", item)
+        kind = _item_kind(item)
+        if kind is None:
+            return _missing(f"{where}.type")
+        if kind not in _ITEM_TYPES:
+            return _bad_value(f"{where}.type", kind, _ITEM_TYPES)
+        known = _ITEM_KEYS.get(kind, frozenset(item))
+        for key in item:
+            if key not in known:
+                return _unknown(f"{where}.{key}")
+        if kind == "message":
+            role = item.get("role")
+            if role not in ("user", "assistant", "system", "developer"):
+                return _bad_value(f"{where}.role", role,
+                                  ("user", "assistant", "system", "developer"))
+            problem = _invalid_content(where, role, item.get("content"))
+            if problem:
+                return problem
+        elif kind == "function_call":
+            for key in ("call_id", "name", "arguments"):
+                if key not in item:
+                    return _missing(f"{where}.{key}")
+            if not isinstance(item["arguments"], str):
+                return _bad_type(f"{where}.arguments", "a string", item["arguments"])
+            calls.append(item["call_id"])
+        elif kind == "function_call_output":
+            if not item.get("call_id"):
+                return _missing(f"{where}.call_id")
+            if "output" not in item:
+                return _missing(f"{where}.output")
+            if not isinstance(item["output"], (str, list)):
+                return _bad_type(f"{where}.output", "one of a string or array of output content",
+                                 item["output"])
+            if item["call_id"] not in calls:
+                return "No tool call found for function call output with call_id " \
+                       f"{item['call_id']}.", "input", None
+            answered.add(item["call_id"])
+        elif kind == "reasoning":
+            if not isinstance(item.get("id"), str):
+                return _missing(f"{where}.id")
+            if not isinstance(item.get("summary"), list):
+                return _missing(f"{where}.summary")
+            encrypted = item.get("encrypted_content")
+            if encrypted is not None and not isinstance(encrypted, str):
+                return _bad_type(f"{where}.encrypted_content", "a string", encrypted)
+        elif kind == "item_reference" and not isinstance(item.get("id"), str):
+            return _missing(f"{where}.id")
+    for call_id in calls:
+        if call_id not in answered:
+            return f"No tool output found for function call {call_id}.", "input", None
+    return None
+
+
+def _invalid_tools(body: dict[str, Any]) -> _Problem | None:
+    tools = body.get("tools")
+    if tools is None:
+        tools = []
+    if not isinstance(tools, list):
+        return _bad_type("tools", "an array", tools)
+    names: list[str] = []
+    for j, tool in enumerate(tools):
+        at = f"tools[{j}]"
+        if not isinstance(tool, dict):
+            return _bad_type(at, "an object", tool)
+        kind = tool.get("type")
+        if kind not in _TOOL_TYPES:
+            return _bad_value(f"{at}.type", kind, _TOOL_TYPES)
+        if kind in ("function", "custom") and not tool.get("name"):
+            # A Chat-style {"type": "function", "function": {...}} tool lands here.
+            return _missing(f"{at}.name")
+        if kind != "function":
+            continue
+        for key in tool:
+            if key not in _FUNCTION_TOOL_KEYS:
+                return _unknown(f"{at}.{key}")
+        params = tool.get("parameters")
+        if params is not None and not isinstance(params, dict):
+            return _bad_type(f"{at}.parameters", "an object", params)
+        if tool.get("strict") is True:
+            problem = _not_strict(params or {"type": "object", "properties": {}})
+            if problem:
+                return f"Invalid schema for function '{tool['name']}': {problem}", \
+                       f"{at}.parameters", "invalid_function_parameters"
+        names.append(tool["name"])
+    choice = body.get("tool_choice")
+    if choice is None or choice == "auto" or choice == "none":
+        return None
+    if isinstance(choice, str):
+        if choice != "required":
+            return _bad_value("tool_choice", choice, ("none", "auto", "required"))
+        if not tools:
+            return "Tool choice 'required' must be specified with 'tools' parameter.", \
+                   "tool_choice", None
+    elif isinstance(choice, dict) and choice.get("type") == "function":
+        if not choice.get("name"):
+            return _missing("tool_choice.name")
+        if choice["name"] not in names:
+            return f"Tool choice 'function' with name '{choice['name']}' not found in 'tools' " \
+                   "parameter.", "tool_choice", None
+    elif not isinstance(choice, dict):
+        return _bad_type("tool_choice", "one of a string or object", choice)
+    return None
+
+
+def _invalid_format(body: dict[str, Any], items: list[Any]) -> _Problem | None:
+    text = body.get("text")
+    if text is None:
+        return None
+    if not isinstance(text, dict):
+        return _bad_type("text", "an object", text)
+    fmt = text.get("format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict):
+        return _bad_type("text.format", "an object", fmt)
+    kind = fmt.get("type")
+    if kind not in ("text", "json_schema", "json_object"):
+        return _bad_value("text.format.type", kind, ("text", "json_schema", "json_object"))
+    if kind == "json_schema":
+        # A Chat-style {"type": "json_schema", "json_schema": {...}} format lands here.
+        if not isinstance(fmt.get("name"), str):
+            return _missing("text.format.name")
+        if not _FORMAT_NAME.match(fmt["name"]):
+            return "Invalid 'text.format.name': string does not match pattern. Expected a " \
+                   "string that matches the pattern '^[a-zA-Z0-9_-]+$'.", "text.format.name", \
+                   "invalid_value"
+        if not isinstance(fmt.get("schema"), dict):
+            return _missing("text.format.schema")
+        if fmt.get("strict") is True:
+            problem = _not_strict(fmt["schema"])
+            if problem:
+                return f"Invalid schema for response_format '{fmt['name']}': {problem}", \
+                       "text.format.schema", "invalid_json_schema"
+    if kind == "json_object":
+        words = " ".join([str(body.get("instructions") or "")]
+                         + [_text_of(i.get("content")) for i in items if isinstance(i, dict)])
+        if "json" not in words.lower():
+            return "Response input messages must contain the word 'json' in some form to use " \
+                   "'text.format' of type 'json_object'.", "input", None
+    return None
+
+
+def _items_of(body: dict[str, Any]) -> list[Any]:
+    """The input as a list of items (a plain string is one user message)."""
+    value = body.get("input")
+    if isinstance(value, str):
+        return [{"type": "message", "role": "user", "content": value}]
+    return value if isinstance(value, list) else []
+
+
+def _item_text(item: Any) -> str:
+    if not isinstance(item, dict):
+        return ""
+    kind = _item_kind(item)
+    if kind == "function_call":
+        return str(item.get("arguments", ""))
+    if kind == "function_call_output":
+        return _text_of(item.get("output"))
+    return _text_of(item.get("content"))
+
+
+def _default_responses(body: dict[str, Any], items: list[Any]) -> Reply:
+    """The Responses twin of the chat default: quote a tool's output, call a tool when asked
+    ("call tool..." or a forcing tool_choice), answer a text.format, else echo."""
+    last = items[-1] if items and isinstance(items[-1], dict) else {}
+    if _item_kind(last) == "function_call_output":
+        return Reply(text="The tool said: " + _text_of(last.get("output")))
+    text = _text_of(last.get("content")) if _item_kind(last) == "message" else ""
+    tools = [t for t in body.get("tools") or [] if t.get("type") == "function"]
+    choice = body.get("tool_choice")
+    forced = choice == "required" or (isinstance(choice, dict)
+                                      and choice.get("type") == "function")
+    if tools and choice != "none" and (text.startswith("call tool") or forced):
+        fn = tools[0]
+        if isinstance(choice, dict) and choice.get("type") == "function":
+            fn = next((t for t in tools if t.get("name") == choice.get("name")), fn)
+        return Reply(tool_calls=(ToolCall(fn["name"], _args_for(fn.get("parameters"))),))
+    fmt = (body.get("text") or {}).get("format") or {}
+    if fmt.get("type") == "json_schema":
+        return Reply(text=_format_answer(fmt.get("schema")))
+    if fmt.get("type") == "json_object":
+        return Reply(text=json.dumps({"echo": text}))
+    images = _count_images(items)
+    return Reply(text=f"echo: {text}" + (f" [{images} image(s)]" if images else ""))
+
+
+def _response_object(body: dict[str, Any], rid: str, created: int, status: str,
+                     output: list[Any], usage: dict[str, Any] | None,
+                     incomplete: str | None) -> dict[str, Any]:
+    """A Response as the API returns it: the request's settings echoed with their defaults."""
+    reasoning = body.get("reasoning") or {}
+    text = body.get("text") or {}
+    tools = [dict(t, strict=t.get("strict", True), description=t.get("description"))
+             if t.get("type") == "function" else t for t in body.get("tools") or []]
+    return {
+        "id": rid, "object": "response", "created_at": created, "status": status,
+        "background": False, "completed_at": created if status == "completed" else None,
+        "error": None, "incomplete_details": {"reason": incomplete} if incomplete else None,
+        "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "max_tool_calls": body.get("max_tool_calls"), "model": body["model"], "output": output,
+        "parallel_tool_calls": body.get("parallel_tool_calls", True),
+        "previous_response_id": body.get("previous_response_id"),
+        "prompt_cache_key": body.get("prompt_cache_key"),
+        "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
+        "safety_identifier": body.get("safety_identifier"), "service_tier": "default",
+        "store": body.get("store") is not False, "temperature": body.get("temperature", 1.0),
+        "text": {"format": text.get("format") or {"type": "text"},
+                 "verbosity": text.get("verbosity", "medium")},
+        "tool_choice": body.get("tool_choice", "auto"), "tools": tools,
+        "top_logprobs": body.get("top_logprobs", 0), "top_p": body.get("top_p", 1.0),
+        "truncation": body.get("truncation", "disabled"), "usage": usage,
+        "user": body.get("user"), "metadata": body.get("metadata") or {},
+    }
+
+
 @dataclass(frozen=True)
 class _Answer:
     text: str | None
@@ -229,25 +690,37 @@ class _Answer:
     prompt_tokens: int
     completion_tokens: int
     stop_reason: str | None
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 # --- the server -----------------------------------------------------------------------------
 
 
 class FakeUpstream:
-    """`with FakeUpstream() as up:` serves both APIs on a free 127.0.0.1 port until exit."""
+    """`with FakeUpstream() as up:` serves all three APIs on a free 127.0.0.1 port until exit.
+
+    `responses=False` (or setting `up.responses = False` in a test) makes the OpenAI side a
+    Chat-only compatible server: /v1/responses answers 404, records the request and consumes
+    no scripted step."""
 
     def __init__(self, *, openai_key: str = OPENAI_KEY, anthropic_key: str = ANTHROPIC_KEY,
-                 models: tuple[str, ...] = ("gpt-4o", "gpt-4o-mini")) -> None:
+                 models: tuple[str, ...] = ("gpt-4o", "gpt-4o-mini"),
+                 responses: bool = True) -> None:
         self.openai_key = openai_key
         self.anthropic_key = anthropic_key
         self.models = models
+        self.responses = responses
         self.port = 0
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._disconnects = 0
         self._queues: dict[Kind | None, deque[Step]] = {None: deque(), "openai": deque(),
+                                                         "responses": deque(),
                                                          "anthropic": deque()}
+        # Stored responses (store: true, the API's default) for previous_response_id: the
+        # conversation each one ends, its input items followed by its output items.
+        self._stored: dict[str, list[Any]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -308,10 +781,11 @@ class FakeUpstream:
         raise TimeoutError(f"fake upstream saw {len(self.requests)} requests, wanted {n}")
 
     def reset(self) -> None:
-        """Forget recorded requests and unconsumed steps."""
+        """Forget recorded requests, unconsumed steps and stored responses."""
         with self._lock:
             self._requests.clear()
             self._disconnects = 0
+            self._stored.clear()
             for q in self._queues.values():
                 q.clear()
 
@@ -359,6 +833,7 @@ class FakeUpstream:
         try:
             app = web.Application(client_max_size=64 * 1024 * 1024)
             app.router.add_post("/v1/chat/completions", self._tracked("openai", self._openai))
+            app.router.add_post("/v1/responses", self._tracked("responses", self._responses))
             app.router.add_post("/v1/messages", self._tracked("anthropic", self._anthropic))
             app.router.add_get("/v1/models", self._models)
             # handler_cancellation: a client that goes away cancels its handler, which is how
@@ -370,7 +845,7 @@ class FakeUpstream:
             site = web.TCPSite(runner, "127.0.0.1", 0)
             loop.run_until_complete(site.start())
             self.port = int(runner.addresses[0][1])
-        except BaseException as exc:  # reported to start() in the caller's thread
+        except BaseException as exc:  # noqa: BLE001 - re-raised by start() in the caller's thread
             self._startup_error = exc
             ready.set()
             loop.close()
@@ -382,10 +857,9 @@ class FakeUpstream:
             # Stalled or streaming handlers would otherwise keep cleanup waiting.
             for task in list(self._handlers):
                 task.cancel()
-            try:
+            # Connections still open after the wait are cut below with their tasks.
+            with contextlib.suppress(TimeoutError):
                 loop.run_until_complete(asyncio.wait_for(runner.cleanup(), 3))
-            except TimeoutError:
-                pass  # connections still open are cut below with their tasks
             pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
             for task in pending:
                 task.cancel()
@@ -404,6 +878,9 @@ class FakeUpstream:
             self._handlers.add(task)
             try:
                 body = await self._record(kind, request)
+                if kind == "responses" and not self.responses:
+                    # What a Chat-only server (FastAPI's default, e.g. vLLM) says.
+                    return web.json_response({"detail": "Not Found"}, status=404)
                 return await handler(request, body, self._next_step(kind))
             except asyncio.CancelledError:
                 self._count_disconnect()
@@ -425,7 +902,7 @@ class FakeUpstream:
             body = None
         rec = RecordedRequest(kind, request.method, request.path,
                               {k.lower(): v for k, v in request.headers.items()}, body,
-                              time.monotonic())
+                              time.monotonic(), raw)
         with self._lock:
             self._requests.append(rec)
         return body
@@ -463,6 +940,8 @@ class FakeUpstream:
     async def _send_json(self, request: web.Request, payload: dict[str, Any],
                          step: Step | None) -> web.StreamResponse:
         body = json.dumps(payload).encode()
+        if isinstance(step, PlainJson) and step.body is not None:
+            body = step.body
         if not isinstance(step, CutStream):
             return web.Response(body=body, content_type="application/json")
         # Headers promise the full length; half arrives; then the connection drops.
@@ -498,21 +977,27 @@ class FakeUpstream:
         return resp
 
     def _answer(self, step: Step | None, default: Callable[[], Reply], prompt_tokens: int,
-                max_tokens: Any, length_reason: str) -> _Answer:
+                max_tokens: Any, length_reason: str, thinking: int = 0) -> _Answer:
+        """The answer to give: the scripted Reply or the default one, cut to max_tokens.
+        `thinking` is the default reasoning_tokens, spent before the visible answer."""
         reply = step if isinstance(step, Reply) else default()
-        if (not isinstance(step, Reply) and reply.text and isinstance(max_tokens, int)
-                and not isinstance(max_tokens, bool) and 0 < max_tokens < _words(reply.text)):
+        reasoning = reply.reasoning_tokens if reply.reasoning_tokens is not None else thinking
+        budget = max_tokens - reasoning if isinstance(max_tokens, int) \
+            and not isinstance(max_tokens, bool) else None
+        if (not isinstance(step, Reply) and reply.text and budget is not None
+                and max_tokens > 0 and budget < _words(reply.text)):
             # One word is one token here, so a small max_tokens cuts the answer like the
-            # real services do (finish_reason "length" / stop_reason "max_tokens").
-            reply = Reply(text=" ".join(reply.text.split(" ")[:max_tokens]),
+            # real services do (finish_reason "length" / stop_reason "max_tokens" /
+            # incomplete_details.reason "max_output_tokens").
+            reply = Reply(text=" ".join(reply.text.split(" ")[:max(budget, 0)]) or None,
                           stop_reason=length_reason)
         completion = reply.completion_tokens
         if completion is None:
-            completion = max(1, (_words(reply.text) if reply.text else 0) + sum(
+            completion = reasoning + max(1, (_words(reply.text) if reply.text else 0) + sum(
                 _words(json.dumps(t.arguments)) for t in reply.tool_calls))
         return _Answer(reply.text, reply.tool_calls,
                        reply.prompt_tokens if reply.prompt_tokens is not None else prompt_tokens,
-                       completion, reply.stop_reason)
+                       completion, reply.stop_reason, reply.cached_tokens, reasoning)
 
     # --- OpenAI ---------------------------------------------------------------------------
 
@@ -556,10 +1041,10 @@ class FakeUpstream:
                 pending.discard(call_id)
                 continue
             if pending:
+                missing = ", ".join(sorted(pending))
                 return "An assistant message with 'tool_calls' must be followed by tool " \
                        "messages responding to each 'tool_call_id'. The following " \
-                       f"tool_call_ids did not have response messages: {', '.join(sorted(pending))}", \
-                       "messages"
+                       f"tool_call_ids did not have response messages: {missing}", "messages"
             if role == "assistant":
                 pending = {c.get("id") for c in m.get("tool_calls") or []}
         if pending:
@@ -586,6 +1071,9 @@ class FakeUpstream:
                 name = (choice.get("function") or {}).get("name")
                 fn = next((t for t in tools if t.get("name") == name), fn)
             return Reply(tool_calls=(ToolCall(fn["name"], _args_for(fn.get("parameters"))),))
+        fmt = body.get("response_format")
+        if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+            return Reply(text=_format_answer((fmt.get("json_schema") or {}).get("schema")))
         images = _count_images(messages)
         return Reply(text=f"echo: {text}" + (f" [{images} image(s)]" if images else ""))
 
@@ -610,11 +1098,13 @@ class FakeUpstream:
         calls = [("call_" + _rand(24), t) for t in ans.tool_calls]
         usage = {"prompt_tokens": ans.prompt_tokens, "completion_tokens": ans.completion_tokens,
                  "total_tokens": ans.prompt_tokens + ans.completion_tokens,
-                 "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-                 "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                 "prompt_tokens_details": {"cached_tokens": ans.cached_tokens,
+                                           "audio_tokens": 0},
+                 "completion_tokens_details": {"reasoning_tokens": ans.reasoning_tokens,
+                                               "audio_tokens": 0,
                                                "accepted_prediction_tokens": 0,
                                                "rejected_prediction_tokens": 0}}
-        if not body.get("stream"):
+        if not body.get("stream") or isinstance(step, PlainJson):
             message: dict[str, Any] = {"role": "assistant", "content": ans.text,
                                        "refusal": None, "annotations": []}
             if calls:
@@ -659,6 +1149,182 @@ class FakeUpstream:
         events.append(b"data: [DONE]\n\n")
         return await self._send_sse(request, events, step)
 
+    # --- OpenAI Responses -----------------------------------------------------------------
+
+    def _history(self, previous: Any) -> list[Any] | None:
+        """The conversation a stored response ended (empty without previous_response_id;
+        None when that id is unknown or was not stored)."""
+        if previous is None:
+            return []
+        with self._lock:
+            stored = self._stored.get(previous) if isinstance(previous, str) else None
+        return None if stored is None else list(stored)
+
+    def _invalid_responses(self, body: Any) -> _Problem | None:
+        """The request checks the real API makes that catch translation bugs."""
+        if not isinstance(body, dict):
+            return "We could not parse the JSON body of your request. (HINT: This likely " \
+                   "means you aren't using your HTTP library correctly. The OpenAI API " \
+                   "expects a JSON payload, but what was sent was not valid JSON.", None, None
+        for key in body:
+            if key not in _RESPONSES_KEYS:
+                return _unknown(key)  # e.g. Chat's messages or max_tokens forwarded as is
+        if not body.get("model"):
+            return _missing("model")
+        previous = body.get("previous_response_id")
+        history = self._history(previous)
+        if history is None:
+            return f"Previous response with id '{previous}' not found.", \
+                   "previous_response_id", "previous_response_not_found"
+        value = body.get("input")
+        if value is None:
+            if previous is None and not body.get("conversation") and not body.get("prompt"):
+                return _missing("input")
+        elif not isinstance(value, (str, list)):
+            return _bad_type("input", "one of a string or array of input items", value)
+        items = _items_of(body)
+        problem = _invalid_items(items, history)
+        if problem:
+            return problem
+        limit = body.get("max_output_tokens")
+        if limit is not None and not _is_int(limit):
+            return _bad_type("max_output_tokens", "an integer", limit)
+        if limit is not None and limit < 16:
+            return "Invalid 'max_output_tokens': integer below minimum value. Expected a value " \
+                   f">= 16, but got {limit} instead.", "max_output_tokens", \
+                   "integer_below_min_value"
+        problem = _out_of_range("temperature", body.get("temperature"), 0, 2) \
+            or _out_of_range("top_p", body.get("top_p"), 0, 1) \
+            or _invalid_tools(body) or _invalid_format(body, items)
+        if problem:
+            return problem
+        reasoning = body.get("reasoning")
+        if reasoning is not None:
+            if not isinstance(reasoning, dict):
+                return _bad_type("reasoning", "an object", reasoning)
+            effort = reasoning.get("effort")
+            if effort is not None and effort not in _EFFORTS:
+                return _bad_value("reasoning.effort", effort, _EFFORTS)
+            summary = reasoning.get("summary")
+            if summary is not None and summary not in ("auto", "concise", "detailed"):
+                return _bad_value("reasoning.summary", summary, ("auto", "concise", "detailed"))
+        include = body.get("include") or []
+        if not isinstance(include, list):
+            return _bad_type("include", "an array", include)
+        for k, name in enumerate(include):
+            if name not in _INCLUDABLE:
+                return _bad_value(f"include[{k}]", name, _INCLUDABLE)
+        return None
+
+    async def _responses(self, request: web.Request, body: Any, step: Step | None
+                         ) -> web.StreamResponse:
+        failed = await self._apply_fault(request, step, openai_error_body)
+        if failed is not None:
+            return failed
+        if request.headers.get("authorization") != f"Bearer {self.openai_key}":
+            return self._openai_unauthorized(request)
+        problem = self._invalid_responses(body)
+        if problem is not None:
+            return _json_response(400, openai_error_body(400, problem[0], param=problem[1],
+                                                         code=problem[2]))
+        items = _items_of(body)
+        history = self._history(body.get("previous_response_id")) or []
+        prompt_words = _words(" ".join([str(body.get("instructions") or "")]
+                                       + [_item_text(i) for i in history + items]))
+        reasoning = body.get("reasoning") or {}
+        thinks = reasoning.get("effort") not in (None, "none")
+        ans = self._answer(step, lambda: _default_responses(body, items), prompt_words,
+                           body.get("max_output_tokens"), "max_output_tokens",
+                           _THINKING_TOKENS if thinks else 0)
+        # Any other stop reason is an incomplete_details.reason (max_output_tokens,
+        # content_filter).
+        incomplete = ans.stop_reason if ans.stop_reason not in (None, "completed") else None
+        output: list[dict[str, Any]] = []
+        if thinks:
+            encrypted = "gAAAAAB" + _rand(120) \
+                if "reasoning.encrypted_content" in (body.get("include") or []) else None
+            output.append({"id": "rs_" + _hex(48), "type": "reasoning",
+                           "summary": [{"type": "summary_text", "text": _THOUGHT}]
+                           if reasoning.get("summary") else [],
+                           "encrypted_content": encrypted})
+        if ans.text is not None or not ans.tool_calls:
+            output.append({"id": "msg_" + _hex(48), "type": "message",
+                           "status": "incomplete" if incomplete else "completed",
+                           "role": "assistant",
+                           "content": [{"type": "output_text", "annotations": [],
+                                        "logprobs": [], "text": ans.text or ""}]})
+        output += [{"id": "fc_" + _hex(48), "type": "function_call", "status": "completed",
+                    "arguments": json.dumps(t.arguments), "call_id": "call_" + _rand(24),
+                    "name": t.name} for t in ans.tool_calls]
+        usage = {"input_tokens": ans.prompt_tokens,
+                 "input_tokens_details": {"cached_tokens": ans.cached_tokens,
+                                          "cache_write_tokens": 0},
+                 "output_tokens": ans.completion_tokens,
+                 "output_tokens_details": {"reasoning_tokens": ans.reasoning_tokens},
+                 "total_tokens": ans.prompt_tokens + ans.completion_tokens}
+        rid = "resp_" + _hex(48)
+        created = int(time.time())
+        final = _response_object(body, rid, created, "incomplete" if incomplete else "completed",
+                                 output, usage, incomplete)
+        if body.get("store") is not False:
+            with self._lock:
+                self._stored[rid] = history + items + output
+        if not body.get("stream") or isinstance(step, PlainJson):
+            return await self._send_json(request, final, step)
+
+        numbers = itertools.count()
+        # Delta events carry random padding unless the client turned it off.
+        obfuscate = (body.get("stream_options") or {}).get("include_obfuscation", True)
+
+        def ev(kind: str, **data: Any) -> bytes:
+            if obfuscate and kind.endswith(".delta"):
+                data["obfuscation"] = _rand(8)
+            payload = {"type": kind, **data, "sequence_number": next(numbers)}
+            return f"event: {kind}\ndata: {json.dumps(payload)}\n\n".encode()
+
+        start = dict(final, status="in_progress", output=[], usage=None, completed_at=None,
+                     incomplete_details=None)
+        events = [ev("response.created", response=start),
+                  ev("response.in_progress", response=start)]
+        for index, item in enumerate(output):
+            at: dict[str, Any] = {"item_id": item["id"], "output_index": index}
+            if item["type"] == "reasoning":
+                events.append(ev("response.output_item.added", output_index=index,
+                                 item=dict(item, summary=[], encrypted_content=None)))
+                for k, part in enumerate(item["summary"]):
+                    events.append(ev("response.reasoning_summary_part.added", **at,
+                                     summary_index=k, part=dict(part, text="")))
+                    events += [ev("response.reasoning_summary_text.delta", **at,
+                                  summary_index=k, delta=w) for w in _word_pieces(part["text"])]
+                    events.append(ev("response.reasoning_summary_text.done", **at,
+                                     summary_index=k, text=part["text"]))
+                    events.append(ev("response.reasoning_summary_part.done", **at,
+                                     summary_index=k, part=part))
+            elif item["type"] == "message":
+                part = item["content"][0]
+                events.append(ev("response.output_item.added", output_index=index,
+                                 item=dict(item, status="in_progress", content=[])))
+                events.append(ev("response.content_part.added", **at, content_index=0,
+                                 part=dict(part, text="")))
+                if part["text"]:
+                    events += [ev("response.output_text.delta", **at, content_index=0,
+                                  delta=w, logprobs=[]) for w in _word_pieces(part["text"])]
+                events.append(ev("response.output_text.done", **at, content_index=0,
+                                 text=part["text"], logprobs=[]))
+                events.append(ev("response.content_part.done", **at, content_index=0,
+                                 part=part))
+            else:
+                events.append(ev("response.output_item.added", output_index=index,
+                                 item=dict(item, status="in_progress", arguments="")))
+                events += [ev("response.function_call_arguments.delta", **at, delta=p)
+                           for p in _pieces(item["arguments"], 8)]
+                events.append(ev("response.function_call_arguments.done", **at,
+                                 arguments=item["arguments"]))
+            events.append(ev("response.output_item.done", output_index=index, item=item))
+        events.append(ev("response.incomplete" if incomplete else "response.completed",
+                         response=final))
+        return await self._send_sse(request, events, step)
+
     # --- Anthropic ------------------------------------------------------------------------
 
     @staticmethod
@@ -673,11 +1339,11 @@ class FakeUpstream:
                 or body["max_tokens"] < 1:
             return "max_tokens: Input should be a valid integer greater than or equal to 1"
         system = body.get("system")
-        if system is not None and not isinstance(system, str):
-            if not isinstance(system, list) or any(
+        if system is not None and not isinstance(system, str) and (
+                not isinstance(system, list) or any(
                     not isinstance(b, dict) or b.get("type") != "text"
-                    or not isinstance(b.get("text"), str) for b in system):
-                return "system: Input should be a valid string or a list of text blocks"
+                    or not isinstance(b.get("text"), str) for b in system)):
+            return "system: Input should be a valid string or a list of text blocks"
         temperature = body.get("temperature")
         if temperature is not None and not 0 <= temperature <= 1:
             return "temperature: range: 0..1"
@@ -817,13 +1483,14 @@ class FakeUpstream:
             blocks.append({"type": "text", "text": ans.text})
         blocks += [{"type": "tool_use", "id": "toolu_01" + _rand(22), "name": t.name,
                     "input": t.arguments} for t in ans.tool_calls]
-        usage = {"input_tokens": ans.prompt_tokens, "output_tokens": ans.completion_tokens,
-                 "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+        usage = {"input_tokens": ans.prompt_tokens - ans.cached_tokens,
+                 "output_tokens": ans.completion_tokens,
+                 "cache_creation_input_tokens": 0, "cache_read_input_tokens": ans.cached_tokens,
                  "service_tier": "standard"}
         message = {"id": mid, "type": "message", "role": "assistant", "model": model,
                    "content": blocks, "stop_reason": stop, "stop_sequence": None,
                    "usage": usage}
-        if not body.get("stream"):
+        if not body.get("stream") or isinstance(step, PlainJson):
             return await self._send_json(request, message, step)
 
         def ev(kind: str, data: dict[str, Any]) -> bytes:
