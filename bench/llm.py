@@ -23,9 +23,20 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    BENCH_DIR, RESULTS, Figure, Procs, Table, free_port, percentile, require_tools,
-    run_tool, verdict, wait_http, wait_port, warn_if_busy,
+from common import (
+    BENCH_DIR,
+    RESULTS,
+    Figure,
+    Procs,
+    Table,
+    free_port,
+    percentile,
+    require_tools,
+    run_tool,
+    verdict,
+    wait_http,
+    wait_port,
+    warn_if_busy,
 )
 
 GATEWAY_CORE = "0"
@@ -284,7 +295,7 @@ class Bench:
         for q in ("p50", "p90", "p99"):
             d = Figure([r[q] for r in direct])
             g = Figure([r[q] for r in gw])
-            o = Figure([gr[q] - dr[q] for gr, dr in zip(gw, direct)])
+            o = Figure([gr[q] - dr[q] for gr, dr in zip(gw, direct, strict=True)])
             target, ok = "", None
             if qps is not None and q == "p50":
                 target, ok = f"< {TARGET_P50_MS:g} ms", o.median < TARGET_P50_MS
@@ -313,7 +324,7 @@ class Bench:
             direct.append(stream_stats(direct_url, direct_body, self.s.streams))
             gw.append(stream_stats(gw_url, gw_body, self.s.streams))
         self.raw[label] = {"direct": direct, "gateway": gw}
-        o = Figure([g["ttfb"] - d["ttfb"] for g, d in zip(gw, direct)])
+        o = Figure([g["ttfb"] - d["ttfb"] for g, d in zip(gw, direct, strict=True)])
         self.table.add(f"{label} TTFB overhead", "", o.show("ms"), "—",
                        {"overhead": o.to_json()})
         # Unbuffered: events arrive over as many separate reads and spread over as much time
@@ -495,8 +506,8 @@ def run_profile(gw: Gateway, url: str, body: Path) -> None:
         for fmt, out in (("flamegraph", "profile.svg"), ("raw", "profile.txt")):
             subprocess.run([pyspy, "record", "--pid", str(gw.proc.pid), "--format", fmt,
                             "-r", "250", "-d", str(seconds // 2), "-o", str(RESULTS / out),
-                            "--function", "--nonblocking"], capture_output=True, timeout=seconds + 30,
-                           check=False)
+                            "--function", "--nonblocking"], capture_output=True,
+                           timeout=seconds + 30, check=False)
         print(f"profile: {RESULTS / 'profile.svg'} and {RESULTS / 'profile.txt'}", flush=True)
         summarize_profile(RESULTS / "profile.txt")
     finally:

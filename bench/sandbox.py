@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import shutil
 import statistics
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Table, percentile, verdict, warn_if_busy, write_results  # noqa: E402
+from common import Table, percentile, verdict, warn_if_busy, write_results
 
 TARGET_COLD_MS = 200.0
 TARGET_WARM_MS = 50.0
@@ -32,6 +33,7 @@ def quiet_logs() -> None:
 
 def sandbox_config(backend: str, state_dir: str, min_ready: int, max_total: int) -> Any:
     import msgspec
+
     from gateway_core.config.sandbox import SandboxConfig
 
     return msgspec.convert({"enabled": True, "backend": backend, "state_dir": state_dir,
@@ -136,7 +138,7 @@ class SandboxBench:
                                            f"(stderr {first.stderr[-200:]!r})")
                     rt: list[float] = []
                     for _ in range(self.runs):
-                        ms, _res = await timed(lambda: sb.execute(code))
+                        ms, _res = await timed(functools.partial(sb.execute, code))
                         rt.append(ms)
                     self.row(f"{name}: execute round trip {runtime} ({code})", "", rt, None)
                 finally:

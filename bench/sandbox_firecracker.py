@@ -14,16 +14,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Figure, Table, percentile, warn_if_busy, write_results  # noqa: E402
-
-from gateway_sandbox.backends.firecracker import BOOT_ARGS, FirecrackerVM  # noqa: E402
-from gateway_sandbox.backends.firecracker_api import (  # noqa: E402
+from common import Figure, Table, percentile, warn_if_busy, write_results
+from gateway_sandbox.backends.firecracker import BOOT_ARGS, FirecrackerVM
+from gateway_sandbox.backends.firecracker_api import (
     BootSource,
     Drive,
     MachineConfig,
     Vsock,
 )
-from gateway_sandbox.image import find_image  # noqa: E402
+from gateway_sandbox.image import find_image
 
 
 def _ms(values: list[float]) -> str:

@@ -128,7 +128,7 @@ async def test_jailed_backend_cleans_up_after_a_failed_boot(
         with pytest.raises(BackendUnavailable) as err:
             await backend.start_guest("sb-jailed")
         assert "guest console tail" in str(err.value)
-        leftovers = [p for p in backend.dir.rglob("*")]
+        leftovers = list(backend.dir.rglob("*"))
         assert leftovers == [backend.dir / os.path.basename(fc)] or leftovers == []
         assert orphaned_firecrackers(backend.base, set()) == []
     finally:

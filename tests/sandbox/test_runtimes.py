@@ -105,7 +105,8 @@ async def test_fork_bomb_is_contained(manager: SandboxManager) -> None:
 
 async def test_huge_output_is_truncated(manager: SandboxManager) -> None:
     sb = await manager.create("python")
-    code = "import sys\nchunk = 'x' * 1_000_000\nfor _ in range(100):\n    sys.stdout.write(chunk)\n"
+    code = ("import sys\nchunk = 'x' * 1_000_000\n"
+            "for _ in range(100):\n    sys.stdout.write(chunk)\n")
     result = await sb.execute(code, timeout_s=30)
     assert result.truncated
     assert len(result.stdout) == manager.limits.max_output_bytes

@@ -5,6 +5,22 @@ from __future__ import annotations
 
 import msgspec
 
+__all__ = [
+    "AuthenticationError",
+    "ConfigError",
+    "ErrorBody",
+    "ErrorDetail",
+    "GatewayError",
+    "InvalidRequest",
+    "NotFound",
+    "PayloadTooLarge",
+    "PermissionDenied",
+    "RateLimited",
+    "ServiceUnavailable",
+    "UpstreamError",
+    "UpstreamTimeout",
+]
+
 
 class ErrorDetail(msgspec.Struct, omit_defaults=False):
     message: str

@@ -7,6 +7,18 @@ from typing import Literal
 
 import msgspec
 
+__all__ = [
+    "CreateSandboxRequest",
+    "ExecEvent",
+    "ExecResult",
+    "ExecuteRequest",
+    "FileWritten",
+    "OutputChunk",
+    "SandboxInfo",
+    "SandboxList",
+    "SandboxStatus",
+]
+
 SandboxStatus = Literal["ready", "running", "dead", "closed"]
 
 

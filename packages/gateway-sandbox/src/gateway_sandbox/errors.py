@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from gateway_core.errors import GatewayError, ServiceUnavailable
 
+__all__ = ["AgentError", "BackendUnavailable", "PoolExhausted", "SandboxDead"]
+
 
 class PoolExhausted(ServiceUnavailable):
     code = "sandbox_pool_exhausted"

@@ -23,6 +23,8 @@ from gateway_sandbox.protocol import ConnectionLost
 from gateway_sandbox.runtimes import RUNTIMES, Runtime, available_runtimes
 from gateway_sandbox.sandbox import Sandbox
 
+__all__ = ["SandboxManager", "SandboxStats", "select_backend"]
+
 log = structlog.get_logger("gateway_sandbox")
 
 
@@ -114,7 +116,7 @@ class SandboxManager:
             self._runtimes = available_runtimes(self.cfg.runtime_path,
                                                 self.cfg.process_rootfs_dir or "/")
         else:
-            self._runtimes = {name: None for name in RUNTIMES}
+            self._runtimes = dict.fromkeys(RUNTIMES)
         self._pool.start()
         self._reaper = asyncio.create_task(self._reap_loop())
         log.info("sandbox_manager_started", backend=self.backend.name,
@@ -190,7 +192,7 @@ class SandboxManager:
                     raise PoolExhausted(
                         f"All {self.cfg.pool.max_total} sandboxes are in use "
                         "(pool.max_total); delete one or try again later.")
-                with contextlib.suppress(asyncio.TimeoutError):
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._cond.wait(), remaining)
                 if loop.time() >= deadline and self._pool.starting == 0 \
                         and not self._pool.ready and self._capacity_left() <= 0:
@@ -266,7 +268,7 @@ class SandboxManager:
                     warm = await start_warm(self.backend, self.cfg.start_timeout_s)
                 except BackendUnavailable:
                     raise
-                except (OSError, ConnectionLost, asyncio.TimeoutError) as exc:
+                except (TimeoutError, OSError, ConnectionLost) as exc:
                     raise BackendUnavailable(f"The sandbox did not start: {exc}") from exc
             sb = Sandbox(self, warm.guest, warm.client, runtime=runtime,
                          lifetime_s=timeout_s or self.cfg.max_lifetime_s, env=dict(env or {}),
@@ -362,6 +364,6 @@ class SandboxManager:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return False
-                with contextlib.suppress(asyncio.TimeoutError):
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._cond.wait(), remaining)
         return True

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Literal, Protocol
 
+__all__ = ["NullObserver", "Outcome", "SandboxObserver", "StartKind"]
+
 StartKind = Literal["warm", "cold"]
 #: ok (exit 0), error (non-zero exit), timeout, cancelled, failed (the guest died or failed).
 Outcome = Literal["ok", "error", "timeout", "cancelled", "failed"]

@@ -16,6 +16,8 @@ from gateway_core.config.sandbox import PoolConfig
 from gateway_sandbox.backends.base import Backend, Guest
 from gateway_sandbox.protocol import AgentClient
 
+__all__ = ["WarmGuest", "WarmPool", "new_sandbox_id", "start_warm"]
+
 log = structlog.get_logger("gateway_sandbox")
 
 

@@ -12,6 +12,30 @@ import msgspec
 
 from gateway_sandbox.runtimes import Runtime
 
+__all__ = [
+    "AgentClient",
+    "Cancel",
+    "Chunk",
+    "ConnectionLost",
+    "Error",
+    "Execute",
+    "FileData",
+    "Hello",
+    "MAX_FRAME",
+    "Ok",
+    "PROTOCOL_VERSION",
+    "Ping",
+    "Pong",
+    "ReadFile",
+    "Reply",
+    "Request",
+    "Result",
+    "WriteFile",
+    "Written",
+    "encode_frame",
+    "read_reply",
+]
+
 PROTOCOL_VERSION = 1
 MAX_FRAME = 256 * 1024 * 1024
 _HEADER = struct.Struct(">I")

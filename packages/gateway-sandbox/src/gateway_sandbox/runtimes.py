@@ -8,6 +8,8 @@ import shutil
 
 import msgspec
 
+__all__ = ["RUNTIMES", "Runtime", "available_runtimes", "find_tool"]
+
 
 class Runtime(msgspec.Struct, frozen=True, kw_only=True):
     """``{file}`` is the code's path, ``{dir}`` its private temp dir, ``{workdir}`` the

@@ -28,6 +28,8 @@ from gateway_sandbox.protocol import (
     Written,
 )
 
+__all__ = ["GUEST_WORKDIR", "Sandbox", "check_path"]
+
 if TYPE_CHECKING:
     from gateway_sandbox.manager import SandboxManager
 
@@ -205,7 +207,7 @@ class Sandbox:
                 await self.mark_dead()
                 raise SandboxDead(f"Sandbox {self.id} died during the execution: {exc}") \
                     from None
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 outcome = "failed"
                 await self.mark_dead()
                 raise SandboxDead(f"Sandbox {self.id} stopped answering; it was stopped.") \
@@ -215,7 +217,7 @@ class Sandbox:
                 mgr.observer.on_execute(rt_name, outcome, time.monotonic() - started)
 
     async def _cancel(self, target: int) -> None:
-        with contextlib.suppress(ConnectionLost, asyncio.TimeoutError):
+        with contextlib.suppress(ConnectionLost, TimeoutError):
             await self.client.call(Cancel(id=self.client.new_id(), target=target), 5.0)
 
     # ---- files ----
@@ -246,7 +248,7 @@ class Sandbox:
     async def _file_call(self, msg: WriteFile | ReadFile) -> object:
         try:
             reply = await self.client.call(msg, _FILE_OP_TIMEOUT_S)
-        except (ConnectionLost, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ConnectionLost) as exc:
             await self.mark_dead()
             raise SandboxDead(f"Sandbox {self.id} died: {exc}") from None
         if isinstance(reply, Error):

@@ -9,6 +9,8 @@ from gateway_core.config import load_config
 from gateway_server.app import create_app
 from gateway_server.logs import configure_logging
 
+__all__ = ["CONFIG_ENV", "app"]
+
 CONFIG_ENV = "AGENTIC_GATEWAY_CONFIG"
 
 _config = load_config(os.environ.get(CONFIG_ENV, "config.toml"))

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from gateway_core.config import Config, ConfigError, load_config
 
+__all__ = ["build_image", "check_config", "main", "serve"]
+
 
 def _find_config(explicit: str | None) -> Path:
     if explicit:

@@ -11,6 +11,8 @@ import structlog
 
 from gateway_core.config import LoggingConfig
 
+__all__ = ["configure_logging"]
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
 

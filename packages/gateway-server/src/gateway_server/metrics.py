@@ -16,6 +16,8 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as _multiprocess
 
+__all__ = ["MULTIPROC_ENV", "Metrics", "get_metrics"]
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                     10.0, 30.0, 60.0, 120.0)
@@ -36,8 +38,9 @@ class Metrics:
             ["method", "route"], buckets=_LATENCY_BUCKETS,
         )
         self.llm_requests = Counter(
-            "gateway_llm_requests_total", "Upstream LLM attempts by outcome.",
-            ["provider", "model", "outcome"],
+            "gateway_llm_requests_total",
+            "Upstream LLM attempts by outcome and front door (api: chat, responses, messages).",
+            ["provider", "model", "outcome", "api"],
         )
         self.llm_upstream_duration = Histogram(
             "gateway_llm_upstream_duration_seconds",

@@ -7,13 +7,15 @@ import hmac
 import os
 import time
 from collections.abc import Callable
-from prometheus_client import Counter, Histogram
 
 import structlog
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway_core.errors import AuthenticationError, GatewayError, PayloadTooLarge
 from gateway_server.metrics import Metrics
+
+__all__ = ["GatewayMiddleware"]
 
 log = structlog.get_logger("gateway.access")
 

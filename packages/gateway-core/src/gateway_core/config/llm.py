@@ -6,6 +6,16 @@ from typing import Literal
 
 import msgspec
 
+__all__ = [
+    "CooldownConfig",
+    "LLMConfig",
+    "ModelConfig",
+    "ProviderConfig",
+    "ProviderKind",
+    "RateLimitConfig",
+    "ResponsesConfig",
+]
+
 ProviderKind = Literal["openai", "anthropic"]
 
 

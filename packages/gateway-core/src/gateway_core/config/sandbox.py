@@ -6,6 +6,8 @@ from typing import Literal
 
 import msgspec
 
+__all__ = ["PoolConfig", "SandboxConfig", "SandboxLimits"]
+
 
 class PoolConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     min_ready: int = 2

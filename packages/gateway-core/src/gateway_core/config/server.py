@@ -6,6 +6,8 @@ from typing import Literal
 
 import msgspec
 
+__all__ = ["LoggingConfig", "ServerConfig"]
+
 
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     host: str = "127.0.0.1"

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import base64
 import codecs
+import contextlib
 import json
 import os
 import signal
@@ -34,7 +35,20 @@ import sys
 import tempfile
 import threading
 import time
-from typing import IO, Any, Callable, Dict, List, Optional
+from typing import IO, Any, Callable, ClassVar, Dict, List, Optional, Set
+
+__all__ = [
+    "Agent",
+    "Capture",
+    "Connection",
+    "Execution",
+    "JSON",
+    "MAX_FRAME",
+    "Malformed",
+    "OpError",
+    "PROTOCOL_VERSION",
+    "main",
+]
 
 JSON = Dict[str, Any]
 
@@ -57,7 +71,7 @@ class OpError(Exception):
 class Connection:
     """One peer: frames in on ``rfile``, frames out on ``wfile`` (serialised by a lock)."""
 
-    live: "set[Connection]" = set()
+    live: ClassVar[Set[Connection]] = set()
 
     def __init__(self, rfile: IO[bytes], wfile: IO[bytes], agent: Agent) -> None:
         self.rfile = rfile
@@ -225,7 +239,7 @@ def _rlimit_setter(rlimits: Optional[Dict[str, int]]) -> Optional[Callable[[], N
 
     def apply() -> None:
         for res, value in pairs:
-            soft, hard = resource.getrlimit(res)
+            _soft, hard = resource.getrlimit(res)
             if hard != resource.RLIM_INFINITY:
                 value = min(value, hard)
             resource.setrlimit(res, (value, value))
@@ -359,17 +373,13 @@ def _feed(pipe: IO[bytes], text: str) -> None:
     except (BrokenPipeError, OSError):
         pass
     finally:
-        try:
+        with contextlib.suppress(OSError):
             pipe.close()
-        except OSError:
-            pass
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _rmtree(path: str) -> None:
@@ -383,7 +393,7 @@ class Agent:
         self.workdir = os.path.realpath(workdir)
         self.tmpdir = tmpdir
         self.max_frame = max_frame
-        self.base_env = {k: v for k, v in os.environ.items()}
+        self.base_env = dict(os.environ)
         self.base_env.setdefault("HOME", self.workdir)
 
     def resolve(self, path: Any) -> str:
@@ -440,7 +450,8 @@ def _reap_orphans() -> None:
     while True:
         time.sleep(1.0)
         try:
-            kids = open("/proc/1/task/1/children").read().split()
+            with open("/proc/1/task/1/children") as children:
+                kids = children.read().split()
         except OSError:
             return
         own = set()
@@ -473,10 +484,8 @@ def _serve_socket(agent: Agent, sock: socket.socket) -> None:
                 Connection(rfile, wfile, agent).serve()
             finally:
                 for f in (rfile, wfile):
-                    try:
+                    with contextlib.suppress(OSError):
                         f.close()
-                    except OSError:
-                        pass
                 c.close()
 
         threading.Thread(target=handle, daemon=True).start()
@@ -530,10 +539,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
         Connection(rfile, wfile, agent).serve()
     elif args.unix:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(args.unix)
-        except FileNotFoundError:
-            pass
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(args.unix + ".tmp")
         # Appear under the final name only once listening, so the host never connects early.

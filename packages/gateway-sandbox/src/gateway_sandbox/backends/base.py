@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+__all__ = ["Backend", "Guest"]
+
 
 class Guest(Protocol):
     """One started guest (a microVM or a jailed process tree) with the agent running in it.

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import msgspec
 
+__all__ = ["CGROUP_ROOT", "CgroupLimits", "CgroupManager", "V1_CONTROLLERS", "kill_and_remove"]
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 V1_CONTROLLERS = ("memory", "pids", "cpu")
 

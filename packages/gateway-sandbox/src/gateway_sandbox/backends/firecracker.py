@@ -36,6 +36,25 @@ from gateway_sandbox.errors import BackendUnavailable
 from gateway_sandbox.protocol import AgentClient, ConnectionLost, Execute, Result
 from gateway_sandbox.runtimes import Runtime
 
+__all__ = [
+    "API_SOCK",
+    "BOOT_ARGS",
+    "CONSOLE_LOG",
+    "FC_LOG",
+    "FirecrackerBackend",
+    "FirecrackerGuest",
+    "FirecrackerVM",
+    "GUEST_CID",
+    "Jail",
+    "METRICS",
+    "VSOCK_UDS",
+    "firecracker_status",
+    "first_contact",
+    "hardware_kvm",
+    "orphaned_firecrackers",
+    "wait_for_agent",
+]
+
 log = structlog.get_logger("gateway_sandbox")
 
 API_SOCK = "api.sock"
@@ -260,10 +279,10 @@ class FirecrackerVM:
                 proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(asyncio.shield(proc.wait()), grace_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
-        with contextlib.suppress(asyncio.TimeoutError):
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(proc.wait(), 10)
 
     async def stop(self) -> None:
@@ -600,7 +619,7 @@ async def wait_for_agent(vm: FirecrackerVM, port: int, timeout_s: float, *,
             reader, writer = await vsock.connect(str(vm.vsock_socket), port,
                                                  timeout_s=min(left, 2.0))
             client = await AgentClient.connect(reader, writer, timeout_s=min(left, 5.0))
-        except (OSError, ConnectionLost, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, ConnectionLost) as exc:
             last = repr(exc)
             await asyncio.sleep(0.005)
             continue

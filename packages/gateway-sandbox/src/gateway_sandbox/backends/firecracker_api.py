@@ -11,6 +11,25 @@ import msgspec
 
 from gateway_sandbox.errors import BackendUnavailable
 
+__all__ = [
+    "Action",
+    "BootSource",
+    "Drive",
+    "Entropy",
+    "FirecrackerApi",
+    "FirecrackerApiError",
+    "Logger",
+    "MachineConfig",
+    "MemBackend",
+    "Metrics",
+    "NetworkInterface",
+    "SnapshotCreate",
+    "SnapshotLoad",
+    "VmConfig",
+    "VmState",
+    "Vsock",
+]
+
 # The host part is ignored on a Unix socket; Firecracker only looks at the path.
 _BASE = "http://localhost"
 

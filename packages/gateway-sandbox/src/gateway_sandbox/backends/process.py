@@ -142,14 +142,14 @@ class ProcessGuest:
                 for child in _children(self.proc.pid):
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.kill(child, signal.SIGKILL)
-                with contextlib.suppress(asyncio.TimeoutError):
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(self.proc.wait()), 0.05)
                 if self.proc.returncode is not None:
                     break
             else:
                 with contextlib.suppress(ProcessLookupError):
                     self.proc.send_signal(signal.SIGKILL)
-        with contextlib.suppress(asyncio.TimeoutError):
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.proc.wait(), 10)
         await asyncio.to_thread(self._backend.remove_guest_files, self._id, self.root)
         self._backend.release(self)

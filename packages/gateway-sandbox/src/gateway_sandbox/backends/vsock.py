@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
+__all__ = ["VsockRefused", "connect"]
+
 # Frames can be large (file uploads): raise the reader's buffer limit accordingly.
 _READER_LIMIT = 1 << 20
 

@@ -4,6 +4,7 @@ without mounting; each part cached under the hash of what it is made of."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -27,6 +28,19 @@ from gateway_sandbox.image.recipe import (
     linux_source_version,
     rootfs_key,
 )
+
+__all__ = [
+    "BuildError",
+    "GUEST_AGENT",
+    "GUEST_INIT",
+    "GuestImage",
+    "build",
+    "build_kernel",
+    "build_rootfs",
+    "check_prerequisites",
+    "default_cache_dir",
+    "find_image",
+]
 
 GUEST_AGENT = "opt/gateway-agent/agent.py"
 GUEST_INIT = "sbin/gateway-init"
@@ -89,7 +103,7 @@ def check_prerequisites(out: Path, recipe: Recipe, *, need_kernel: bool,
         if shutil.which("debootstrap") is None:
             missing.append("`debootstrap` not found (apt-get install debootstrap)")
         try:
-            urllib.request.urlopen(  # noqa: S310 - the configured Debian mirror
+            urllib.request.urlopen(
                 f"{recipe.mirror}/dists/{recipe.suite}/Release", timeout=15).close()
         except (urllib.error.URLError, OSError) as exc:
             missing.append(f"the Debian mirror {recipe.mirror} is not reachable ({exc})")
@@ -205,10 +219,8 @@ def _tree_bytes(tree: Path) -> int:
     total = 0
     for dirpath, _dirs, files in os.walk(tree):
         for name in files:
-            try:
+            with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
-            except OSError:
-                pass
     return total
 
 

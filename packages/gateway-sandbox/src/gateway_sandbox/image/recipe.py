@@ -12,6 +12,20 @@ import msgspec
 
 from gateway_sandbox.agent import AGENT_PATH
 
+__all__ = [
+    "INIT_SCRIPT",
+    "KERNEL_FRAGMENT",
+    "LINUX_SOURCE_PACKAGE",
+    "LINUX_SOURCE_TARBALL",
+    "OPTIONAL_RUNTIMES",
+    "RECIPE_VERSION",
+    "Recipe",
+    "debootstrap_key",
+    "kernel_key",
+    "linux_source_version",
+    "rootfs_key",
+]
+
 KERNEL_FRAGMENT = Path(__file__).with_name("kernel.config")
 INIT_SCRIPT = Path(__file__).with_name("init.sh")
 LINUX_SOURCE_PACKAGE = "linux-source-6.1"

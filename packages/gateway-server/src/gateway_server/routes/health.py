@@ -9,6 +9,8 @@ from starlette.routing import Route
 from gateway_server.__about__ import __version__
 from gateway_server.state import GatewayState
 
+__all__ = ["health", "metrics", "ready", "routes"]
+
 
 async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok", "version": __version__})

@@ -22,6 +22,17 @@ from gateway_core.sandbox_types import (
 from gateway_sandbox import SandboxManager
 from gateway_server.bodies import decode_typed
 
+__all__ = [
+    "create_sandbox",
+    "delete_sandbox",
+    "execute",
+    "get_file",
+    "get_sandbox",
+    "list_sandboxes",
+    "put_file",
+    "routes",
+]
+
 T = TypeVar("T")
 
 _create_decoder = msgspec.json.Decoder(CreateSandboxRequest)
