@@ -17,7 +17,8 @@ from gateway_core.config import Config
 from gateway_core.errors import GatewayError, NotFound
 from gateway_server.metrics import get_metrics
 from gateway_server.middleware import GatewayMiddleware
-from gateway_server.routes import chat, health, models, responses, sandboxes
+from gateway_server.error_shapes import render_error
+from gateway_server.routes import chat, health, messages, models, responses, sandboxes
 from gateway_server.state import GatewayState
 
 log = structlog.get_logger("gateway")
@@ -25,8 +26,8 @@ log = structlog.get_logger("gateway")
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    headers = dict(exc.headers)
-    return Response(exc.to_json(), status_code=exc.status, headers=headers,
+    status, body = render_error(request.url.path, exc)
+    return Response(body, status_code=status, headers=dict(exc.headers),
                     media_type="application/json")
 
 
@@ -35,7 +36,8 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled_error", path=request.url.path, exc_info=exc)
     err = GatewayError("The gateway hit an internal error; see its logs for the request id.",
                        code="internal_error")
-    return Response(err.to_json(), status_code=500, media_type="application/json")
+    status, body = render_error(request.url.path, err)
+    return Response(body, status_code=status, media_type="application/json")
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -68,7 +70,7 @@ def create_app(config: Config) -> Starlette:
             await state.aclose()
 
     route_list: list[BaseRoute] = [*health.routes, *models.routes, *chat.routes,
-                                   *responses.routes, *sandboxes.routes]
+                                   *responses.routes, *messages.routes, *sandboxes.routes]
     templates: dict[object, str] = {}
     for r in route_list:
         if isinstance(r, Route):

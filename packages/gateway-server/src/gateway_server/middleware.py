@@ -13,6 +13,7 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway_core.errors import AuthenticationError, GatewayError, PayloadTooLarge
+from gateway_server.error_shapes import ANTHROPIC_PREFIX, render_error
 from gateway_server.metrics import Metrics
 
 __all__ = ["GatewayMiddleware"]
@@ -69,12 +70,15 @@ class GatewayMiddleware:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=rid)
         status = 500
+        anthropic = scope["path"].startswith(ANTHROPIC_PREFIX)
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+                if anthropic:
+                    message["headers"].append((b"request-id", request_id))
             await send(message)
 
         try:
@@ -87,7 +91,7 @@ class GatewayMiddleware:
                     f"{self.max_body_bytes} bytes."
                 )
             if error is not None:
-                await _send_error(send_wrapper, error)
+                await _send_error(send_wrapper, error, scope["path"], request_id)
             else:
                 await self.app(scope, self._capped(receive), send_wrapper)
         finally:
@@ -142,10 +146,13 @@ class GatewayMiddleware:
         return capped_receive
 
 
-async def _send_error(send: Send, error: GatewayError) -> None:
+async def _send_error(send: Send, error: GatewayError, path: str, request_id: bytes) -> None:
+    status, body = render_error(path, error)
     headers = list(_JSON)
+    if path.startswith(ANTHROPIC_PREFIX):
+        headers.append((b"request-id", request_id))
     headers.extend((k.encode(), v.encode()) for k, v in error.headers.items())
     if error.status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": error.to_json()})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
+
 from gateway_core.config import ProviderConfig
 from gateway_llm.dialects.messages import MESSAGES
-from gateway_llm.hub import DialectName
+from gateway_llm.errors import AttemptFailed
+from gateway_llm.hub import DialectName, LLMRequest
 from gateway_llm.providers.base import Call, HTTPProvider
 
 __all__ = ["AnthropicProvider"]
@@ -37,6 +41,20 @@ class AnthropicProvider(HTTPProvider):
             headers["authorization"] = f"Bearer {config.api_key}"
         headers.update(config.headers)
         self.headers = headers
+
+    async def count_tokens(self, raw: dict[str, object], *, model: str,
+                           headers: dict[str, str], timeout_s: float | None) -> bytes:
+        """POST /v1/messages/count_tokens upstream with only the model replaced."""
+        loop = asyncio.get_running_loop()
+        budget = min(self.config.first_byte_timeout_s, timeout_s or math.inf)
+        call = Call(LLMRequest(MESSAGES, model, None, raw, headers=headers), model,
+                    loop.time() + budget)
+        body = MESSAGES.native_body(raw, model=model, stream=False)
+        try:
+            return await self.send(MESSAGES, self.count_tokens_url, body,
+                                   {**self.headers, **headers}, call)
+        except AttemptFailed as failed:
+            raise failed.error from None
 
     def request_headers(self, call: Call, dialect: DialectName, stream: bool) -> dict[str, str]:
         headers = super().request_headers(call, dialect, stream)

@@ -9,7 +9,7 @@ from starlette.routing import Route
 from gateway_server.__about__ import __version__
 from gateway_server.state import GatewayState
 
-__all__ = ["health", "metrics", "ready", "routes"]
+__all__ = ["health", "metrics", "ready", "root", "routes"]
 
 
 async def health(request: Request) -> Response:
@@ -29,7 +29,13 @@ async def metrics(request: Request) -> Response:
     return Response(data, media_type=content_type)
 
 
+async def root(request: Request) -> Response:
+    """Claude Code checks the base URL with ``HEAD /`` before its first request."""
+    return Response(b"", status_code=200)
+
+
 routes = [
+    Route("/", root, methods=["GET", "HEAD"]),
     Route("/health", health, methods=["GET"]),
     Route("/health/ready", ready, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),

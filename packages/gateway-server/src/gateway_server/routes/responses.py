@@ -142,7 +142,7 @@ async def get_response(request: Request) -> Response:
     stored = await state.responses.get(response_id)
     if stored is None:
         raise _unknown_response(response_id)
-    return Response(stored.response, media_type="application/json")
+    return Response(bytes(stored.response), media_type="application/json")
 
 
 async def delete_response(request: Request) -> Response:
