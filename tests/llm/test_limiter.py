@@ -14,6 +14,7 @@ import pytest
 
 from gateway_core.config import ModelConfig, ProviderConfig, RateLimitConfig
 from gateway_core.openai_types import ChatCompletionRequest
+from gateway_llm.dialects.chat import CHAT
 from gateway_llm.limiter import (
     Admission,
     Denied,
@@ -124,7 +125,7 @@ def test_prompt_estimate() -> None:
                 {"type": "text", "text": "y" * 40},
                 {"type": "image_url", "image_url": {"url": "https://e/x.png"}}]}]}),
         type=ChatCompletionRequest)
-    assert estimate_prompt_tokens(req) == 110 + 8 + 3 + 765
+    assert estimate_prompt_tokens(CHAT.to_conversation(req)) == 110 + 8 + 3 + 765
 
 
 # --- Redis ---------------------------------------------------------------------------

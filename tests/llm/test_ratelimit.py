@@ -15,6 +15,8 @@ import pytest
 
 from gateway_core.config import ModelConfig, ProviderConfig, RateLimitConfig
 from gateway_core.openai_types import ChatCompletionRequest
+from gateway_llm.hub import LLMRequest
+from gateway_server.routes.chat import llm_request
 from gateway_llm.limiter import (
     Admission,
     Denied,
@@ -167,18 +169,23 @@ def _request(**extra: Any) -> ChatCompletionRequest:
     return msgspec.json.decode(msgspec.json.encode(body), type=ChatCompletionRequest)
 
 
+def _llm(**extra: Any) -> LLMRequest:
+    body = {"model": "m", "messages": [{"role": "user", "content": "z" * 400}], **extra}
+    return llm_request(_request(**extra), body)
+
+
 def test_reserved_tokens_cover_prompt_and_every_choice() -> None:
     rl = limiter(MemoryLimitStore(), tpm=10_000, default_completion_tokens=50)
-    prompt = estimate_prompt_tokens(_request())
+    prompt = estimate_prompt_tokens(_llm().conversation())
     assert prompt == 100 + 4 + 3
-    assert rl.estimate(_request()) == prompt + 50
-    assert rl.estimate(_request(max_tokens=100, n=2)) == prompt + 200
+    assert rl.estimate(_llm()) == prompt + 50
+    assert rl.estimate(_llm(max_tokens=100, n=2)) == prompt + 200
     # max_completion_tokens (the newer name) wins over max_tokens.
-    assert rl.estimate(_request(max_tokens=100, max_completion_tokens=30)) == prompt + 30
+    assert rl.estimate(_llm(max_tokens=100, max_completion_tokens=30)) == prompt + 30
     tool = {"type": "function", "function": {
         "name": "lookup", "description": "d" * 400,
         "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}
-    with_tools = estimate_prompt_tokens(_request(tools=[tool]))
+    with_tools = estimate_prompt_tokens(_llm(tools=[tool]).conversation())
     schema_chars = len(msgspec.json.encode(tool))
     assert abs((with_tools - prompt) - schema_chars / 4) <= schema_chars / 4 * 0.2
 

@@ -14,7 +14,7 @@ from gateway_llm.hub import LLMRequest
 from gateway_server.bodies import decode_raw, decode_typed
 from gateway_server.routes.front_door import serve
 
-__all__ = ["chat_completions", "routes"]
+__all__ = ["chat_completions", "llm_request", "routes"]
 
 _request_decoder = msgspec.json.Decoder(ChatCompletionRequest, strict=False)
 
@@ -35,6 +35,16 @@ def _max_output(req: ChatCompletionRequest) -> int | None:
     return None
 
 
+def llm_request(req: ChatCompletionRequest, raw: dict[str, object]) -> LLMRequest:
+    """The router's view of a chat request: output limit (max_completion_tokens, the newer
+    name, wins over max_tokens), choices, whether the client wants the usage chunk."""
+    include_usage = (isinstance(req.stream_options, StreamOptions)
+                     and req.stream_options.include_usage is True)
+    return LLMRequest(CHAT, req.model, req, raw, stream=req.stream is True,
+                      include_usage=include_usage, max_output_tokens=_max_output(req),
+                      n=req.n if isinstance(req.n, int) else 1)
+
+
 async def chat_completions(request: Request) -> Response:
     body = await request.body()
     # Decoded twice on purpose: the typed request validates and routes, the raw object
@@ -42,12 +52,7 @@ async def chat_completions(request: Request) -> Response:
     raw = decode_raw(body)
     req = decode_typed(_request_decoder, body)
     _validate(req)
-    include_usage = (isinstance(req.stream_options, StreamOptions)
-                     and req.stream_options.include_usage is True)
-    llm = LLMRequest(CHAT, req.model, req, raw, stream=req.stream is True,
-                     include_usage=include_usage, max_output_tokens=_max_output(req),
-                     n=req.n if isinstance(req.n, int) else 1)
-    return await serve(request, llm)
+    return await serve(request, llm_request(req, raw))
 
 
 routes = [Route("/v1/chat/completions", chat_completions, methods=["POST"])]

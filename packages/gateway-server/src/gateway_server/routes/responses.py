@@ -107,7 +107,7 @@ async def _store(state: GatewayState, body: bytes, items: list[dict[str, object]
     if previous is not None:
         response["previous_response_id"] = previous
     await state.responses.put(StoredResponse(
-        id=response["id"], created_at=int(time.time()), response=_encode(response),
+        id=response["id"], created_at=int(time.time()), response=msgspec.Raw(_encode(response)),
         input_items=items, output_items=output_items_of(body), model=model,
         previous_response_id=previous,
     ))
@@ -154,12 +154,20 @@ async def delete_response(request: Request) -> Response:
                              "deleted": True}), media_type="application/json")
 
 
-def _item_id(response_id: str, index: int, item: dict[str, object]) -> dict[str, object]:
-    if isinstance(item.get("id"), str):
-        return item
-    out = {"id": f"msg_{response_id.removeprefix('resp_')}{index:04d}", **item}
-    if "type" not in out:
-        out["type"] = "message"
+def _listed(response_id: str, index: int, item: dict[str, object]) -> dict[str, object]:
+    """An input item as OpenAI lists it: with an id, and a message's content as parts."""
+    out = dict(item)
+    out.setdefault("type", "message")
+    if not isinstance(out.get("id"), str):
+        out["id"] = f"msg_{response_id.removeprefix('resp_')}{index:04d}"
+    content = out.get("content")
+    if out["type"] == "message" and isinstance(content, str):
+        kind = "output_text" if out.get("role") == "assistant" else "input_text"
+        part: dict[str, object] = {"type": kind, "text": content}
+        if kind == "output_text":
+            part["annotations"] = []
+        out["content"] = [part]
+        out.setdefault("status", "completed")
     return out
 
 
@@ -181,7 +189,7 @@ async def list_input_items(request: Request) -> Response:
         limit = 0
     if not 1 <= limit <= 100:
         raise InvalidRequest("limit must be an integer between 1 and 100.", param="limit")
-    items = [_item_id(response_id, i, it) for i, it in enumerate(stored.input_items)]
+    items = [_listed(response_id, i, it) for i, it in enumerate(stored.input_items)]
     if order == "desc":
         items.reverse()
     after = q.get("after")
