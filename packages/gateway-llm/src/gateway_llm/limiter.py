@@ -1,5 +1,5 @@
-"""Per-provider (and per-alias) request and token budgets: requests/min, tokens/min,
-tokens/day, in process memory or in Redis shared by every worker and host.
+"""Per-provider, per-alias and per-deployment request and token budgets: requests/min,
+tokens/min, tokens/day, in process memory or in Redis shared by every worker and host.
 
 Algorithm: GCRA (the generic cell rate algorithm, as in ATM networks and redis-cell). Each
 limit of ``amount`` per ``window`` keeps one number, the theoretical arrival time (TAT):
@@ -15,6 +15,7 @@ or released when the request never reached the provider.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -120,14 +121,14 @@ class MemoryLimitStore:
     async def reserve(self, limits: Sequence[Limit], costs: Sequence[int]) -> Decision:
         now = self.clock()
         new: list[float] = []
-        for i, (limit, cost) in enumerate(zip(limits, costs)):
+        for i, (limit, cost) in enumerate(zip(limits, costs, strict=False)):
             ok, tat, retry = _gcra(self._tat.get(limit.key, now), now, limit, cost)
             if not ok:
                 decision = Decision(False, denied_index=i, retry_after_s=retry)
                 self._fill(decision, limits, now)
                 return decision
             new.append(tat)
-        for limit, tat in zip(limits, new):
+        for limit, tat in zip(limits, new, strict=False):
             self._tat[limit.key] = tat
         decision = Decision(True)
         self._fill(decision, limits, now)
@@ -141,7 +142,7 @@ class MemoryLimitStore:
 
     async def adjust(self, limits: Sequence[Limit], deltas: Sequence[int]) -> None:
         now = self.clock()
-        for limit, delta in zip(limits, deltas):
+        for limit, delta in zip(limits, deltas, strict=False):
             # From now, like the Redis script: a TAT in the past means a full bucket.
             tat = max(self._tat.get(limit.key, now), now) + delta * limit.interval
             self._tat[limit.key] = max(tat, now)
@@ -254,7 +255,7 @@ class RedisLimitStore:
     def _args(self, limits: Sequence[Limit], amounts: Sequence[int]) -> tuple[list[str], list[str]]:
         keys = [self.key_prefix + limit.key for limit in limits]
         args = [repr(self._now_ms())]
-        for limit, amount in zip(limits, amounts):
+        for limit, amount in zip(limits, amounts, strict=False):
             args += [repr(limit.interval * 1000), repr(limit.window_s * 1000), str(amount)]
         return keys, args
 
@@ -267,7 +268,7 @@ class RedisLimitStore:
         except (TimeoutError, OSError) as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             raise LimitStoreUnavailable(self.last_error) from None
-        except Exception as exc:  # noqa: BLE001 - redis-py's own connection errors
+        except Exception as exc:  # redis-py's own connection errors; anything else re-raised
             if type(exc).__module__.startswith("redis"):
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 raise LimitStoreUnavailable(self.last_error) from None
@@ -282,7 +283,7 @@ class RedisLimitStore:
         aheads = [float(x) / 1000 for x in out[3:]]  # type: ignore[arg-type]
         decision = Decision(admitted, denied_index=int(out[1]) - 1,  # type: ignore[call-overload]
                             retry_after_s=float(out[2]) / 1000)  # type: ignore[arg-type]
-        for limit, ahead in zip(limits, aheads):
+        for limit, ahead in zip(limits, aheads, strict=False):
             decision.remaining.append(_remaining(ahead, limit))
             decision.reset_s.append(ahead)
         return decision
@@ -362,6 +363,11 @@ class RateLimiter:
         for alias, m in models.items() if rl.enabled else ():
             scopes[f"model:{alias}"] = _limits(
                 f"model:{alias}", {"requests": m.rpm, "tokens": m.tpm, "tokens_day": m.tpd})
+            # A deployment's own budget (one name is one deployment in every alias).
+            for d in m.resolved_deployments(alias):
+                scope = f"deployment:{d.name}"
+                scopes[scope] = _limits(
+                    scope, {"requests": d.rpm, "tokens": d.tpm, "tokens_day": d.tpd})
         scopes = {k: v for k, v in scopes.items() if v}
         if store is None:
             store = (RedisLimitStore(rl.redis_url, timeout_s=rl.redis_timeout_s)
@@ -387,18 +393,21 @@ class RateLimiter:
         n = max(1, request.n)
         return estimate_prompt_tokens(request.conversation()) + out * n
 
-    async def acquire(self, provider: str, alias: str | None, tokens: int) -> Admission | Denied:
+    async def acquire(self, provider: str, alias: str | None, tokens: int, *,
+                      deployment: str | None = None) -> Admission | Denied:
         limits = list(self.scopes.get(f"provider:{provider}", ()))
         if alias is not None:
             limits += self.scopes.get(f"model:{alias}", ())
+        if deployment is not None:
+            limits += self.scopes.get(f"deployment:{deployment}", ())
         if not limits:
             return Admission([], [], tokens, provider, [], [])
         for limit in limits:
             if limit.name != "requests" and tokens > limit.amount:
                 return Denied(provider, limit.name, 0.0, too_large=True, message=(
                     f"This request needs an estimated {tokens} tokens, more than the "
-                    f"{limit.amount} {_describe(limit)} allowed for {provider}; reduce the "
-                    "prompt or max_tokens."))
+                    f"{limit.amount} {_describe(limit)} allowed for {_owner(limit, provider)}; "
+                    "reduce the prompt or max_tokens."))
         costs = [1 if limit.name == "requests" else tokens for limit in limits]
         try:
             decision = await self.store.reserve(limits, costs)
@@ -419,7 +428,8 @@ class RateLimiter:
                              decision.reset_s)
         limit = limits[decision.denied_index]
         denied = Denied(provider, limit.name, decision.retry_after_s, message=(
-            f"Rate limit reached for {provider}: {limit.amount} {_describe(limit)}. "
+            f"Rate limit reached for {_owner(limit, provider)}: {limit.amount} "
+            f"{_describe(limit)}. "
             f"Try again in {format_reset(decision.retry_after_s)}."))
         denied.headers = _headers(limits, decision.remaining, decision.reset_s)
         return denied
@@ -435,20 +445,17 @@ class RateLimiter:
         if delta == 0:
             return
         deltas = [0 if limit.name == "requests" else delta for limit in admission.limits]
-        try:
+        # Already logged by acquire's path; the budget is approximate meanwhile.
+        with contextlib.suppress(LimitStoreUnavailable):
             await self.store.adjust(admission.limits, deltas)
-        except LimitStoreUnavailable:
-            pass  # already logged by acquire's path; the budget is approximate meanwhile
 
     async def release(self, admission: Admission) -> None:
         """Give everything back: the request never reached the provider."""
         if admission.settled or not admission.limits:
             return
         admission.settled = True
-        try:
+        with contextlib.suppress(LimitStoreUnavailable):
             await self.store.adjust(admission.limits, [-c for c in admission.costs])
-        except LimitStoreUnavailable:
-            pass
 
     def headers(self, admission: Admission) -> dict[str, str]:
         return _headers(admission.limits, admission.remaining, admission.reset_s)
@@ -466,6 +473,13 @@ def _limits(scope: str, amounts: dict[LimitName, int | None]) -> list[Limit]:
             for name, amount in amounts.items() if amount]
 
 
+def _owner(limit: Limit, provider: str) -> str:
+    """Whose budget a limit is, for messages: the provider, or a deployment by name."""
+    if limit.key.startswith("deployment:"):
+        return "deployment " + limit.key[len("deployment:"):].rsplit(":", 1)[0]
+    return provider
+
+
 def _describe(limit: Limit) -> str:
     return {"requests": "requests per minute", "tokens": "tokens per minute",
             "tokens_day": "tokens per day"}[limit.name]
@@ -473,10 +487,12 @@ def _describe(limit: Limit) -> str:
 
 def _headers(limits: Sequence[Limit], remaining: Sequence[int],
              reset_s: Sequence[float]) -> dict[str, str]:
-    """x-ratelimit-* headers as OpenAI sends them, from the provider scope's limits."""
+    """x-ratelimit-* headers as OpenAI sends them, from the provider scope's limits (a
+    deployment's own limits, more specific, win over its provider's)."""
     out: dict[str, str] = {}
-    for limit, left, reset in zip(limits, remaining, reset_s):
-        if not limit.key.startswith("provider:") or limit.name == "tokens_day":
+    for limit, left, reset in zip(limits, remaining, reset_s, strict=False):
+        if limit.name == "tokens_day" or not limit.key.startswith(("provider:",
+                                                                    "deployment:")):
             continue
         suffix = "requests" if limit.name == "requests" else "tokens"
         out[f"x-ratelimit-limit-{suffix}"] = str(limit.amount)

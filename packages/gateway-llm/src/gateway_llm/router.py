@@ -1,6 +1,9 @@
-"""The router: resolves a model alias to its ordered deployments (primary, then fallbacks)
-and walks them — retrying retryable failures with backoff, skipping deployments in cooldown,
-failing over — until one answers or the request's deadline runs out."""
+"""The router: resolves a model alias to its deployments (the alias's own, ordered by its
+routing strategy, then its fallbacks) and walks them — a retryable failure moves to another
+deployment of the same alias before the same one is retried with backoff, deployments with
+an open circuit or no budget are skipped — until one answers or the deadline runs out.
+When every door is shut, the deployment whose circuit opened first still gets the request
+as a probe instead of the client getting a 503."""
 
 from __future__ import annotations
 
@@ -10,12 +13,20 @@ import random
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+import msgspec
 import structlog
 
-from gateway_core.config import LLMConfig, RateLimitConfig
+from gateway_core.config import (
+    DeploymentConfig,
+    LLMConfig,
+    ModelConfig,
+    ProviderConfig,
+    RateLimitConfig,
+    Routing,
+)
 from gateway_core.errors import (
     InvalidRequest,
     NotFound,
@@ -23,9 +34,9 @@ from gateway_core.errors import (
     ServiceUnavailable,
     UpstreamTimeout,
 )
-from gateway_core.config.llm import ModelConfig
-from gateway_llm.circuit import CircuitBreaker
-from gateway_llm.errors import AttemptFailed
+from gateway_llm.balancer import DeploymentStats, order
+from gateway_llm.circuit import CircuitBreaker, Permit
+from gateway_llm.errors import PROVIDER_FAULT_STATUSES, AttemptFailed
 from gateway_llm.hub import EncodeOptions, LLMRequest, Usage
 from gateway_llm.limiter import Admission, Denied, RateLimiter
 from gateway_llm.providers import make_provider
@@ -45,33 +56,63 @@ log = structlog.get_logger("gateway.llm")
 
 
 class RouterObserver(Protocol):
-    """Where the router reports what it did (the server turns these into metrics)."""
+    """Where the router reports what it did (the server turns these into metrics).
+    ``deployment`` is the deployment's configured name (bounded by the config)."""
 
     def attempt(self, provider: str, model: str, outcome: str, seconds: float,
-                api: str) -> None: ...
+                api: str, deployment: str) -> None: ...
 
     def failover(self, from_: str, to: str, reason: str) -> None: ...
 
     def tokens(self, provider: str, model: str, usage: Usage) -> None: ...
 
-    def circuit(self, provider: str, model: str, is_open: bool) -> None: ...
+    def circuit(self, provider: str, model: str, deployment: str, is_open: bool) -> None: ...
+
+    def open_circuit(self, alias: str, is_open: bool) -> None:
+        """Every deployment of the alias and of its fallbacks has an open circuit: it is
+        served through the last door (True), or one closed again (False)."""
+        ...
 
     def ratelimited(self, provider: str, limit: str) -> None: ...
 
     def remaining(self, provider: str, limit: str, value: int) -> None: ...
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Deployment:
+    """One upstream of an alias. Its breaker and stats belong to its name and are shared
+    by every alias that lists it."""
+
     alias: str
     provider: Provider
     model: str
     breaker: CircuitBreaker
     options: EncodeOptions
+    name: str = ""  # defaults to "provider/model"
+    weight: float = 1.0
+    stats: DeploymentStats = field(default_factory=DeploymentStats)
+    # The metrics label: the name for configured deployments; a client's direct
+    # "provider/any-model" shows as "provider/*" so labels stay bounded by the config.
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            self.name = f"{self.provider.name}/{self.model}"
+        if not self.label:
+            self.label = self.name
 
     @property
     def key(self) -> str:
-        return f"{self.provider.name}/{self.model}"
+        return self.name
+
+
+@dataclass(slots=True)
+class _Group:
+    """One alias's deployments in a chain, picked among by its routing strategy."""
+
+    alias: str
+    routing: Routing
+    deployments: list[Deployment]
 
 
 @dataclass(slots=True)
@@ -84,6 +125,7 @@ class Routed:
     fallback: bool
     headers: dict[str, str]
     admission: Admission | None
+    deployment: str
 
 
 @dataclass(slots=True)
@@ -102,8 +144,12 @@ _CLAUDE_VERSION = re.compile(r"claude-(?:[a-z]+-)?(\d+)(?:[-.](\d))?(?!\d)")
 
 def thinking_mode(model: str, configured: str | None) -> Literal["adaptive", "budget", "off"]:
     """How reasoning effort becomes Anthropic thinking for this upstream model."""
-    if configured == "adaptive" or configured == "budget" or configured == "off":
-        return configured
+    if configured == "adaptive":
+        return "adaptive"
+    if configured == "budget":
+        return "budget"
+    if configured == "off":
+        return "off"
     m = _CLAUDE_VERSION.search(model)
     if m is None:
         return "budget"
@@ -115,11 +161,14 @@ def thinking_mode(model: str, configured: str | None) -> Literal["adaptive", "bu
 
 class SettlingStream:
     """The provider's stream; closing it (however it ended) settles the reservation to the
-    usage it reported and reports the tokens, once."""
+    usage it reported and reports the tokens, once. ``done`` (synchronous: it also runs if
+    the stream is dropped unclosed) ends the deployment's in-flight count."""
 
-    def __init__(self, stream: Stream, settle: Callable[[Usage | None], Awaitable[None]]):
+    def __init__(self, stream: Stream, settle: Callable[[Usage | None], Awaitable[None]],
+                 done: Callable[[], None] | None = None) -> None:
         self._stream = stream
         self._settle: Callable[[Usage | None], Awaitable[None]] | None = settle
+        self._done = done
 
     @property
     def usage(self) -> Usage | None:
@@ -132,13 +181,49 @@ class SettlingStream:
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._stream.__aiter__()
 
+    def _finish(self) -> None:
+        done, self._done = self._done, None
+        if done is not None:
+            done()
+
     async def aclose(self) -> None:
         try:
             await self._stream.aclose()
         finally:
+            self._finish()
             settle, self._settle = self._settle, None
             if settle is not None:
                 await settle(self._stream.usage)
+
+    def __del__(self) -> None:
+        self._finish()
+
+
+ProviderFactory = Callable[[str, ProviderConfig], Provider]
+
+
+class _Walk:
+    """One client request's way through the chain."""
+
+    __slots__ = ("attempts", "counted", "deadline", "denials", "estimate", "last",
+                 "previous", "primary", "request", "shut", "skipped", "stream", "tried")
+
+    def __init__(self, request: LLMRequest, stream: bool, deadline: float, estimate: int,
+                 primary: _Group) -> None:
+        self.request = request
+        self.stream = stream
+        self.deadline = deadline
+        self.estimate = estimate
+        self.primary = primary
+        self.attempts = 0
+        self.last: AttemptFailed | None = None
+        self.skipped: list[str] = []
+        self.denials: list[Denied] = []
+        self.previous: Deployment | None = None
+        # Deployments this request already counted in their breaker (once per request).
+        self.counted: set[str] = set()
+        self.tried: set[str] = set()
+        self.shut: list[Deployment] = []  # skipped for an open circuit
 
 
 class Router:
@@ -151,6 +236,8 @@ class Router:
         limiter: RateLimiter | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        provider_factory: ProviderFactory = make_provider,
     ) -> None:
         self.config = config
         self.providers = providers
@@ -158,10 +245,25 @@ class Router:
         self.limiter = limiter if limiter is not None and limiter.enabled else None
         self.clock = clock
         self._sleep = sleep
+        self._rng = rng if rng is not None else random.Random()
+        self._factory = provider_factory
         self._breakers: dict[str, CircuitBreaker] = {}
-        self._chains: dict[str, list[Deployment]] = {}
+        self._stats: dict[str, DeploymentStats] = {}
+        # Deployments with their own pool, timeouts or headers: a provider instance each.
+        self._sessions: dict[str, Provider] = {}
+        self._configured: dict[str, DeploymentConfig] = {}
+        for alias, m in config.models.items():
+            for dc in m.resolved_deployments(alias):
+                assert dc.name is not None
+                self._configured.setdefault(dc.name, dc)
+        self._chains: dict[str, list[_Group]] = {}
+        self._aliases_of: dict[str, set[str]] = {}
         for alias in config.models:
-            self._chains[alias] = self._resolve(alias)
+            self._chains[alias] = groups = self._resolve(alias)
+            for g in groups:
+                for d in g.deployments:
+                    self._aliases_of.setdefault(d.name, set()).add(alias)
+        self._open_aliases: set[str] = set()
 
     @classmethod
     def from_config(
@@ -179,11 +281,11 @@ class Router:
     async def start(self) -> None:
         if self.limiter is not None:
             await self.limiter.start()
-        for p in self.providers.values():
+        for p in [*self.providers.values(), *self._sessions.values()]:
             await p.start()
 
     async def aclose(self) -> None:
-        for p in self.providers.values():
+        for p in [*self.providers.values(), *self._sessions.values()]:
             await p.aclose()
         if self.limiter is not None:
             await self.limiter.aclose()
@@ -197,17 +299,26 @@ class Router:
 
     # --- resolution ------------------------------------------------------------------
 
-    def _deployment(self, alias: str, provider: str, model: str) -> Deployment | None:
-        p = self.providers.get(provider)
+    def _deployment(self, alias: str, provider: str, model: str,
+                    dc: DeploymentConfig | None = None, *, direct: bool = False,
+                    ) -> Deployment | None:
+        name = dc.name if dc is not None and dc.name else f"{provider}/{model}"
+        weight = dc.weight if dc is not None else 1.0
+        # "provider/model" written as a fallback (or asked for directly) is the configured
+        # deployment of that name when there is one, with its own session and budget.
+        dc = self._configured.get(name, dc)
+        p = self._provider_for(name, provider, dc)
         if p is None:  # disabled
             return None
-        key = f"{provider}/{model}"
-        breaker = self._breakers.get(key)
+        breaker = self._breakers.get(name)
         if breaker is None:
             cd = self.config.cooldown
-            breaker = CircuitBreaker(failures=cd.failures, window_s=cd.window_s,
-                                     cooldown_s=cd.cooldown_s, clock=self.clock)
-            self._breakers[key] = breaker
+            breaker = CircuitBreaker(
+                window_s=cd.window_s, min_requests=cd.min_requests,
+                failure_rate=cd.failure_rate, min_failures=cd.failures,
+                cooldown_s=cd.cooldown_s, probes=cd.probes, clock=self.clock)
+            self._breakers[name] = breaker
+        stats = self._stats.setdefault(name, DeploymentStats())
         m = self.config.models.get(alias) or ModelConfig(provider=provider)
         options = EncodeOptions(
             default_max_tokens=self.config.default_max_tokens,
@@ -215,66 +326,126 @@ class Router:
             drop_params=tuple(m.drop_params),
             hosted_tools=m.hosted_tools,
         )
-        return Deployment(alias, p, model, breaker, options)
+        label = name if not direct or name in self._configured else f"{provider}/*"
+        return Deployment(alias, p, model, breaker, options, name=name, weight=weight,
+                          stats=stats, label=label)
 
-    def _resolve(self, alias: str) -> list[Deployment]:
+    def _provider_for(self, name: str, provider: str,
+                      dc: DeploymentConfig | None) -> Provider | None:
+        shared = self.providers.get(provider)
+        if shared is None or dc is None or not dc.own_session:
+            return shared
+        own = self._sessions.get(name)
+        if own is None:
+            pc = shared.config
+            overrides: dict[str, object] = {
+                key: getattr(dc, key) for key in
+                ("max_connections", "connect_timeout_s", "first_byte_timeout_s",
+                 "total_timeout_s") if getattr(dc, key) is not None}
+            own = self._factory(provider, msgspec.structs.replace(
+                pc, headers={**pc.headers, **dc.headers}, **overrides))
+            self._sessions[name] = own
+        return own
+
+    def _group(self, alias: str) -> _Group:
         m = self.config.models[alias]
-        chain: list[Deployment] = []
-        first = self._deployment(alias, m.provider, m.model or alias)
-        if first is not None:
-            chain.append(first)
+        deployments = []
+        for dc in m.resolved_deployments(alias):
+            assert dc.model is not None
+            d = self._deployment(alias, dc.provider, dc.model, dc)
+            if d is not None:
+                deployments.append(d)
+        return _Group(alias, m.routing, deployments)
+
+    def _resolve(self, alias: str) -> list[_Group]:
+        m = self.config.models[alias]
+        chain = [self._group(alias)]
         for fb in m.fallbacks:
-            d: Deployment | None
             if fb in self.config.models:
-                other = self.config.models[fb]
-                d = self._deployment(fb, other.provider, other.model or fb)
-            elif "/" in fb:
+                chain.append(self._group(fb))
+                continue
+            d: Deployment | None
+            if "/" in fb:
                 provider, model = fb.split("/", 1)
                 d = self._deployment(alias, provider, model)
             else:
                 default = self.config.providers[fb].default_model
                 d = self._deployment(alias, fb, default) if default else None
-            if d is not None and all(d.key != c.key for c in chain):
-                chain.append(d)
-        return chain
-
-    def models(self) -> list[tuple[str, str]]:
-        """(alias, owning provider) for each alias whose primary provider is enabled."""
+            chain.append(_Group(alias, "weighted", [d] if d is not None else []))
+        # Each deployment once, where it first appears.
+        seen: set[str] = set()
         out = []
-        for alias, m in self.config.models.items():
-            if m.provider in self.providers:
-                out.append((alias, m.provider))
+        for g in chain:
+            g.deployments = [d for d in g.deployments if d.name not in seen]
+            seen.update(d.name for d in g.deployments)
+            if g.deployments:
+                out.append(g)
         return out
 
-    def chain(self, model: str) -> list[Deployment]:
-        chain = self._chains.get(model)
-        if chain is not None:
-            if not chain:
+    def models(self) -> list[tuple[str, str]]:
+        """(alias, owning provider) for each alias with an enabled deployment of its own."""
+        out = []
+        for alias, m in self.config.models.items():
+            for dc in m.resolved_deployments(alias):
+                if dc.provider in self.providers:
+                    out.append((alias, dc.provider))
+                    break
+        return out
+
+    def groups(self, model: str) -> list[_Group]:
+        groups = self._chains.get(model)
+        if groups is not None:
+            if not groups:
                 raise ServiceUnavailable(
                     f"Model '{model}' has no enabled provider.", param="model",
                     code="model_unavailable",
                 )
-            return chain
+            return groups
         # "provider/upstream-model" addresses a configured provider directly.
         if "/" in model:
             provider, upstream = model.split("/", 1)
-            d = self._deployment(model, provider, upstream)
+            d = self._deployment(model, provider, upstream, direct=True)
             if d is not None and upstream:
-                return [d]
+                return [_Group(model, "weighted", [d])]
         raise NotFound(
             f"The model '{model}' does not exist or you do not have access to it.",
             param="model", code="model_not_found",
         )
 
+    def chain(self, model: str) -> list[Deployment]:
+        """Every deployment a request for the model may reach, the alias's own first."""
+        return [d for g in self.groups(model) for d in g.deployments]
+
     def health(self) -> dict[str, object]:
         deployments = {}
-        for key, b in self._breakers.items():
-            deployments[key] = {"state": b.state, "retry_in_s": round(b.retry_in(), 3),
-                                "last_error": b.last_reason}
+        for name, b in self._breakers.items():
+            requests, failures = b.counts()
+            stats = self._stats[name]
+            deployments[name] = {
+                "state": b.state, "retry_in_s": round(b.retry_in(), 3),
+                "last_error": b.last_reason, "window_requests": requests,
+                "window_failures": failures, "in_flight": stats.in_flight,
+                "latency_ms": None if stats.latency_s is None
+                else round(stats.latency_s * 1000, 1),
+            }
+        models = {}
+        for alias, groups in self._chains.items():
+            models[alias] = {
+                "routing": self.config.models[alias].routing,
+                "deployments": [d.name for d in groups[0].deployments] if groups else [],
+                # Every door is shut: requests go to the one that opened first, as probes.
+                "open_circuit": self._all_open(alias),
+            }
         return {"providers": {n: {"kind": p.kind, "api_key_set": bool(p.config.api_key)}
                               for n, p in self.providers.items()},
                 "deployments": deployments,
+                "models": models,
                 "rate_limit": None if self.limiter is None else self.limiter.health()}
+
+    def _all_open(self, alias: str) -> bool:
+        groups = self._chains.get(alias) or []
+        return bool(groups) and all(d.breaker.state != "closed"
+                                    for g in groups for d in g.deployments)
 
     # --- the request -----------------------------------------------------------------
 
@@ -299,7 +470,7 @@ class Router:
         if m is not None and m.max_output_tokens is not None and wanted is not None \
                 and wanted > m.max_output_tokens:
             field = {"chat": "max_tokens", "responses": "max_output_tokens",
-                     "messages": "max_tokens"}[request.dialect.name]
+                     "messages": "max_tokens"}.get(request.dialect.name, "max_tokens")
             raise InvalidRequest(
                 f"{field} = {wanted} is more than the {m.max_output_tokens} output tokens "
                 f"allowed for model '{request.model}'.", param=field,
@@ -309,106 +480,176 @@ class Router:
     async def _route(
         self, request: LLMRequest, *, stream: bool, timeout_s: float | None,
     ) -> RoutedCompletion | RoutedStream:
-        chain = self.chain(request.model)
+        groups = self.groups(request.model)
         self._check_output_limit(request)
         loop = asyncio.get_running_loop()
         budget = self.config.request_timeout_s
         if timeout_s is not None:
             budget = min(budget, timeout_s)
         deadline = loop.time() + budget
-        limiter = self.limiter
-        estimate = limiter.estimate(request) if limiter is not None else 0
-        attempts = 0
-        last: AttemptFailed | None = None
-        skipped: list[str] = []
-        denials: list[Denied] = []
-        previous: Deployment | None = None
-        for d in chain:
-            if not d.breaker.try_acquire():
-                skipped.append(f"{d.key} cooling down")
-                continue
-            admission: Admission | None = None
-            if limiter is not None:
-                decision = await limiter.acquire(d.provider.name, d.alias, estimate)
-                if isinstance(decision, Denied):
-                    d.breaker.release_probe()
-                    denials.append(decision)
-                    skipped.append(f"{d.key} over its {decision.limit} limit")
-                    if self.observer is not None:
-                        self.observer.ratelimited(d.provider.name, decision.limit)
-                    continue
-                admission = decision
-                self._report_remaining(admission)
-            if previous is not None and self.observer is not None:
-                reason = last.reason if last else "skipped"
-                self.observer.failover(previous.key, d.key, reason)
-            previous = d
-            max_retries = d.provider.config.max_retries
-            if max_retries is None:
-                max_retries = self.config.max_retries
-            call = Call(request, d.model, deadline, d.options)
-            headers = limiter.headers(admission) if limiter and admission else {}
-            try:
-                for retry in range(max_retries + 1):
-                    attempts += 1
-                    started = loop.time()
-                    try:
-                        result: RoutedCompletion | RoutedStream
-                        if stream:
-                            s = await d.provider.stream(call)
-                            result = RoutedStream(
-                                d.provider.name, d.model, attempts, d is not chain[0],
-                                {**headers, **s.headers}, admission,
-                                stream=SettlingStream(s, self._settler(d, admission)),
-                            )
-                        else:
-                            c = await d.provider.complete(call)
-                            result = RoutedCompletion(
-                                d.provider.name, d.model, attempts, d is not chain[0],
-                                {**headers, **c.headers}, admission, completion=c,
-                            )
-                    except AttemptFailed as failure:
-                        last = failure
-                        self._failed(d, failure, attempts, loop.time() - started,
-                                     request.dialect.name)
-                        if not failure.failover:
-                            raise failure.error from None
-                        if not failure.retryable or retry == max_retries:
-                            break
-                        wait = self._backoff(retry, failure.retry_after_s)
-                        if loop.time() + wait >= deadline:
-                            break
-                        await self._sleep(wait)
-                        continue
-                    self._succeeded(d, attempts, loop.time() - started,
-                                    None if stream else result, request.dialect.name)
-                    if isinstance(result, RoutedCompletion) and limiter and admission:
-                        usage = result.completion.usage
-                        await limiter.settle(admission, usage.total_tokens if usage else None)
-                    admission = None  # handed over to the result (streams settle at the end)
-                    return result
-            except BaseException:
-                d.breaker.release_probe()
-                raise
-            finally:
-                if limiter is not None and admission is not None:
-                    # The deployment failed: keep the request counted, give the tokens back.
-                    await limiter.settle(admission, 0)
-            if loop.time() >= deadline:
-                raise UpstreamTimeout(
-                    f"No provider answered within the request deadline of {budget:g}s "
-                    f"({attempts} attempts).", code="deadline_exceeded",
-                )
-        if last is not None:
-            raise last.error
-        if denials:
-            raise self._denied(request.model, denials)
+        estimate = self.limiter.estimate(request) if self.limiter is not None else 0
+        walk = _Walk(request, stream, deadline, estimate, groups[0])
+        for g in groups:
+            ordered = order(g.routing, g.deployments, rng=self._rng, now=self.clock())
+            result = await self._walk(walk, ordered, budget)
+            if result is not None:
+                return result
+        # Never shut the last door: rather than refuse, send the request (as a probe) to the
+        # deployment whose circuit opened first, if this request has not tried it yet.
+        shut = [d for d in walk.shut if d.name not in walk.tried]
+        if shut:
+            d = min(shut, key=lambda d: d.breaker.opened_at or -math.inf)
+            log.warning("circuit_last_door", model=request.model, deployment=d.name)
+            result = await self._walk(walk, [d], budget, forced=True)
+            if result is not None:
+                return result
+        if walk.last is not None:
+            raise walk.last.error
+        if walk.denials:
+            raise self._denied(request.model, walk.denials)
         raise ServiceUnavailable(
             f"No deployment of model '{request.model}' can take the request now: "
-            + "; ".join(skipped) + ".", code="no_deployment_available",
+            + "; ".join(walk.skipped) + ".", code="no_deployment_available",
         )
 
-    def _denied(self, model: str, denials: list[Denied]) -> InvalidRequest | RateLimited | ServiceUnavailable:
+    async def _walk(self, walk: _Walk, ordered: list[Deployment], budget: float, *,
+                    forced: bool = False) -> RoutedCompletion | RoutedStream | None:
+        """Try the deployments in order, each once, then again (after its backoff) those
+        whose failure may pass on a retry, until each has had its retries."""
+        loop = asyncio.get_running_loop()
+        limiter = self.limiter
+        tries: dict[str, int] = {}
+        not_before: dict[str, float] = {}
+        active = list(ordered)
+        while active:
+            for d in list(active):
+                n = tries.get(d.name, 0)
+                if n:
+                    wait = not_before[d.name] - loop.time()
+                    if wait > 0:
+                        if loop.time() + wait >= walk.deadline:
+                            active.remove(d)
+                            continue
+                        await self._sleep(wait)
+                permit = d.breaker.force() if forced else d.breaker.admit()
+                if permit is None:
+                    walk.skipped.append(f"{d.name} cooling down")
+                    if d not in walk.shut:
+                        walk.shut.append(d)
+                    active.remove(d)
+                    continue
+                admission: Admission | None = None
+                if limiter is not None:
+                    try:
+                        decision = await limiter.acquire(d.provider.name, d.alias,
+                                                         walk.estimate, deployment=d.name)
+                    except BaseException:
+                        d.breaker.release(permit)  # cancelled: a probe slot must not leak
+                        raise
+                    if isinstance(decision, Denied):
+                        d.breaker.release(permit)
+                        walk.denials.append(decision)
+                        walk.skipped.append(f"{d.name} over its {decision.limit} limit")
+                        if not decision.too_large and not decision.store_unavailable:
+                            d.stats.observe_exhausted(self.clock(), decision.retry_after_s)
+                        if self.observer is not None:
+                            self.observer.ratelimited(d.provider.name, decision.limit)
+                        active.remove(d)
+                        continue
+                    admission = decision
+                    self._report_remaining(admission)
+                    self._note_budget(d, admission)
+                if walk.previous is not None and walk.previous is not d \
+                        and self.observer is not None:
+                    reason = walk.last.reason if walk.last else "skipped"
+                    self.observer.failover(walk.previous.key, d.key, reason)
+                walk.previous = d
+                tries[d.name] = n + 1
+                outcome = await self._attempt(walk, d, permit, admission)
+                if not isinstance(outcome, AttemptFailed):
+                    return outcome
+                if not outcome.retryable or tries[d.name] > self._max_retries(d):
+                    active.remove(d)
+                else:
+                    not_before[d.name] = loop.time() + self._backoff(n, outcome.retry_after_s)
+                if loop.time() >= walk.deadline:
+                    raise UpstreamTimeout(
+                        f"No provider answered within the request deadline of {budget:g}s "
+                        f"({walk.attempts} attempts).", code="deadline_exceeded",
+                    )
+        return None
+
+    async def _attempt(self, walk: _Walk, d: Deployment, permit: Permit,
+                       admission: Admission | None,
+                       ) -> RoutedCompletion | RoutedStream | AttemptFailed:
+        """One upstream attempt; its outcome reported to the breaker, stats and observer."""
+        limiter = self.limiter
+        request = walk.request
+        api = request.dialect.name
+        walk.attempts += 1
+        walk.tried.add(d.name)
+        count = d.name not in walk.counted
+        call = Call(request, d.model, walk.deadline, d.options)
+        headers = limiter.headers(admission) if limiter and admission else {}
+        fallback = d not in walk.primary.deployments
+        reported = False
+        handed_over = False
+        d.stats.in_flight += 1
+        started = self.clock()
+        try:
+            result: RoutedCompletion | RoutedStream
+            try:
+                if walk.stream:
+                    s = await d.provider.stream(call)
+                    result = RoutedStream(
+                        d.provider.name, d.model, walk.attempts, fallback,
+                        {**headers, **s.headers}, admission, d.name,
+                        stream=SettlingStream(s, self._settler(d, admission),
+                                              self._done(d)),
+                    )
+                    handed_over = True
+                else:
+                    c = await d.provider.complete(call)
+                    result = RoutedCompletion(
+                        d.provider.name, d.model, walk.attempts, fallback,
+                        {**headers, **c.headers}, admission, d.name, completion=c,
+                    )
+            except AttemptFailed as failure:
+                walk.last = failure
+                reported = True
+                self._failed(d, permit, failure, count, walk.attempts,
+                             self.clock() - started, api)
+                if failure.failover:
+                    walk.counted.add(d.name)
+                    return failure
+                raise failure.error from None
+            took = self.clock() - started
+            reported = True
+            d.stats.observe_latency(took, self.clock())
+            self._succeeded(d, permit, count, walk.attempts, took,
+                            None if walk.stream else result, api)
+            if isinstance(result, RoutedCompletion) and limiter and admission:
+                usage = result.completion.usage
+                await limiter.settle(admission, usage.total_tokens if usage else None)
+            admission = None  # handed over to the result (streams settle at the end)
+            return result
+        except BaseException:
+            if not reported:
+                d.breaker.release(permit)
+            raise
+        finally:
+            if not handed_over:
+                d.stats.in_flight -= 1
+            if limiter is not None and admission is not None:
+                # The deployment failed: keep the request counted, give the tokens back.
+                await limiter.settle(admission, 0)
+
+    def _max_retries(self, d: Deployment) -> int:
+        n = d.provider.config.max_retries
+        return self.config.max_retries if n is None else n
+
+    def _denied(self, model: str, denials: list[Denied],
+                ) -> InvalidRequest | RateLimited | ServiceUnavailable:
         waits = [d for d in denials if not d.too_large and not d.store_unavailable]
         if not waits:
             first = denials[0]
@@ -428,9 +669,24 @@ class Router:
     def _report_remaining(self, admission: Admission) -> None:
         if self.observer is None:
             return
-        for limit, left in zip(admission.limits, admission.remaining):
+        for limit, left in zip(admission.limits, admission.remaining, strict=False):
             if limit.key.startswith("provider:"):
                 self.observer.remaining(admission.provider, limit.name, left)
+
+    def _note_budget(self, d: Deployment, admission: Admission) -> None:
+        """What the limiter said is left of this deployment's own and its provider's
+        budgets (the alias's budget is the same whichever deployment serves)."""
+        if admission.degraded or not admission.remaining:
+            return
+        d.stats.observe_budget(self.clock(), [
+            (left, limit.amount, limit.window_s)
+            for limit, left in zip(admission.limits, admission.remaining, strict=False)
+            if not limit.key.startswith("model:")])
+
+    def _done(self, d: Deployment) -> Callable[[], None]:
+        def done() -> None:
+            d.stats.in_flight -= 1
+        return done
 
     def _settler(self, d: Deployment, admission: Admission | None,
                  ) -> Callable[[Usage | None], Awaitable[None]]:
@@ -450,33 +706,57 @@ class Router:
         # Full jitter (AWS architecture blog): spreads retries of many clients apart.
         return float(min(self.config.backoff_max_s, random.uniform(0, base) + base / 2))
 
-    def _failed(self, d: Deployment, failure: AttemptFailed, attempt: int, took: float,
-                api: str) -> None:
+    # --- outcomes --------------------------------------------------------------------
+
+    def _failed(self, d: Deployment, permit: Permit, failure: AttemptFailed, count: bool,
+                attempt: int, took: float, api: str) -> None:
         log.warning("upstream_attempt", provider=d.provider.name, model=d.model,
-                    attempt=attempt, outcome=failure.reason,
+                    deployment=d.name, attempt=attempt, outcome=failure.reason,
                     status=failure.upstream_status, ms=round(took * 1000, 1))
         opened = False
-        if failure.upstream_status in (401, 403):
-            d.breaker.trip(failure.reason)
-            opened = True
+        if failure.upstream_status in PROVIDER_FAULT_STATUSES:
+            opened = d.breaker.trip(failure.reason)
         elif failure.failover:
-            opened = d.breaker.record_failure(failure.reason)
+            opened = d.breaker.failure(failure.reason, permit, count=count)
         else:
-            d.breaker.release_probe()
+            # The request itself was refused (400, 404, 413, 422, ...): says nothing of
+            # the deployment's health.
+            d.breaker.release(permit)
         if self.observer is not None:
-            self.observer.attempt(d.provider.name, d.model, failure.reason, took, api)
-            if opened:
-                self.observer.circuit(d.provider.name, d.model, True)
+            self.observer.attempt(d.provider.name, d.model, failure.reason, took, api, d.label)
+        if opened:
+            log.warning("circuit_opened", deployment=d.name, reason=failure.reason)
+            if self.observer is not None:
+                self.observer.circuit(d.provider.name, d.model, d.label, True)
+            self._circuit_changed(d)
 
-    def _succeeded(self, d: Deployment, attempt: int, took: float,
-                   result: RoutedCompletion | RoutedStream | None, api: str) -> None:
-        was_open = d.breaker.state != "closed"
-        d.breaker.record_success()
-        log.debug("upstream_attempt", provider=d.provider.name, model=d.model, attempt=attempt,
-                 outcome="ok", ms=round(took * 1000, 1))
+    def _succeeded(self, d: Deployment, permit: Permit, count: bool, attempt: int,
+                   took: float, result: RoutedCompletion | RoutedStream | None,
+                   api: str) -> None:
+        closed = d.breaker.success(permit, count=count)
+        log.debug("upstream_attempt", provider=d.provider.name, model=d.model,
+                  deployment=d.name, attempt=attempt, outcome="ok", ms=round(took * 1000, 1))
         if self.observer is not None:
-            self.observer.attempt(d.provider.name, d.model, "ok", took, api)
-            if was_open:
-                self.observer.circuit(d.provider.name, d.model, False)
+            self.observer.attempt(d.provider.name, d.model, "ok", took, api, d.label)
+            if closed:
+                self.observer.circuit(d.provider.name, d.model, d.label, False)
             if isinstance(result, RoutedCompletion) and result.completion.usage is not None:
                 self.observer.tokens(d.provider.name, d.model, result.completion.usage)
+        if closed:
+            log.info("circuit_closed", deployment=d.name)
+            self._circuit_changed(d)
+
+    def _circuit_changed(self, d: Deployment) -> None:
+        """Tell whether the aliases that reach this deployment now run on open circuits."""
+        for alias in self._aliases_of.get(d.name, ()):
+            shut = self._all_open(alias)
+            if shut == (alias in self._open_aliases):
+                continue
+            if shut:
+                self._open_aliases.add(alias)
+                log.error("alias_on_open_circuit", model=alias)
+            else:
+                self._open_aliases.discard(alias)
+                log.info("alias_circuit_closed", model=alias)
+            if self.observer is not None:
+                self.observer.open_circuit(alias, shut)

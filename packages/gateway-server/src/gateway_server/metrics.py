@@ -39,8 +39,9 @@ class Metrics:
         )
         self.llm_requests = Counter(
             "gateway_llm_requests_total",
-            "Upstream LLM attempts by outcome and front door (api: chat, responses, messages).",
-            ["provider", "model", "outcome", "api"],
+            "Upstream LLM attempts by outcome, front door (api: chat, responses, messages) "
+            "and deployment (its configured name; provider/* for a direct provider/model).",
+            ["provider", "model", "outcome", "api", "deployment"],
         )
         self.llm_upstream_duration = Histogram(
             "gateway_llm_upstream_duration_seconds",
@@ -65,7 +66,13 @@ class Metrics:
         )
         self.deployment_state = Gauge(
             "gateway_llm_deployment_open", "1 while a deployment is cooling down "
-            "(circuit open), else 0.", ["provider", "model"], multiprocess_mode="max",
+            "(circuit open), else 0.", ["provider", "model", "deployment"],
+            multiprocess_mode="max",
+        )
+        self.model_open_circuit = Gauge(
+            "gateway_llm_model_open_circuit", "1 while every deployment of a model alias "
+            "and of its fallbacks has an open circuit (requests go to the one that opened "
+            "first, as probes), else 0.", ["model"], multiprocess_mode="max",
         )
         self.sandbox_pool_ready = Gauge(
             "gateway_sandbox_pool_ready", "Warm sandboxes ready to hand out.",

@@ -13,14 +13,14 @@ class RouterMetrics:
     def __init__(self, metrics: Metrics) -> None:
         self.m = metrics
         # Children per label set: labels() takes a lock and a lookup on every call.
-        self._attempts: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
+        self._attempts: dict[tuple[str, str, str, str, str], tuple[Counter, Histogram]] = {}
 
     def attempt(self, provider: str, model: str, outcome: str, seconds: float,
-                api: str) -> None:
-        key = (provider, model, outcome, api)
+                api: str, deployment: str) -> None:
+        key = (provider, model, outcome, api, deployment)
         children = self._attempts.get(key)
         if children is None:
-            children = (self.m.llm_requests.labels(provider, model, outcome, api),
+            children = (self.m.llm_requests.labels(provider, model, outcome, api, deployment),
                         self.m.llm_upstream_duration.labels(provider, model))
             self._attempts[key] = children
         children[0].inc()
@@ -33,8 +33,11 @@ class RouterMetrics:
         self.m.llm_tokens.labels(provider, model, "prompt").inc(usage.input_tokens)
         self.m.llm_tokens.labels(provider, model, "completion").inc(usage.output_tokens)
 
-    def circuit(self, provider: str, model: str, is_open: bool) -> None:
-        self.m.deployment_state.labels(provider, model).set(1 if is_open else 0)
+    def circuit(self, provider: str, model: str, deployment: str, is_open: bool) -> None:
+        self.m.deployment_state.labels(provider, model, deployment).set(1 if is_open else 0)
+
+    def open_circuit(self, alias: str, is_open: bool) -> None:
+        self.m.model_open_circuit.labels(alias).set(1 if is_open else 0)
 
     def ratelimited(self, provider: str, limit: str) -> None:
         self.m.ratelimit_rejections.labels(provider, limit).inc()

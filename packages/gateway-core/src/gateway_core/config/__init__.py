@@ -18,12 +18,14 @@ import msgspec.inspect
 
 from gateway_core.config.llm import (
     CooldownConfig,
+    DeploymentConfig,
     LLMConfig,
     ModelConfig,
     ProviderConfig,
     ProviderKind,
     RateLimitConfig,
     ResponsesConfig,
+    Routing,
 )
 from gateway_core.config.sandbox import PoolConfig, SandboxConfig, SandboxLimits
 from gateway_core.config.server import LoggingConfig, ServerConfig
@@ -33,6 +35,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "CooldownConfig",
+    "DeploymentConfig",
     "LLMConfig",
     "LoggingConfig",
     "ModelConfig",
@@ -41,6 +44,7 @@ __all__ = [
     "ProviderKind",
     "RateLimitConfig",
     "ResponsesConfig",
+    "Routing",
     "SandboxConfig",
     "SandboxLimits",
     "ServerConfig",
@@ -109,17 +113,21 @@ def _lookup(tree: object, path: str) -> object:
 def _choices(path: str) -> list[object] | None:
     """The allowed values of the Literal field at a dotted path of Config, if it is one."""
     info: msgspec.inspect.Type = msgspec.inspect.type_info(Config)
-    for key in re.findall(r"[^.\[\]]+", path):
+    # Keys of a struct (".name"), of a dict (".name", or "[...]" where msgspec leaves the
+    # key out) and list indexes ("[0]").
+    for key, _ in re.findall(r"\.?([^.\[\]]+)|\[([^\]]*)\]", "." + path):
         while isinstance(info, msgspec.inspect.UnionType):
             info = next((t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)),
                         info.types[0])
-        if isinstance(info, msgspec.inspect.StructType):
+        if isinstance(info, msgspec.inspect.StructType) and key:
             field = next((f for f in info.fields if f.name == key), None)
             if field is None:
                 return None
             info = field.type
         elif isinstance(info, msgspec.inspect.DictType):
             info = info.value_type
+        elif isinstance(info, msgspec.inspect.ListType) and not key:
+            info = info.item_type
         else:
             return None
     if isinstance(info, msgspec.inspect.LiteralType):
@@ -230,6 +238,8 @@ def _check(config: Config, source: str) -> None:
         elif p.responses == "native" and p.kind != "openai":
             raise fail(f"{where}.responses", '"native"; only OpenAI-kind providers serve the '
                        'Responses API natively; expected "translate"')
+    # Deployment name -> (alias, its settings): one name is one deployment everywhere.
+    seen: dict[str, tuple[str, DeploymentConfig]] = {}
     for alias, m in llm.models.items():
         where = f"llm.models.{alias}"
         for key in ("rpm", "tpm", "tpd"):
@@ -238,12 +248,7 @@ def _check(config: Config, source: str) -> None:
                 raise fail(f"{where}.{key}", f"{v}; expected >= 1 (leave it out for no limit)")
         if m.max_output_tokens is not None and m.max_output_tokens < 1:
             raise fail(f"{where}.max_output_tokens", f"{m.max_output_tokens}; expected >= 1")
-        if m.provider not in llm.providers:
-            raise fail(
-                f"{where}.provider",
-                f"{m.provider!r} is not a configured provider; expected one of "
-                f"{sorted(llm.providers)}",
-            )
+        _check_deployments(config, source, alias, m, seen)
         for i, fb in enumerate(m.fallbacks):
             _check_fallback(config, source, f"{where}.fallbacks[{i}]", fb)
 
@@ -284,6 +289,42 @@ def _check(config: Config, source: str) -> None:
 
 def _fail(source: str, path: str, problem: str) -> ConfigError:
     return ConfigError(f"{source}: `{path}`: {problem}")
+
+
+def _check_deployments(config: Config, source: str, alias: str, m: ModelConfig,
+                       seen: dict[str, tuple[str, DeploymentConfig]]) -> None:
+    providers = config.llm.providers
+    where = f"llm.models.{alias}"
+    if m.deployments and (m.provider is not None or m.model is not None):
+        raise _fail(source, f"{where}.deployments", "set with provider/model; expected either "
+                    "provider (and model) for one deployment or deployments, not both")
+    if not m.deployments and m.provider is None:
+        raise _fail(source, f"{where}.provider",
+                    "missing; expected a configured provider or a deployments list")
+    names: set[str] = set()
+    resolved = m.resolved_deployments(alias)
+    for i, d in enumerate(resolved):
+        at = f"{where}.deployments[{i}]" if m.deployments else where
+        if d.provider not in providers:
+            raise _fail(source, f"{at}.provider",
+                        f"{d.provider!r} is not a configured provider; expected one of "
+                        f"{sorted(providers)}")
+        assert d.name is not None  # filled in by resolved_deployments
+        if not d.name.strip():
+            raise _fail(source, f"{at}.name", "empty; expected a name or none")
+        if d.name in names:
+            raise _fail(source, f"{at}.name", f"{d.name!r} names two deployments of this "
+                        "alias; give each a distinct name")
+        names.add(d.name)
+        same = msgspec.structs.replace(d, weight=1.0)
+        other = seen.setdefault(d.name, (alias, same))
+        if other[1] != same:
+            raise _fail(source, at, f"deployment {d.name!r} is also in alias {other[0]!r} "
+                        "with other settings; the same name is the same deployment "
+                        "everywhere: give one of them another name")
+    if resolved and all(d.weight == 0 for d in resolved):
+        raise _fail(source, f"{where}.deployments",
+                    "every weight is 0; expected at least one deployment with weight > 0")
 
 
 def _check_fallback(config: Config, source: str, where: str, fb: str) -> None:

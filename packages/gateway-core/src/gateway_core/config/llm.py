@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 __all__ = [
     "CooldownConfig",
+    "DeploymentConfig",
     "LLMConfig",
     "ModelConfig",
     "ProviderConfig",
     "ProviderKind",
     "RateLimitConfig",
     "ResponsesConfig",
+    "Routing",
 ]
 
 ProviderKind = Literal["openai", "anthropic"]
+# How an alias with several deployments picks one: weighted random, fewest requests in
+# flight, lowest recent latency, or most rate-limit budget left.
+Routing = Literal["weighted", "least-busy", "lowest-latency", "usage"]
+
+_Budget = Annotated[int, msgspec.Meta(ge=1)]
+_Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 
 class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -52,10 +60,50 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             f"{k}={v!r}" for k, v in shown.items()) + ")"
 
 
-class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class DeploymentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One upstream serving an alias: a provider and its model, with its share of the
+    traffic and, optionally, its own budgets, connection pool, timeouts and headers (any of
+    the last three gives the deployment its own HTTP session, a copy of the provider's)."""
+
     provider: str
     # Upstream model name; defaults to the alias.
     model: str | None = None
+    # Names the deployment in headers, metrics, health and its circuit; defaults to
+    # "provider/model". The same name in two aliases is the same deployment.
+    name: str | None = None
+    # Share of the traffic under routing = "weighted" (relative); 0 keeps it as a standby
+    # that only gets requests the others cannot take (in every strategy).
+    weight: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+    rpm: _Budget | None = None
+    tpm: _Budget | None = None
+    tpd: _Budget | None = None
+    max_connections: _Budget | None = None
+    connect_timeout_s: _Seconds | None = None
+    first_byte_timeout_s: _Seconds | None = None
+    total_timeout_s: _Seconds | None = None
+    # Merged over the provider's headers.
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+
+    @property
+    def own_session(self) -> bool:
+        """Whether the deployment needs an HTTP session of its own (its own pool, timeouts
+        or headers) instead of sharing its provider's."""
+        return bool(self.headers) or any(
+            getattr(self, f) is not None for f in _SESSION_FIELDS)
+
+
+_SESSION_FIELDS = ("max_connections", "connect_timeout_s", "first_byte_timeout_s",
+                   "total_timeout_s")
+
+
+class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # One deployment: a provider and its model (the shorthand for a one-item deployments).
+    provider: str | None = None
+    # Upstream model name; defaults to the alias.
+    model: str | None = None
+    # Several deployments behind the alias (instead of provider/model), and how to pick.
+    deployments: list[DeploymentConfig] = msgspec.field(default_factory=list)
+    routing: Routing = "weighted"
     # Other aliases, "provider/upstream-model", or a bare provider name (its default_model).
     fallbacks: list[str] = msgspec.field(default_factory=list)
     rpm: int | None = None
@@ -72,6 +120,20 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     drop_params: list[str] = msgspec.field(default_factory=list)
     # The largest max_output_tokens / max_tokens a client may ask for on this alias.
     max_output_tokens: int | None = None
+
+    def resolved_deployments(self, alias: str) -> list[DeploymentConfig]:
+        """The alias's deployments with model and name filled in (the shorthand as one)."""
+        listed = self.deployments
+        if not listed:
+            if self.provider is None:
+                return []
+            listed = [DeploymentConfig(provider=self.provider, model=self.model)]
+        out = []
+        for d in listed:
+            model = d.model or alias
+            out.append(msgspec.structs.replace(d, model=model,
+                                               name=d.name or f"{d.provider}/{model}"))
+        return out
 
 
 class ResponsesConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -91,9 +153,19 @@ class ResponsesConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class CooldownConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    failures: int = 3
-    window_s: float = 60.0
-    cooldown_s: float = 30.0
+    """The circuit breaker of each deployment. It opens when, within window_s, at least
+    min_requests client requests reached the deployment and failure_rate of them failed
+    (and at least ``failures``); auth failures (401/403) open it at once; requests the
+    upstream refused as invalid (400, 404, 413, 422) never count, and a request retried
+    several times counts once. After cooldown_s, ``probes`` requests are let through."""
+
+    window_s: _Seconds = 60.0
+    min_requests: _Budget = 5
+    failure_rate: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
+    # The fewest failed requests in the window that can open it.
+    failures: _Budget = 3
+    cooldown_s: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    probes: _Budget = 1
 
 
 class LLMConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

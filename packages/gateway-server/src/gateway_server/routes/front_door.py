@@ -27,6 +27,7 @@ def routed_headers(routed: Routed) -> dict[str, str]:
         **routed.headers,
         "x-gateway-provider": routed.provider,
         "x-gateway-model": routed.model,
+        "x-gateway-deployment": routed.deployment,
         "x-gateway-attempts": str(routed.attempts),
         "x-gateway-fallback": "true" if routed.fallback else "false",
     }
