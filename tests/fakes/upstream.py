@@ -836,6 +836,7 @@ class FakeUpstream:
             app.router.add_post("/v1/chat/completions", self._tracked("openai", self._openai))
             app.router.add_post("/v1/responses", self._tracked("responses", self._responses))
             app.router.add_post("/v1/messages", self._tracked("anthropic", self._anthropic))
+            app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
             app.router.add_get("/v1/models", self._models)
             # handler_cancellation: a client that goes away cancels its handler, which is how
             # tests see that the gateway gave up on an upstream request.
@@ -1431,6 +1432,18 @@ class FakeUpstream:
                     or not isinstance(tool.get("input_schema"), dict):
                 return f"tools.{j}: a tool needs a name and an input_schema object"
         return None
+
+    async def _count_tokens(self, request: web.Request) -> web.Response:
+        """Anthropic's count_tokens: the prompt's words, after the same key check."""
+        body = await self._record(None, request)
+        bearer = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if (request.headers.get("x-api-key") or bearer) != self.anthropic_key:
+            return _json_response(401, anthropic_error_body(401, "invalid x-api-key"))
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return _json_response(400, anthropic_error_body(400, "messages: Field required"))
+        words = sum(_words(_text_of(m.get("content"))) for m in body["messages"]
+                    if isinstance(m, dict))
+        return web.json_response({"input_tokens": words + 3})
 
     def _default_anthropic(self, body: dict[str, Any]) -> Reply:
         messages = body["messages"]
