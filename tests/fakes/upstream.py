@@ -12,12 +12,15 @@ content. With `responses=False` its OpenAI side is a Chat-only compatible server
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import itertools
 import json
 import re
 import secrets
 import string
+import struct
 import threading
 import time
 from collections import deque
@@ -50,7 +53,7 @@ OPENAI_KEY = "sk-openai-test"
 ANTHROPIC_KEY = "sk-ant-test"
 
 # "openai" is Chat Completions, "responses" is OpenAI's Responses API.
-Kind = Literal["openai", "responses", "anthropic"]
+Kind = Literal["openai", "responses", "anthropic", "completions", "embeddings"]
 
 
 # --- scripted steps: each one is consumed by exactly one chat/responses/messages request ---
@@ -718,7 +721,9 @@ class FakeUpstream:
         self._disconnects = 0
         self._queues: dict[Kind | None, deque[Step]] = {None: deque(), "openai": deque(),
                                                          "responses": deque(),
-                                                         "anthropic": deque()}
+                                                         "anthropic": deque(),
+                                                         "completions": deque(),
+                                                         "embeddings": deque()}
         # Stored responses (store: true, the API's default) for previous_response_id: the
         # conversation each one ends, its input items followed by its output items.
         self._stored: dict[str, list[Any]] = {}
@@ -837,6 +842,9 @@ class FakeUpstream:
             app.router.add_post("/v1/responses", self._tracked("responses", self._responses))
             app.router.add_post("/v1/messages", self._tracked("anthropic", self._anthropic))
             app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
+            app.router.add_post("/v1/completions",
+                                self._tracked("completions", self._completions))
+            app.router.add_post("/v1/embeddings", self._tracked("embeddings", self._embeddings))
             app.router.add_get("/v1/models", self._models)
             # handler_cancellation: a client that goes away cancels its handler, which is how
             # tests see that the gateway gave up on an upstream request.
@@ -1078,6 +1086,83 @@ class FakeUpstream:
             return Reply(text=_format_answer((fmt.get("json_schema") or {}).get("schema")))
         images = _count_images(messages)
         return Reply(text=f"echo: {text}" + (f" [{images} image(s)]" if images else ""))
+
+    async def _completions(self, request: web.Request, body: Any, step: Step | None
+                           ) -> web.StreamResponse:
+        """The legacy completions API: "echo: <prompt>" as text, usage, SSE when asked."""
+        failed = await self._apply_fault(request, step, openai_error_body)
+        if failed is not None:
+            return failed
+        if request.headers.get("authorization") != f"Bearer {self.openai_key}":
+            return self._openai_unauthorized(request)
+        if not isinstance(body, dict) or not body.get("model"):
+            return _json_response(400, openai_error_body(
+                400, "you must provide a model parameter", param="model"))
+        prompt = body.get("prompt")
+        if prompt is None or prompt == "" or prompt == []:
+            return _json_response(400, openai_error_body(
+                400, "you must provide a prompt parameter", param="prompt"))
+        text_in = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
+        reply = step if isinstance(step, Reply) else Reply(text=f"echo: {text_in}")
+        text = reply.text or ""
+        prompt_tokens = reply.prompt_tokens or _words(text_in)
+        completion_tokens = reply.completion_tokens or _words(text)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                 "total_tokens": prompt_tokens + completion_tokens}
+        cid, created, model = "cmpl-" + _rand(29), int(time.time()), body["model"]
+        finish = reply.stop_reason or "stop"
+        if not body.get("stream") or isinstance(step, PlainJson):
+            return await self._send_json(request, {
+                "id": cid, "object": "text_completion", "created": created, "model": model,
+                "choices": [{"text": text, "index": 0, "logprobs": None,
+                             "finish_reason": finish}], "usage": usage}, step)
+
+        def chunk(choices: list[Any], usage_: Any = None) -> bytes:
+            return b"data: " + json.dumps({
+                "id": cid, "object": "text_completion", "created": created, "model": model,
+                "choices": choices, "usage": usage_}).encode() + b"\n\n"
+        events = [chunk([{"text": piece, "index": 0, "logprobs": None, "finish_reason": None}])
+                  for piece in _word_pieces(text)]
+        events.append(chunk([{"text": "", "index": 0, "logprobs": None,
+                              "finish_reason": finish}]))
+        options = body.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage"):
+            events.append(chunk([], usage))
+        events.append(b"data: [DONE]\n\n")
+        return await self._send_sse(request, events, step)
+
+    async def _embeddings(self, request: web.Request, body: Any, step: Step | None
+                          ) -> web.StreamResponse:
+        """Deterministic 8-dimensional vectors (from each input's hash), as floats or as
+        base64 little-endian float32 per encoding_format, with usage."""
+        failed = await self._apply_fault(request, step, openai_error_body)
+        if failed is not None:
+            return failed
+        if request.headers.get("authorization") != f"Bearer {self.openai_key}":
+            return self._openai_unauthorized(request)
+        if not isinstance(body, dict) or not body.get("model"):
+            return _json_response(400, openai_error_body(
+                400, "you must provide a model parameter", param="model"))
+        inputs = body.get("input")
+        if isinstance(inputs, str) or (isinstance(inputs, list) and inputs
+                                       and isinstance(inputs[0], int)):
+            inputs = [inputs]
+        if not inputs or not isinstance(inputs, list) or any(i in ("", []) for i in inputs):
+            return _json_response(400, openai_error_body(
+                400, "'input' : input must be a non-empty string or array", param="input"))
+        data: list[Any] = []
+        tokens = 0
+        for index, item in enumerate(inputs):
+            tokens += len(item) if isinstance(item, list) else _words(str(item))
+            digest = hashlib.sha256(json.dumps(item).encode()).digest()
+            vector = [round((b - 128) / 128, 4) for b in digest[:8]]
+            embedding: Any = vector
+            if body.get("encoding_format") == "base64":
+                embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        return await self._send_json(request, {
+            "object": "list", "data": data, "model": body["model"],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, step)
 
     async def _openai(self, request: web.Request, body: Any, step: Step | None
                       ) -> web.StreamResponse:

@@ -18,7 +18,16 @@ from gateway_core.errors import GatewayError, NotFound
 from gateway_server.metrics import get_metrics
 from gateway_server.middleware import GatewayMiddleware
 from gateway_server.error_shapes import render_error
-from gateway_server.routes import chat, health, messages, models, responses, sandboxes
+from gateway_server.routes import (
+    chat,
+    completions,
+    embeddings,
+    health,
+    messages,
+    models,
+    responses,
+    sandboxes,
+)
 from gateway_server.state import GatewayState
 
 log = structlog.get_logger("gateway")
@@ -70,7 +79,8 @@ def create_app(config: Config) -> Starlette:
             await state.aclose()
 
     route_list: list[BaseRoute] = [*health.routes, *models.routes, *chat.routes,
-                                   *responses.routes, *messages.routes, *sandboxes.routes]
+                                   *responses.routes, *messages.routes, *sandboxes.routes,
+                                   *completions.routes, *embeddings.routes]
     templates: dict[object, str] = {}
     for r in route_list:
         if isinstance(r, Route):

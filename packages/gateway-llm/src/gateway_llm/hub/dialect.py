@@ -32,7 +32,7 @@ __all__ = [
     "StreamEncoder",
 ]
 
-DialectName = Literal["chat", "responses", "messages"]
+DialectName = Literal["chat", "responses", "messages", "completions", "embeddings"]
 
 
 @dataclass(slots=True)

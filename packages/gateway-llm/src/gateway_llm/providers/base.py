@@ -251,7 +251,8 @@ class HTTPProvider:
 
     def _bad_response(self, dialect: Dialect, content_type: str | None = None) -> AttemptFailed:
         what = {"chat": "chat completion", "responses": "Responses API response",
-                "messages": "Messages API message"}[dialect.name]
+                "messages": "Messages API message", "completions": "text completion",
+                "embeddings": "embeddings list"}[dialect.name]
         message = f"Provider {self._name} answered with a body that is not a {what}."
         if content_type is not None:
             message = (f"Provider {self._name} answered a streamed request with "

@@ -17,13 +17,15 @@ class OpenAIProvider(HTTPProvider):
 
     def __init__(self, name: str, config: ProviderConfig) -> None:
         super().__init__(name, config)
-        native: set[DialectName] = {"chat"}
+        native: set[DialectName] = {"chat", "completions", "embeddings"}
         if config.responses == "native":
             native.add("responses")
         self.native = frozenset(native)
         self.upstream = CHAT
         self.urls = {"chat": f"{self.base_url}/chat/completions",
-                     "responses": f"{self.base_url}/responses"}
+                     "responses": f"{self.base_url}/responses",
+                     "completions": f"{self.base_url}/completions",
+                     "embeddings": f"{self.base_url}/embeddings"}
         headers = {"content-type": "application/json", "accept": "application/json"}
         if config.api_key:
             headers["authorization"] = f"Bearer {config.api_key}"
