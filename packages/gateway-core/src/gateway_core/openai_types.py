@@ -3,6 +3,13 @@
 Requests from clients are decoded into these Structs for validation and routing; unknown
 fields are ignored here and kept by passing the raw body on to OpenAI-kind upstreams.
 Optional fields default to ``UNSET`` so that encoding omits what the client did not send.
+
+Decoding is never narrower than the API: decode requests with ``strict=False`` (as
+`request_decoder` does) so that integral floats fill integer fields (``"n": 1.0``, as the
+API's own validation accepts); tool, tool-call and tool-choice ``type`` values newer than
+this module decode (their body is not read, a translation names them); `decode_request`
+keeps content parts of unknown types as `UnknownPart`. Upstream answers are read with the
+tolerant ``...In`` types, which default every field a compatible server may leave out.
 """
 
 from __future__ import annotations
@@ -11,6 +18,24 @@ from typing import Literal, Union
 
 import msgspec
 from msgspec import UNSET, UnsetType
+
+__all__ = [
+    "AllowedTools", "AssistantAudio", "AssistantMessage", "AudioPart", "CONTENT_PART_TYPES",
+    "ChatCompletion", "ChatCompletionChunk", "ChatCompletionIn", "ChatCompletionRequest",
+    "Choice", "ChoiceIn", "ChunkChoice", "ChunkChoiceIn", "ChunkIn",
+    "CompletionTokensDetails", "Content", "ContentPart", "CustomCall", "CustomCallDelta",
+    "CustomToolDefinition", "Delta", "DeltaIn", "DeveloperMessage", "ErrorBodyIn",
+    "ErrorDetailIn", "ErrorIn", "FileRef", "FilePart", "FinishReason", "FunctionCall",
+    "FunctionCallDelta", "FunctionCallIn", "FunctionDefinition", "FunctionMessage",
+    "ImagePart", "ImageURL", "InputAudio", "JSONObjectFormat", "JSONSchema",
+    "JSONSchemaFormat", "Message", "MessageIn", "Model", "ModelList", "NamedFunction",
+    "NamedToolChoice", "PromptTokensDetails", "RefusalPart", "ResponseFormat",
+    "ResponseMessage", "StreamOptions", "SystemMessage", "TextFormat", "TextPart", "Tool",
+    "ToolCall", "ToolCallDelta", "ToolCallDeltaIn", "ToolCallIn", "ToolChoice",
+    "ToolMessage", "UnknownPart", "Usage", "UsageIn", "UsageOnly", "UserMessage",
+    "WebSearchLocation", "WebSearchOptions", "WebSearchUserLocation", "decode_request",
+    "request_decoder",
+]
 
 # --- content parts -------------------------------------------------------------------
 
@@ -21,7 +46,8 @@ class TextPart(msgspec.Struct, tag="text", tag_field="type"):
 
 class ImageURL(msgspec.Struct):
     url: str
-    detail: Literal["auto", "low", "high"] | UnsetType = UNSET
+    # auto / low / high / original (a str: a new level must not fail the whole request)
+    detail: str | UnsetType = UNSET
 
 
 class ImagePart(msgspec.Struct, tag="image_url", tag_field="type"):
@@ -38,7 +64,7 @@ class AudioPart(msgspec.Struct, tag="input_audio", tag_field="type"):
 
 
 class FileRef(msgspec.Struct):
-    file_data: str | UnsetType = UNSET
+    file_data: str | UnsetType = UNSET  # a data: URL (data:application/pdf;base64,...)
     file_id: str | UnsetType = UNSET
     filename: str | UnsetType = UNSET
 
@@ -51,7 +77,17 @@ class RefusalPart(msgspec.Struct, tag="refusal", tag_field="type"):
     refusal: str
 
 
-ContentPart = Union[TextPart, ImagePart, AudioPart, FilePart, RefusalPart]
+class UnknownPart(msgspec.Struct, tag="unknown_part", tag_field="type"):
+    """A content part of a type this module does not model, kept by `decode_request` with
+    its type and JSON object so that a translation can refuse it naming the field."""
+
+    part_type: str
+    value: dict[str, object]
+
+
+CONTENT_PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
+
+ContentPart = Union[TextPart, ImagePart, AudioPart, FilePart, RefusalPart, UnknownPart]
 Content = Union[str, list[ContentPart]]
 
 # --- messages (tagged by role) -------------------------------------------------------
@@ -62,10 +98,28 @@ class FunctionCall(msgspec.Struct):
     arguments: str
 
 
+class CustomCall(msgspec.Struct):
+    """A custom (free-form) tool's call: the raw ``input`` text the model wrote."""
+
+    name: str
+    input: str
+
+
 class ToolCall(msgspec.Struct):
+    """A tool call in an assistant message (history or answer): ``function`` for
+    ``type: "function"``, ``custom`` for ``type: "custom"``. ``type`` is a plain string so
+    that a newer kind still decodes; translation names it."""
+
     id: str
-    function: FunctionCall
-    type: Literal["function"] = "function"
+    function: FunctionCall | UnsetType = UNSET
+    type: str = "function"
+    custom: CustomCall | UnsetType = UNSET
+
+
+class AssistantAudio(msgspec.Struct):
+    """A previous audio answer, referred to by id."""
+
+    id: str
 
 
 class SystemMessage(msgspec.Struct, tag="system", tag_field="role"):
@@ -89,6 +143,9 @@ class AssistantMessage(msgspec.Struct, tag="assistant", tag_field="role"):
     tool_calls: list[ToolCall] | None | UnsetType = UNSET
     refusal: str | None | UnsetType = UNSET
     function_call: FunctionCall | None | UnsetType = UNSET
+    audio: AssistantAudio | None | UnsetType = UNSET
+    # Not OpenAI's: the reasoning text vLLM / DeepSeek clients send back in history.
+    reasoning_content: str | None | UnsetType = UNSET
 
 
 class ToolMessage(msgspec.Struct, tag="tool", tag_field="role"):
@@ -117,18 +174,42 @@ class FunctionDefinition(msgspec.Struct):
     strict: bool | None | UnsetType = UNSET
 
 
+class CustomToolDefinition(msgspec.Struct):
+    """A custom tool (GPT-5 free-form input). ``format`` is ``{"type": "text"}`` or
+    ``{"type": "grammar", "grammar": {"definition", "syntax": "lark" | "regex"}}``, kept
+    as JSON so that a new format kind still decodes."""
+
+    name: str
+    description: str | UnsetType = UNSET
+    format: dict[str, object] | UnsetType = UNSET
+
+
 class Tool(msgspec.Struct):
-    function: FunctionDefinition
-    type: Literal["function"] = "function"
+    """``function`` for ``type: "function"``, ``custom`` for ``type: "custom"``."""
+
+    function: FunctionDefinition | UnsetType = UNSET
+    type: str = "function"
+    custom: CustomToolDefinition | UnsetType = UNSET
 
 
 class NamedFunction(msgspec.Struct):
     name: str
 
 
+class AllowedTools(msgspec.Struct):
+    mode: str  # auto / required
+    tools: list[dict[str, object]]  # {"type": "function", "function": {"name": ...}}, ...
+
+
 class NamedToolChoice(msgspec.Struct):
-    function: NamedFunction
-    type: Literal["function"] = "function"
+    """An object tool_choice: ``{"type": "function", "function": {"name"}}``, ``{"type":
+    "custom", "custom": {"name"}}`` or ``{"type": "allowed_tools", "allowed_tools":
+    {"mode", "tools"}}``."""
+
+    function: NamedFunction | UnsetType = UNSET
+    type: str = "function"
+    custom: NamedFunction | UnsetType = UNSET
+    allowed_tools: AllowedTools | UnsetType = UNSET
 
 
 ToolChoice = Union[Literal["none", "auto", "required"], NamedToolChoice]
@@ -161,10 +242,31 @@ class StreamOptions(msgspec.Struct):
     include_obfuscation: bool | UnsetType = UNSET
 
 
+class WebSearchLocation(msgspec.Struct):
+    city: str | UnsetType = UNSET
+    country: str | UnsetType = UNSET  # two-letter ISO code
+    region: str | UnsetType = UNSET
+    timezone: str | UnsetType = UNSET  # IANA name
+
+
+class WebSearchUserLocation(msgspec.Struct):
+    approximate: WebSearchLocation
+    type: str = "approximate"
+
+
+class WebSearchOptions(msgspec.Struct):
+    """The search-preview models' web search (the Chat API's hosted web search tool)."""
+
+    search_context_size: str | UnsetType = UNSET  # low / medium / high
+    user_location: WebSearchUserLocation | None | UnsetType = UNSET
+
+
 # --- the request ---------------------------------------------------------------------
 
 
 class ChatCompletionRequest(msgspec.Struct, omit_defaults=True):
+    """POST /v1/chat/completions. Decode with ``strict=False`` (`request_decoder`)."""
+
     model: str
     messages: list[Message]
     stream: bool | None | UnsetType = UNSET
@@ -188,12 +290,56 @@ class ChatCompletionRequest(msgspec.Struct, omit_defaults=True):
     user: str | None | UnsetType = UNSET
     metadata: dict[str, str] | None | UnsetType = UNSET
     service_tier: str | None | UnsetType = UNSET
+    # none / minimal / low / medium / high / xhigh / max (a str: new levels keep decoding)
     reasoning_effort: str | None | UnsetType = UNSET
     store: bool | None | UnsetType = UNSET
     modalities: list[str] | None | UnsetType = UNSET
     prediction: dict[str, object] | None | UnsetType = UNSET
     audio: dict[str, object] | None | UnsetType = UNSET
     verbosity: str | None | UnsetType = UNSET
+    web_search_options: WebSearchOptions | None | UnsetType = UNSET
+    prompt_cache_key: str | None | UnsetType = UNSET
+    prompt_cache_retention: str | None | UnsetType = UNSET
+    safety_identifier: str | None | UnsetType = UNSET
+    # Deprecated by OpenAI (tools / tool_choice replace them) but still accepted.
+    functions: list[FunctionDefinition] | None | UnsetType = UNSET
+    function_call: Literal["none", "auto"] | NamedFunction | None | UnsetType = UNSET
+
+
+request_decoder = msgspec.json.Decoder(ChatCompletionRequest, strict=False)
+_raw_decoder = msgspec.json.Decoder(dict[str, object])
+
+
+def _keep_unknown(content: object) -> object:
+    if not isinstance(content, list):
+        return content
+    out: list[object] = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if isinstance(kind, str) and kind not in CONTENT_PART_TYPES:
+            part = {"type": "unknown_part", "part_type": kind, "value": part}
+        out.append(part)
+    return out
+
+
+def decode_request(body: bytes) -> ChatCompletionRequest:
+    """A POST /v1/chat/completions body, content parts of unknown types kept as
+    `UnknownPart`. Raises msgspec.DecodeError / ValidationError (naming the path)."""
+    try:
+        return request_decoder.decode(body)
+    except msgspec.ValidationError:
+        # Perhaps only a content part type this module does not know: read it again,
+        # keeping those (the common case pays for one decode only).
+        raw = _raw_decoder.decode(body)
+        messages = raw.get("messages")
+        if not isinstance(messages, list):
+            raise
+        raw["messages"] = [
+            {**m, "content": _keep_unknown(m["content"])}
+            if isinstance(m, dict) and isinstance(m.get("content"), list) else m
+            for m in messages
+        ]
+        return msgspec.convert(raw, ChatCompletionRequest, strict=False)
 
 
 # --- responses -----------------------------------------------------------------------
@@ -202,6 +348,9 @@ class ChatCompletionRequest(msgspec.Struct, omit_defaults=True):
 class PromptTokensDetails(msgspec.Struct, omit_defaults=True):
     cached_tokens: int | None = None
     audio_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    image_tokens: int | None = None
+    text_tokens: int | None = None
 
 
 class CompletionTokensDetails(msgspec.Struct, omit_defaults=True):
@@ -209,6 +358,7 @@ class CompletionTokensDetails(msgspec.Struct, omit_defaults=True):
     audio_tokens: int | None = None
     accepted_prediction_tokens: int | None = None
     rejected_prediction_tokens: int | None = None
+    text_tokens: int | None = None
 
 
 # Counts have no default so they are always written; absent details are left out.
@@ -228,6 +378,8 @@ class ResponseMessage(msgspec.Struct):
     content: str | None = None
     refusal: str | None = None
     tool_calls: list[ToolCall] | None = None
+    # Not OpenAI's: the field vLLM / DeepSeek / LiteLLM clients read reasoning text from.
+    reasoning_content: str | UnsetType = UNSET
 
 
 class Choice(msgspec.Struct):
@@ -253,11 +405,17 @@ class FunctionCallDelta(msgspec.Struct, omit_defaults=True):
     arguments: str | None = None
 
 
+class CustomCallDelta(msgspec.Struct, omit_defaults=True):
+    name: str | None = None
+    input: str | None = None
+
+
 class ToolCallDelta(msgspec.Struct, omit_defaults=True):
     index: int
     id: str | None = None
-    type: Literal["function"] | None = None
+    type: str | None = None  # "function" / "custom", on a call's first delta
     function: FunctionCallDelta | None = None
+    custom: CustomCallDelta | None = None
 
 
 class Delta(msgspec.Struct, omit_defaults=True):
@@ -265,6 +423,7 @@ class Delta(msgspec.Struct, omit_defaults=True):
     content: str | None = None
     refusal: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
+    reasoning_content: str | None = None  # as ResponseMessage.reasoning_content
 
 
 class ChunkChoice(msgspec.Struct):
@@ -283,10 +442,94 @@ class ChatCompletionChunk(msgspec.Struct, tag="chat.completion.chunk", tag_field
     system_fingerprint: str | None = None
 
 
+# --- upstream answers, read tolerantly ---------------------------------------------------
+# OpenAI-compatible servers differ in what they leave out (total_tokens, ids, index,
+# object) and add (reasoning, reasoning_content, stop_reason, DeepSeek's cache counts).
+
+
+class UsageIn(msgspec.Struct):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    prompt_tokens_details: PromptTokensDetails | None = None
+    completion_tokens_details: CompletionTokensDetails | None = None
+    prompt_cache_hit_tokens: int | None = None  # DeepSeek's name for cached tokens
+
+
 class UsageOnly(msgspec.Struct):
     """Just enough of a response or final stream chunk to read its token usage cheaply."""
 
-    usage: Usage | None = None
+    usage: UsageIn | None = None
+
+
+class FunctionCallIn(msgspec.Struct):
+    name: str = ""
+    arguments: str | dict[str, object] | None = None  # some servers send an object
+
+
+class ToolCallIn(msgspec.Struct):
+    id: str | None = None
+    type: str | None = None
+    function: FunctionCallIn | None = None
+    custom: CustomCall | None = None
+
+
+class MessageIn(msgspec.Struct):
+    content: str | list[dict[str, object]] | None = None
+    refusal: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    function_call: FunctionCallIn | None = None
+    reasoning_content: str | None = None  # vLLM (older), DeepSeek, LiteLLM
+    reasoning: str | None = None  # vLLM (newer), OpenRouter, Ollama
+
+
+class ChoiceIn(msgspec.Struct):
+    index: int = 0
+    message: MessageIn = msgspec.field(default_factory=MessageIn)
+    finish_reason: str | None = None
+    stop_reason: str | int | None = None  # vLLM: the stop string that ended the answer
+
+
+class ChatCompletionIn(msgspec.Struct):
+    """A chat.completion from an upstream. ``choices`` is required: a body without it is
+    not an answer."""
+
+    choices: list[ChoiceIn]
+    id: str = ""
+    created: int = 0
+    model: str = ""
+    usage: UsageIn | None = None
+
+
+class ToolCallDeltaIn(msgspec.Struct):
+    index: int | None = None
+    id: str | None = None
+    type: str | None = None
+    function: FunctionCallIn | None = None
+    custom: CustomCallDelta | None = None
+
+
+class DeltaIn(msgspec.Struct):
+    content: str | list[dict[str, object]] | None = None
+    refusal: str | None = None
+    tool_calls: list[ToolCallDeltaIn] | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+
+
+class ChunkChoiceIn(msgspec.Struct):
+    index: int = 0
+    delta: DeltaIn = msgspec.field(default_factory=DeltaIn)
+    finish_reason: str | None = None
+    stop_reason: str | int | None = None
+
+
+class ChunkIn(msgspec.Struct):
+    id: str = ""
+    created: int = 0
+    model: str = ""
+    choices: list[ChunkChoiceIn] = []
+    usage: UsageIn | None = None
 
 
 # --- models --------------------------------------------------------------------------
@@ -304,6 +547,9 @@ class ModelList(msgspec.Struct):
     object: Literal["list"] = "list"
 
 
+# --- errors --------------------------------------------------------------------------
+
+
 class ErrorDetailIn(msgspec.Struct):
     """An upstream's error detail, tolerant of missing fields."""
 
@@ -315,3 +561,14 @@ class ErrorDetailIn(msgspec.Struct):
 
 class ErrorBodyIn(msgspec.Struct):
     error: ErrorDetailIn
+
+
+class ErrorIn(msgspec.Struct):
+    """Any error body an OpenAI-compatible server sends: OpenAI's ``{"error": {...}}``,
+    Ollama's ``{"error": "text"}`` or vLLM's flat ``{"object": "error", "message", ...}``."""
+
+    error: ErrorDetailIn | str | None = None
+    message: str | None = None
+    type: str | None = None
+    param: str | None = None
+    code: str | int | None = None
