@@ -1442,6 +1442,9 @@ class FakeUpstream:
         tool_ids: set[str] = set()
         for i, m in enumerate(messages):
             role = m.get("role") if isinstance(m, dict) else None
+            # Newer API versions take system messages between turns (Claude Code sends them).
+            if role == "system" and i:
+                continue
             if role not in ("user", "assistant"):
                 return f"messages.{i}.role: Input should be 'user' or 'assistant'"
             if i and role == messages[i - 1]["role"]:
