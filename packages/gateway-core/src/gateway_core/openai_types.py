@@ -14,7 +14,7 @@ tolerant ``...In`` types, which default every field a compatible server may leav
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -87,8 +87,8 @@ class UnknownPart(msgspec.Struct, tag="unknown_part", tag_field="type"):
 
 CONTENT_PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
 
-ContentPart = Union[TextPart, ImagePart, AudioPart, FilePart, RefusalPart, UnknownPart]
-Content = Union[str, list[ContentPart]]
+ContentPart = TextPart | ImagePart | AudioPart | FilePart | RefusalPart | UnknownPart
+Content = str | list[ContentPart]
 
 # --- messages (tagged by role) -------------------------------------------------------
 
@@ -138,14 +138,14 @@ class UserMessage(msgspec.Struct, tag="user", tag_field="role"):
 
 
 class AssistantMessage(msgspec.Struct, tag="assistant", tag_field="role"):
-    content: Content | None | UnsetType = UNSET
+    content: Content | UnsetType | None = UNSET
     name: str | UnsetType = UNSET
-    tool_calls: list[ToolCall] | None | UnsetType = UNSET
-    refusal: str | None | UnsetType = UNSET
-    function_call: FunctionCall | None | UnsetType = UNSET
-    audio: AssistantAudio | None | UnsetType = UNSET
+    tool_calls: list[ToolCall] | UnsetType | None = UNSET
+    refusal: str | UnsetType | None = UNSET
+    function_call: FunctionCall | UnsetType | None = UNSET
+    audio: AssistantAudio | UnsetType | None = UNSET
     # Not OpenAI's: the reasoning text vLLM / DeepSeek clients send back in history.
-    reasoning_content: str | None | UnsetType = UNSET
+    reasoning_content: str | UnsetType | None = UNSET
 
 
 class ToolMessage(msgspec.Struct, tag="tool", tag_field="role"):
@@ -160,9 +160,10 @@ class FunctionMessage(msgspec.Struct, tag="function", tag_field="role"):
     content: str | None = None
 
 
-Message = Union[
-    SystemMessage, DeveloperMessage, UserMessage, AssistantMessage, ToolMessage, FunctionMessage
-]
+Message = (
+    SystemMessage | DeveloperMessage | UserMessage | AssistantMessage | ToolMessage
+    | FunctionMessage
+)
 
 # --- tools and formats ---------------------------------------------------------------
 
@@ -171,7 +172,7 @@ class FunctionDefinition(msgspec.Struct):
     name: str
     description: str | UnsetType = UNSET
     parameters: dict[str, object] | UnsetType = UNSET
-    strict: bool | None | UnsetType = UNSET
+    strict: bool | UnsetType | None = UNSET
 
 
 class CustomToolDefinition(msgspec.Struct):
@@ -212,14 +213,14 @@ class NamedToolChoice(msgspec.Struct):
     allowed_tools: AllowedTools | UnsetType = UNSET
 
 
-ToolChoice = Union[Literal["none", "auto", "required"], NamedToolChoice]
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 
 
 class JSONSchema(msgspec.Struct):
     name: str
     description: str | UnsetType = UNSET
     schema: dict[str, object] | UnsetType = UNSET
-    strict: bool | None | UnsetType = UNSET
+    strict: bool | UnsetType | None = UNSET
 
 
 class TextFormat(msgspec.Struct, tag="text", tag_field="type"):
@@ -234,7 +235,7 @@ class JSONSchemaFormat(msgspec.Struct, tag="json_schema", tag_field="type"):
     json_schema: JSONSchema
 
 
-ResponseFormat = Union[TextFormat, JSONObjectFormat, JSONSchemaFormat]
+ResponseFormat = TextFormat | JSONObjectFormat | JSONSchemaFormat
 
 
 class StreamOptions(msgspec.Struct):
@@ -258,7 +259,7 @@ class WebSearchOptions(msgspec.Struct):
     """The search-preview models' web search (the Chat API's hosted web search tool)."""
 
     search_context_size: str | UnsetType = UNSET  # low / medium / high
-    user_location: WebSearchUserLocation | None | UnsetType = UNSET
+    user_location: WebSearchUserLocation | UnsetType | None = UNSET
 
 
 # --- the request ---------------------------------------------------------------------
@@ -269,41 +270,41 @@ class ChatCompletionRequest(msgspec.Struct, omit_defaults=True):
 
     model: str
     messages: list[Message]
-    stream: bool | None | UnsetType = UNSET
-    stream_options: StreamOptions | None | UnsetType = UNSET
-    tools: list[Tool] | None | UnsetType = UNSET
-    tool_choice: ToolChoice | None | UnsetType = UNSET
-    parallel_tool_calls: bool | None | UnsetType = UNSET
-    response_format: ResponseFormat | None | UnsetType = UNSET
-    n: int | None | UnsetType = UNSET
-    stop: str | list[str] | None | UnsetType = UNSET
-    temperature: float | None | UnsetType = UNSET
-    top_p: float | None | UnsetType = UNSET
-    max_tokens: int | None | UnsetType = UNSET
-    max_completion_tokens: int | None | UnsetType = UNSET
-    seed: int | None | UnsetType = UNSET
-    logprobs: bool | None | UnsetType = UNSET
-    top_logprobs: int | None | UnsetType = UNSET
-    presence_penalty: float | None | UnsetType = UNSET
-    frequency_penalty: float | None | UnsetType = UNSET
-    logit_bias: dict[str, float] | None | UnsetType = UNSET
-    user: str | None | UnsetType = UNSET
-    metadata: dict[str, str] | None | UnsetType = UNSET
-    service_tier: str | None | UnsetType = UNSET
+    stream: bool | UnsetType | None = UNSET
+    stream_options: StreamOptions | UnsetType | None = UNSET
+    tools: list[Tool] | UnsetType | None = UNSET
+    tool_choice: ToolChoice | UnsetType | None = UNSET
+    parallel_tool_calls: bool | UnsetType | None = UNSET
+    response_format: ResponseFormat | UnsetType | None = UNSET
+    n: int | UnsetType | None = UNSET
+    stop: str | list[str] | UnsetType | None = UNSET
+    temperature: float | UnsetType | None = UNSET
+    top_p: float | UnsetType | None = UNSET
+    max_tokens: int | UnsetType | None = UNSET
+    max_completion_tokens: int | UnsetType | None = UNSET
+    seed: int | UnsetType | None = UNSET
+    logprobs: bool | UnsetType | None = UNSET
+    top_logprobs: int | UnsetType | None = UNSET
+    presence_penalty: float | UnsetType | None = UNSET
+    frequency_penalty: float | UnsetType | None = UNSET
+    logit_bias: dict[str, float] | UnsetType | None = UNSET
+    user: str | UnsetType | None = UNSET
+    metadata: dict[str, str] | UnsetType | None = UNSET
+    service_tier: str | UnsetType | None = UNSET
     # none / minimal / low / medium / high / xhigh / max (a str: new levels keep decoding)
-    reasoning_effort: str | None | UnsetType = UNSET
-    store: bool | None | UnsetType = UNSET
-    modalities: list[str] | None | UnsetType = UNSET
-    prediction: dict[str, object] | None | UnsetType = UNSET
-    audio: dict[str, object] | None | UnsetType = UNSET
-    verbosity: str | None | UnsetType = UNSET
-    web_search_options: WebSearchOptions | None | UnsetType = UNSET
-    prompt_cache_key: str | None | UnsetType = UNSET
-    prompt_cache_retention: str | None | UnsetType = UNSET
-    safety_identifier: str | None | UnsetType = UNSET
+    reasoning_effort: str | UnsetType | None = UNSET
+    store: bool | UnsetType | None = UNSET
+    modalities: list[str] | UnsetType | None = UNSET
+    prediction: dict[str, object] | UnsetType | None = UNSET
+    audio: dict[str, object] | UnsetType | None = UNSET
+    verbosity: str | UnsetType | None = UNSET
+    web_search_options: WebSearchOptions | UnsetType | None = UNSET
+    prompt_cache_key: str | UnsetType | None = UNSET
+    prompt_cache_retention: str | UnsetType | None = UNSET
+    safety_identifier: str | UnsetType | None = UNSET
     # Deprecated by OpenAI (tools / tool_choice replace them) but still accepted.
-    functions: list[FunctionDefinition] | None | UnsetType = UNSET
-    function_call: Literal["none", "auto"] | NamedFunction | None | UnsetType = UNSET
+    functions: list[FunctionDefinition] | UnsetType | None = UNSET
+    function_call: Literal["none", "auto"] | NamedFunction | UnsetType | None = UNSET
 
 
 request_decoder = msgspec.json.Decoder(ChatCompletionRequest, strict=False)

@@ -29,8 +29,8 @@ from gateway_llm.hub import (
     Message,
     NamedToolChoice,
     Opaque,
-    OutputFormat,
     Outbound,
+    OutputFormat,
     Part,
     Reasoning,
     ReasoningConfig,
@@ -91,7 +91,7 @@ _usage_chunk_decoder = msgspec.json.Decoder(_UsageChunk, strict=False)
 _DONE = b"data: [DONE]\n\n"
 
 
-def _set(value: T | None | UnsetType) -> T | None:
+def _set(value: T | UnsetType | None) -> T | None:
     """A request field's value, with UNSET (not sent) and null read alike as None."""
     return None if isinstance(value, UnsetType) else value
 
@@ -341,9 +341,11 @@ def _tools(req: oa.ChatCompletionRequest) -> list[ToolSpec]:
 
 
 def _tool_choice(req: oa.ChatCompletionRequest) -> ToolChoice | None:
-    choice = _set(req.tool_choice)
-    if choice is None or isinstance(choice, str):
-        return choice
+    choice = req.tool_choice
+    if choice is None or isinstance(choice, UnsetType):
+        return None
+    if not isinstance(choice, oa.NamedToolChoice):
+        return choice  # "none" / "auto" / "required"
     if choice.type == "function":
         if isinstance(choice.function, UnsetType):
             raise InvalidRequest("A function tool_choice needs 'function'.",
@@ -355,8 +357,8 @@ def _tool_choice(req: oa.ChatCompletionRequest) -> ToolChoice | None:
 
 
 def _output_format(req: oa.ChatCompletionRequest) -> OutputFormat | None:
-    fmt = _set(req.response_format)
-    if fmt is None:
+    fmt = req.response_format
+    if fmt is None or isinstance(fmt, UnsetType):
         return None
     if isinstance(fmt, oa.TextFormat):
         return "text"
@@ -564,9 +566,8 @@ class ChatStreamEncoder:
             if not self._finished:
                 self._finished = True
                 out.append(self._chunk(oa.Delta(), _FINISH_OUT[event.reason]))
-        elif isinstance(event, Start):
-            if not self._started:
-                out.extend(self._start(event))
+        elif isinstance(event, Start) and not self._started:
+            out.extend(self._start(event))
         # ReasoningEnd, ToolCallEnd: nothing to say in a chunk.
         return out
 
@@ -753,8 +754,7 @@ def _tool(m: Message, path: str, out: list[oa.Message],
                 raise _refuse(part) from None
         elif isinstance(part, Opaque):
             raise _refuse(part)
-        elif isinstance(part, Text):
-            out.append(oa.ToolMessage(content=part.text, tool_call_id=""))
+        else:
             raise InvalidRequest("Tool messages may only contain tool results.", param=where)
 
 
@@ -843,11 +843,12 @@ def _encode_tool_choice(choice: ToolChoice | None, custom: set[str], options: En
     if isinstance(value, dict) and kind == "allowed_tools":
         return _allowed_tools(choice, value, options) or UNSET
     if isinstance(value, dict) and kind in ("custom", "function"):
-        assert isinstance(kind, str)
-        name = _named(value, kind)
+        name = _named(value, str(kind))
         if name is None:
             raise _refuse(choice, "This tool_choice")
-        return oa.NamedToolChoice(type=kind, **{kind: oa.NamedFunction(name)})
+        if kind == "custom":
+            return oa.NamedToolChoice(type="custom", custom=oa.NamedFunction(name))
+        return oa.NamedToolChoice(function=oa.NamedFunction(name))
     if options.hosted_tools == "drop":
         return UNSET  # a hosted tool's choice: the tool itself is dropped
     raise _refuse(choice, "This tool_choice")
@@ -898,7 +899,7 @@ def _apply_unsupported(req: oa.ChatCompletionRequest, conv: Conversation) -> Non
                 req.functions = msgspec.convert(op.value, list[oa.FunctionDefinition])
             elif field == "function_call":
                 req.function_call = msgspec.convert(
-                    op.value, Literal["none", "auto"] | oa.NamedFunction)  # type: ignore[arg-type]
+                    op.value, Literal["none", "auto"] | oa.NamedFunction)
             elif field not in ("logprobs", "top_logprobs"):  # sent from conv's own fields
                 raise _refuse(op)
         except msgspec.ValidationError:
@@ -991,8 +992,8 @@ def _text_of(content: str | list[dict[str, object]] | None) -> str:
     if content is None or isinstance(content, str):
         return content or ""
     # Some servers (Mistral) send content as parts: take the text ones.
-    return "".join(p["text"] for p in content
-                   if p.get("type") == "text" and isinstance(p.get("text"), str))  # type: ignore[misc]
+    texts = (p.get("text") for p in content if p.get("type") == "text")
+    return "".join(t for t in texts if isinstance(t, str))
 
 
 def _arguments(value: str | dict[str, object] | None) -> str:
