@@ -43,7 +43,7 @@ class GatewayProcess:
         cmd = [sys.executable, "-m", "gateway_server.cli", "serve", "--config",
                str(self.config_path), "--host", "127.0.0.1", "--port", str(self.port),
                "--workers", str(self.workers)]
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - open while the process runs
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=self.env, cwd=self.dir)
         deadline = time.monotonic() + self.start_timeout_s

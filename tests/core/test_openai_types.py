@@ -31,7 +31,8 @@ FULL = b"""{
       {"type": "text", "text": "What is in this image?"},
       {"type": "image_url", "image_url": {"url": "https://example.com/a.png", "detail": "low"}},
       {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
-      {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBE", "filename": "a.pdf"}}
+      {"type": "file",
+       "file": {"file_data": "data:application/pdf;base64,JVBE", "filename": "a.pdf"}}
     ]},
     {"role": "assistant", "content": null, "tool_calls": [
       {"id": "call_1", "type": "function",
@@ -43,7 +44,8 @@ FULL = b"""{
              "strict": true}}],
   "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
   "parallel_tool_calls": false,
-  "response_format": {"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object"}, "strict": true}},
+  "response_format": {"type": "json_schema",
+                      "json_schema": {"name": "w", "schema": {"type": "object"}, "strict": true}},
   "stream": true, "stream_options": {"include_usage": true},
   "n": 1, "stop": ["END"], "temperature": 0.2, "top_p": 0.9, "max_tokens": 100,
   "max_completion_tokens": 120, "seed": 7, "logprobs": true, "top_logprobs": 2,

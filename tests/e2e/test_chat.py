@@ -319,7 +319,7 @@ def test_first_chunk_arrives_while_upstream_still_streams(client: openai.OpenAI,
             break
     assert first_at is not None
     # The fake has not sent its last event yet: it is still streaming the rest.
-    for rest in stream:
+    for _rest in stream:
         pass
     done_at = time.monotonic()
     assert done_at - first_at > 1.0  # four more delayed events came after the first

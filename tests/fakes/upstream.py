@@ -285,7 +285,8 @@ def _word_pieces(text: str) -> list[str]:
 
 # client_metadata: sent by Codex CLI and accepted by the real API, though not in the SDK's params.
 _RESPONSES_KEYS = frozenset({
-    "client_metadata", "access_programs", "background", "background_options", "context_management", "conversation",
+    "client_metadata", "access_programs", "background", "background_options",
+    "context_management", "conversation",
     "image", "include", "input", "instructions", "max_output_tokens", "max_tool_calls",
     "metadata", "model", "moderation", "parallel_tool_calls", "previous_response_id", "prompt",
     "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention", "reasoning",

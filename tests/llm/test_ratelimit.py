@@ -16,7 +16,6 @@ import pytest
 from gateway_core.config import ModelConfig, ProviderConfig, RateLimitConfig
 from gateway_core.openai_types import ChatCompletionRequest
 from gateway_llm.hub import LLMRequest
-from gateway_server.routes.chat import llm_request
 from gateway_llm.limiter import (
     Admission,
     Denied,
@@ -28,6 +27,7 @@ from gateway_llm.limiter import (
     RedisLimitStore,
     estimate_prompt_tokens,
 )
+from gateway_server.routes.chat import llm_request
 from tests.redis_fixture import RedisServer, redis_server
 
 BOUND_S = 10.0  # generous "finished at all" bound for calls against a dead Redis

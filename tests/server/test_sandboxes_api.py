@@ -199,7 +199,8 @@ async def test_client_disconnect_kills_the_execution(gateway: httpx.AsyncClient)
             if "started" in line:
                 break
     # The next execute gets the lock only once the abandoned one was cancelled and killed.
-    listing = "import os\nprint([open(f'/proc/{p}/cmdline').read() for p in os.listdir('/proc') if p.isdigit()])"
+    listing = ("import os\nprint([open(f'/proc/{p}/cmdline').read() "
+               "for p in os.listdir('/proc') if p.isdigit()])")
     r = await gateway.post(f"/v1/sandboxes/{sid}/execute",
                            json={"code": listing, "timeout_s": 10})
     assert r.status_code == 200

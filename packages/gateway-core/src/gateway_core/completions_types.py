@@ -33,33 +33,33 @@ class CompletionRequest(msgspec.Struct, omit_defaults=True):
     """POST /v1/completions. Decode with ``strict=False``."""
 
     model: str
-    prompt: Prompt | None | UnsetType = UNSET
-    max_tokens: int | None | UnsetType = UNSET
-    temperature: float | None | UnsetType = UNSET
-    top_p: float | None | UnsetType = UNSET
-    n: int | None | UnsetType = UNSET
-    stream: bool | None | UnsetType = UNSET
-    stream_options: StreamOptions | None | UnsetType = UNSET
-    stop: str | list[str] | None | UnsetType = UNSET
-    logprobs: int | None | UnsetType = UNSET
-    echo: bool | None | UnsetType = UNSET
-    best_of: int | None | UnsetType = UNSET
-    suffix: str | None | UnsetType = UNSET
-    seed: int | None | UnsetType = UNSET
-    user: str | None | UnsetType = UNSET
-    presence_penalty: float | None | UnsetType = UNSET
-    frequency_penalty: float | None | UnsetType = UNSET
-    logit_bias: dict[str, float] | None | UnsetType = UNSET
+    prompt: Prompt | UnsetType | None = UNSET
+    max_tokens: int | UnsetType | None = UNSET
+    temperature: float | UnsetType | None = UNSET
+    top_p: float | UnsetType | None = UNSET
+    n: int | UnsetType | None = UNSET
+    stream: bool | UnsetType | None = UNSET
+    stream_options: StreamOptions | UnsetType | None = UNSET
+    stop: str | list[str] | UnsetType | None = UNSET
+    logprobs: int | UnsetType | None = UNSET
+    echo: bool | UnsetType | None = UNSET
+    best_of: int | UnsetType | None = UNSET
+    suffix: str | UnsetType | None = UNSET
+    seed: int | UnsetType | None = UNSET
+    user: str | UnsetType | None = UNSET
+    presence_penalty: float | UnsetType | None = UNSET
+    frequency_penalty: float | UnsetType | None = UNSET
+    logit_bias: dict[str, float] | UnsetType | None = UNSET
 
 
 class EmbeddingRequest(msgspec.Struct, omit_defaults=True):
     """POST /v1/embeddings. Decode with ``strict=False``."""
 
     model: str
-    input: EmbeddingInput | None | UnsetType = UNSET
-    encoding_format: Literal["float", "base64"] | None | UnsetType = UNSET
-    dimensions: int | None | UnsetType = UNSET
-    user: str | None | UnsetType = UNSET
+    input: EmbeddingInput | UnsetType | None = UNSET
+    encoding_format: Literal["float", "base64"] | UnsetType | None = UNSET
+    dimensions: int | UnsetType | None = UNSET
+    user: str | UnsetType | None = UNSET
 
 
 class CompletionUsage(msgspec.Struct):

@@ -15,9 +15,9 @@ from starlette.types import Scope
 
 from gateway_core.config import Config
 from gateway_core.errors import GatewayError, NotFound
+from gateway_server.error_shapes import render_error
 from gateway_server.metrics import get_metrics
 from gateway_server.middleware import GatewayMiddleware
-from gateway_server.error_shapes import render_error
 from gateway_server.routes import (
     chat,
     completions,

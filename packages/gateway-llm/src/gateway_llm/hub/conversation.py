@@ -6,7 +6,7 @@ so that an encoder that cannot send it refuses it with a 400 naming that field."
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal
 
 import msgspec
 
@@ -109,7 +109,7 @@ class Opaque(msgspec.Struct, tag="opaque", kw_only=True):
     value: object = None
 
 
-Part = Union[Text, Image, File, Refusal, ToolCall, ToolResult, Reasoning, Opaque]
+Part = Text | Image | File | Refusal | ToolCall | ToolResult | Reasoning | Opaque
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
@@ -133,14 +133,14 @@ class FunctionTool(msgspec.Struct, tag="function", kw_only=True):
     strict: bool | None = None
 
 
-ToolSpec = Union[FunctionTool, Opaque]
+ToolSpec = FunctionTool | Opaque
 
 
 class NamedToolChoice(msgspec.Struct, kw_only=True):
     name: str
 
 
-ToolChoice = Union[Literal["auto", "none", "required"], NamedToolChoice, Opaque]
+ToolChoice = Literal["auto", "none", "required"] | NamedToolChoice | Opaque
 
 
 class JSONSchemaFormat(msgspec.Struct, tag="json_schema", kw_only=True):
@@ -150,7 +150,7 @@ class JSONSchemaFormat(msgspec.Struct, tag="json_schema", kw_only=True):
     strict: bool | None = None
 
 
-OutputFormat = Union[Literal["text", "json_object"], JSONSchemaFormat]
+OutputFormat = Literal["text", "json_object"] | JSONSchemaFormat
 
 
 class ReasoningConfig(msgspec.Struct, kw_only=True):

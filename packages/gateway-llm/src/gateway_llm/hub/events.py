@@ -8,7 +8,7 @@ calls by ``ToolCallEnd`` or the next block); ``UsageUpdate`` whenever counts arr
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal
 
 import msgspec
 
@@ -94,18 +94,8 @@ class Finish(msgspec.Struct, tag="finish", kw_only=True):
     stop_sequence: str | None = None
 
 
-Event = Union[
-    Start,
-    TextDelta,
-    RefusalDelta,
-    ReasoningDelta,
-    ReasoningEnd,
-    ToolCallStart,
-    ToolCallDelta,
-    ToolCallEnd,
-    UsageUpdate,
-    Finish,
-]
+Event = (Start | TextDelta | RefusalDelta | ReasoningDelta | ReasoningEnd | ToolCallStart
+         | ToolCallDelta | ToolCallEnd | UsageUpdate | Finish)
 
 
 def result_events(result: Result) -> list[Event]:

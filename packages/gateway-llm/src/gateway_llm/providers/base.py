@@ -503,9 +503,8 @@ class TranslatedStream(_SSEStream):
         return out
 
     def _note_usage(self, e: Event) -> None:
-        if isinstance(e, UsageUpdate):
-            self._usage = e.usage
-        elif isinstance(e, Start) and e.usage is not None and self._usage is None:
+        if isinstance(e, UsageUpdate) or (
+                isinstance(e, Start) and e.usage is not None and self._usage is None):
             self._usage = e.usage
 
     def _finished(self) -> bool:
