@@ -1175,14 +1175,16 @@ def error_from_openai(status: int, body: bytes, provider: str) -> GatewayError:
 class ChatRelay:
     """Forwards each upstream chunk as it came (``data: <chunk>``), reading the usage on
     the way. The gateway always asks for usage (`native_body`); the usage-only chunk
-    (``choices: []``) is dropped when the client did not ask for it. ``[DONE]`` returns
-    None and sets ``done``: the provider's stream appends the final ``data: [DONE]`` itself
-    once the stream is over."""
+    (``choices: []``) is dropped when the client did not ask for it. ``[DONE]`` sets
+    ``done`` and is forwarded as it came: the provider's native stream adds no ending of
+    its own. Before any other output it returns None, so that a stream of nothing but
+    ``[DONE]`` still reads as empty (and can fail over)."""
 
     def __init__(self, include_usage: bool, provider: str = "upstream") -> None:
         self._include_usage = include_usage
         self._provider = provider
         self._done = False
+        self._forwarded = False
         self._usage: Usage | None = None
 
     @property
@@ -1196,7 +1198,7 @@ class ChatRelay:
     def relay(self, event: bytes, data: bytes) -> bytes | None:
         if data == b"[DONE]":
             self._done = True
-            return None
+            return _DONE if self._forwarded else None
         # Only the chunks that carry counts are decoded (``"usage": null`` on the others
         # does not match): this runs for every event of every stream.
         if b'"usage":{' in data or b'"usage": {' in data:
@@ -1210,6 +1212,7 @@ class ChatRelay:
                     return None
         elif event == b"error" or _is_error(data):
             raise error_from_openai(502, data, self._provider)
+        self._forwarded = True
         return b"data: " + data + b"\n\n"
 
 
