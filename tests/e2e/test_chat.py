@@ -18,6 +18,7 @@ from tests.fakes.upstream import (
     CutStream,
     Fail,
     FakeUpstream,
+    PlainJson,
     Reset,
     SlowStream,
     Stall,
@@ -458,3 +459,52 @@ def test_request_deadline_bounds_retries(gateway: GatewayProcess, up: FakeUpstre
                             "x-gateway-timeout": "soon"},
                    json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]})
     assert r.status_code == 400 and r.json()["error"]["param"] == "x-gateway-timeout"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_streams_are_asked_for_as_streams(client: openai.OpenAI, up: FakeUpstream,
+                                          model: str) -> None:
+    list(client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "hi"}], stream=True))
+    assert up.requests[-1].headers["accept"] == "text/event-stream"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_plain_json_answer_to_a_stream_is_replayed(client: openai.OpenAI, up: FakeUpstream,
+                                                   model: str) -> None:
+    up.script(PlainJson())
+    chunks = list(client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "plain please"}], stream=True,
+        stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) \
+        == "echo: plain please"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices
+            and c.choices[0].finish_reason] == ["stop"]
+    assert chunks[-1].usage is not None
+
+
+def test_spec_valid_custom_tools_reach_an_openai_upstream_unchanged(
+        client: openai.OpenAI, up: FakeUpstream) -> None:
+    """GPT-5's freeform custom tools, allowed_tools choices and custom tool calls in history
+    are valid Chat Completions: passed through, not refused."""
+    tools: Any = [
+        {"type": "custom", "custom": {"name": "code_exec", "description": "Runs code",
+                                      "format": {"type": "text"}}},
+        WEATHER_TOOL,
+    ]
+    messages: Any = [
+        {"role": "user", "content": "run it"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_c1", "type": "custom",
+             "custom": {"name": "code_exec", "input": "print(1)"}}]},
+        {"role": "tool", "tool_call_id": "call_c1", "content": "1"},
+        {"role": "user", "content": "thanks"},
+    ]
+    choice: Any = {"type": "allowed_tools", "allowed_tools": {
+        "mode": "auto", "tools": [{"type": "function", "function": {"name": "get_weather"}}]}}
+    client.chat.completions.create(model="gpt-4o", messages=messages, tools=tools,
+                                   tool_choice=choice, n=1)
+    sent = up.requests[-1].body
+    assert sent["tools"] == tools
+    assert sent["messages"] == messages
+    assert sent["tool_choice"] == choice

@@ -20,6 +20,7 @@ from tests.fakes.upstream import (
     CutStream,
     Fail,
     FakeUpstream,
+    PlainJson,
 )
 from tests.gateway_process import GatewayProcess
 
@@ -336,3 +337,29 @@ def test_upstream_error_in_openai_shape(client: openai.OpenAI,
     up.script(Fail(400, message="bad thing"))
     with pytest.raises(openai.BadRequestError):
         client.responses.create(model=model, input="hi")
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_plain_json_answer_to_a_stream_is_replayed_as_a_stream(
+        client: openai.OpenAI, fakes: tuple[FakeUpstream, FakeUpstream], model: str) -> None:
+    """An upstream that ignores stream: true and answers one JSON body still gives the
+    client a proper stream, and the deployment is not counted as failing."""
+    up = fakes[1] if model == "compat" else fakes[0]
+    up.script(PlainJson())
+    events = list(client.responses.create(model=model, input="plain please", stream=True))
+    types = [e.type for e in events]
+    assert types[0] == "response.created" and types[-1] == "response.completed"
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") \
+        == "echo: plain please"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_unreadable_non_sse_answer_is_a_502_naming_the_content_type(
+        client: openai.OpenAI, fakes: tuple[FakeUpstream, FakeUpstream], model: str) -> None:
+    up = fakes[1] if model == "compat" else fakes[0]
+    up.script(PlainJson(body=b"<html>proxy error</html>"),
+              PlainJson(body=b"<html>proxy error</html>"))
+    with pytest.raises(openai.APIStatusError) as info:
+        list(client.responses.create(model=model, input="hi", stream=True))
+    assert info.value.status_code == 502
+    assert "application/json" in str(info.value.message)

@@ -1062,6 +1062,11 @@ class FakeUpstream:
             return "An assistant message with 'tool_calls' must be followed by tool messages " \
                    "responding to each 'tool_call_id'.", "messages"
         for j, tool in enumerate(body.get("tools") or []):
+            # GPT-5's freeform tools: {"type": "custom", "custom": {"name", "format"?}}.
+            if isinstance(tool, dict) and tool.get("type") == "custom":
+                if not isinstance(tool.get("custom"), dict) or not tool["custom"].get("name"):
+                    return f"Missing required parameter: 'tools[{j}].custom'.", f"tools[{j}]"
+                continue
             if not isinstance(tool, dict) or not isinstance(tool.get("function"), dict) \
                     or not tool["function"].get("name"):
                 return "Missing required parameter: 'tools[0].function'.", f"tools[{j}]"
@@ -1073,7 +1078,7 @@ class FakeUpstream:
         if last.get("role") == "tool":
             return Reply(text="The tool said: " + _text_of(last.get("content")))
         text = _text_of(last.get("content"))
-        tools = [t["function"] for t in body.get("tools") or []]
+        tools = [t["function"] for t in body.get("tools") or [] if "function" in t]
         choice = body.get("tool_choice")
         if tools and choice != "none" and (text.startswith("call tool")
                                             or choice == "required" or isinstance(choice, dict)):
