@@ -173,6 +173,7 @@ def test_embeddings_on_anthropic_alias_refused(client: openai.OpenAI, up: FakeUp
     with pytest.raises(openai.BadRequestError) as info:
         client.embeddings.create(model="claude", input="hello")
     assert info.value.param == "input"
+    assert "no embeddings" in info.value.message
     assert up.requests_for("anthropic") == []
 
 

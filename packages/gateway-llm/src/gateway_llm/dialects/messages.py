@@ -237,6 +237,9 @@ def _reject_unsupported(conv: Conversation) -> None:
     for item in conv.unsupported:
         if item.kind.removeprefix("param:") in ("audio", "modalities"):
             raise _invalid("Anthropic models cannot produce audio.", item.path)
+        if item.kind == "embeddings":
+            raise _invalid("Anthropic models have no embeddings API: use an embedding alias "
+                           "on an OpenAI-kind provider.", item.path)
         raise _invalid(f"'{item.path}' cannot be sent to Anthropic models.", item.path)
     reasoning = conv.reasoning
     if reasoning is not None and reasoning.effort is not None and (
