@@ -21,26 +21,10 @@ PACKAGES = {
 
 # Public modules that have no `__all__` yet, each skipped by the `__all__` test until its owner
 # adds one; then delete its line here. Do not add new modules: write their `__all__` instead.
-MISSING_ALL = {
-    "gateway_core.anthropic_types",
-    "gateway_core.openai_types",
-    "gateway_llm.circuit",
-    "gateway_llm.dialects",
-    "gateway_llm.errors",
-    "gateway_llm.limiter",
-    "gateway_server.app",
-    "gateway_server.bodies",
-    "gateway_server.observers",
-    "gateway_server.routes",
-    "gateway_server.state",
-}
+MISSING_ALL: set[str] = set()
 
 # Modules without a module docstring yet (same rules as above).
-MISSING_DOCSTRING = {
-    "gateway_core.__about__",
-    "gateway_llm.__about__",
-    "gateway_server.__about__",
-}
+MISSING_DOCSTRING: set[str] = set()
 
 # Importing these runs them: `asgi` loads the config file and builds the app, `__main__` runs
 # a CLI. Their `__all__` is checked on the source instead: each name bound at module level.

@@ -9,6 +9,15 @@ from collections.abc import Mapping
 
 from gateway_core.errors import GatewayError, UpstreamError
 
+__all__ = [
+    "PROVIDER_FAULT_STATUSES",
+    "RETRYABLE_STATUSES",
+    "AttemptFailed",
+    "classify_status",
+    "parse_retry_after",
+    "redact",
+]
+
 # https://platform.openai.com/docs/guides/error-codes, Anthropic's 529 overloaded_error.
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 # A bad key or missing permission is the gateway's problem, not the client's: fail over.

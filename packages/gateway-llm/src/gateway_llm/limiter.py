@@ -40,6 +40,21 @@ from gateway_llm.hub import (
     ToolResult,
 )
 
+__all__ = [
+    "Admission",
+    "Decision",
+    "Denied",
+    "Limit",
+    "LimitName",
+    "LimitStore",
+    "LimitStoreUnavailable",
+    "MemoryLimitStore",
+    "RateLimiter",
+    "RedisLimitStore",
+    "estimate_prompt_tokens",
+    "format_reset",
+]
+
 log = structlog.get_logger("gateway.limits")
 
 LimitName = Literal["requests", "tokens", "tokens_day"]

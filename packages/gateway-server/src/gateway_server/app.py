@@ -30,6 +30,8 @@ from gateway_server.routes import (
 )
 from gateway_server.state import GatewayState
 
+__all__ = ["create_app"]
+
 log = structlog.get_logger("gateway")
 
 

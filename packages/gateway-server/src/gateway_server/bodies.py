@@ -10,6 +10,8 @@ import msgspec
 
 from gateway_core.errors import InvalidRequest
 
+__all__ = ["decode_raw", "decode_typed", "field_of"]
+
 T = TypeVar("T")
 
 _raw_decoder = msgspec.json.Decoder(dict[str, object])

@@ -8,6 +8,8 @@ from prometheus_client import Counter, Histogram
 from gateway_llm.hub import Usage
 from gateway_server.metrics import Metrics
 
+__all__ = ["RouterMetrics", "SandboxMetrics"]
+
 
 class RouterMetrics:
     def __init__(self, metrics: Metrics) -> None:

@@ -14,6 +14,8 @@ from gateway_llm.router import Router
 from gateway_server.metrics import Metrics
 from gateway_server.observers import RouterMetrics
 
+__all__ = ["GatewayState"]
+
 if TYPE_CHECKING:
     from gateway_sandbox import SandboxManager
 
