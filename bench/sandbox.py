@@ -1,5 +1,6 @@
-"""`hatch run bench:sandbox`: sandbox warm and cold create, execute round trips and
-concurrent creates through gateway_sandbox.SandboxManager, per backend available here."""
+"""`hatch run bench:sandbox`: sandbox warm and cold create, execute round trips (a fresh
+process per execute, beside a trivial cell in a persistent context) and concurrent creates
+through gateway_sandbox.SandboxManager, per backend available here."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ from common import Table, percentile, verdict, warn_if_busy, write_results
 
 TARGET_COLD_MS = 200.0
 TARGET_WARM_MS = 50.0
+TARGET_CELL_MS = 3.0
 CODE = {"python": ("print(1 + 1)", "2"), "node": ("console.log(1 + 1)", "2")}
+# A trivial cell in a persistent context, after `x = 41`.
+CELL = ("x = 41", "x + 1", "42")
 
 
 def quiet_logs() -> None:
@@ -141,6 +145,19 @@ class SandboxBench:
                         ms, _res = await timed(functools.partial(sb.execute, code))
                         rt.append(ms)
                     self.row(f"{name}: execute round trip {runtime} ({code})", "", rt, None)
+                    ctx = await sb.create_context(runtime)
+                    setup, cell, want = CELL
+                    await sb.execute(setup, context_id=ctx.id)
+                    cells: list[float] = []
+                    for _ in range(max(200, self.runs * 10)):
+                        ms, res = await timed(functools.partial(sb.execute, cell,
+                                                                context_id=ctx.id))
+                        if not res.results or res.results[-1].data != want:
+                            raise RuntimeError(f"the {runtime} cell gave {res.results!r}")
+                        cells.append(ms)
+                    self.row(f"{name}: context cell round trip {runtime} ({cell})",
+                             f"< {TARGET_CELL_MS:g} ms", cells,
+                             TARGET_CELL_MS if name == "process" else None)
                 finally:
                     await sb.close()
         except Exception as e:  # noqa: BLE001

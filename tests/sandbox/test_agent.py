@@ -56,7 +56,7 @@ async def test_stdio_transport_with_the_host_client(tmp_path: Path) -> None:
     try:
         # The host side of the protocol works over any pair of streams.
         client = await AgentClient.connect(proc.stdout, proc.stdin)  # type: ignore[arg-type]
-        assert client.hello.protocol == 1
+        assert client.hello.protocol == 2
         await client.ping()
         msg = Execute(id=client.new_id(), runtime=RUNTIMES["python"],
                       code="print(input() * 2)", timeout_s=10, max_output_bytes=1024,
@@ -76,7 +76,7 @@ async def test_stdio_transport_with_the_host_client(tmp_path: Path) -> None:
 async def test_malformed_frame_closes_only_that_connection(socket_agent: Path) -> None:
     reader, writer = await asyncio.open_unix_connection(str(socket_agent))
     hello = await read_frame(reader)
-    assert hello["type"] == "hello" and hello["protocol"] == 1
+    assert hello["type"] == "hello" and hello["protocol"] == 2
     writer.write(struct.pack(">I", 5) + b"{nope")
     await writer.drain()
     err = await read_frame(reader)

@@ -237,3 +237,42 @@ async def test_unusable_bubblewrap_answers_503_and_llm_side_stays_up(state_dir: 
             ready = (await client.get("/health/ready")).json()
             assert ready["sandbox"]["available"] is False
             assert (await client.get("/v1/models")).status_code == 200
+
+
+async def test_context_keeps_state_over_http(gateway: httpx.AsyncClient) -> None:
+    sid = (await gateway.post("/v1/sandboxes", json={"runtime": "python"})).json()["id"]
+    r = await gateway.post(f"/v1/sandboxes/{sid}/contexts", json={"language": "python"})
+    assert r.status_code == 201
+    ctx = r.json()
+    assert ctx["object"] == "context" and ctx["language"] == "python"
+    url = f"/v1/sandboxes/{sid}/execute"
+    r = await gateway.post(url, json={"code": "import json\ndata = {'k': [1, 2]}",
+                                      "context_id": ctx["id"]})
+    assert r.status_code == 200 and r.json()["exit_code"] == 0
+    r = await gateway.post(url, json={"code": "json.dumps(data)", "context_id": ctx["id"]})
+    body = r.json()
+    assert body["results"] == [{"mime": "text/plain", "data": "'{\"k\": [1, 2]}'"}]
+    assert body["context_id"] == ctx["id"]
+    r = await gateway.post(url, json={"code": "1/0", "context_id": ctx["id"]})
+    assert r.json()["error"]["name"] == "ZeroDivisionError"
+    # "context": "default" makes one per language on first use.
+    await gateway.post(url, json={"code": "d = 5", "context": "default"})
+    r = await gateway.post(url, json={"code": "d * 2", "context": "default"})
+    assert r.json()["results"][0]["data"] == "10"
+    listed = (await gateway.get(f"/v1/sandboxes/{sid}/contexts")).json()["data"]
+    assert {c["id"] for c in listed} == {ctx["id"], "default-python"}
+    r = await gateway.post(f"/v1/sandboxes/{sid}/contexts/{ctx['id']}/interrupt")
+    assert r.json() == {"interrupted": False}
+    r = await gateway.post(f"/v1/sandboxes/{sid}/contexts/{ctx['id']}/restart")
+    assert r.json()["restarts"] == 1
+    r = await gateway.post(url, json={"code": "data", "context_id": ctx["id"]})
+    assert r.json()["error"]["name"] == "NameError"
+    assert (await gateway.delete(f"/v1/sandboxes/{sid}/contexts/{ctx['id']}")).status_code \
+        == 204
+    for r in (await gateway.post(url, json={"code": "1", "context_id": ctx["id"]}),
+              await gateway.get(f"/v1/sandboxes/{sid}/contexts/{ctx['id']}"),
+              await gateway.post(f"/v1/sandboxes/{sid}/contexts/nope/interrupt")):
+        assert r.status_code == 404 and error_of(r)["param"] == "context_id"
+    for body, param in [({"language": "cobol"}, "language"), ({"lang": "python"}, "lang")]:
+        r = await gateway.post(f"/v1/sandboxes/{sid}/contexts", json=body)
+        assert r.status_code == 400 and error_of(r)["param"] == param

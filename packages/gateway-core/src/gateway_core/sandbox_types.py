@@ -3,23 +3,45 @@ and file operations. Requests forbid unknown fields so a typo is a 400 naming it
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 __all__ = [
+    "CommandInfo",
+    "CommandList",
+    "CommandRequest",
+    "CommandStdinRequest",
+    "CommandStarted",
+    "ContextInfo",
+    "ContextList",
+    "CreateContextRequest",
     "CreateSandboxRequest",
+    "ExecError",
     "ExecEvent",
+    "ExecOutput",
     "ExecResult",
     "ExecuteRequest",
+    "FileEntry",
+    "FileList",
     "FileWritten",
+    "MkdirRequest",
+    "MoveRequest",
+    "OnTimeout",
     "OutputChunk",
+    "Resources",
     "SandboxInfo",
     "SandboxList",
     "SandboxStatus",
+    "SignalRequest",
+    "TimeoutRequest",
 ]
 
-SandboxStatus = Literal["ready", "running", "dead", "closed"]
+SandboxStatus = Literal["ready", "running", "paused", "dead", "closed"]
+#: What happens when a sandbox's lifetime or idle TTL runs out.
+OnTimeout = Literal["delete", "pause"]
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 
 
 class CreateSandboxRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -28,6 +50,17 @@ class CreateSandboxRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
     timeout_s: float | None = None
     env: dict[str, str] | None = None
     metadata: dict[str, str] | None = None
+    on_timeout: OnTimeout | None = None
+    # Resources within the config's caps (unset: the config's defaults).
+    cpus: Positive | None = None
+    memory_mb: PositiveInt | None = None
+    disk_mb: PositiveInt | None = None
+
+
+class Resources(msgspec.Struct, frozen=True, kw_only=True):
+    cpus: float
+    memory_mb: int
+    disk_mb: int
 
 
 class SandboxInfo(msgspec.Struct, kw_only=True):
@@ -38,7 +71,15 @@ class SandboxInfo(msgspec.Struct, kw_only=True):
     expires_at: int
     backend: str
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
+    on_timeout: OnTimeout = "delete"
+    resources: Resources | None = None
     object: str = "sandbox"
+
+
+class TimeoutRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Set the sandbox's remaining lifetime, from now (capped by max_lifetime_s)."""
+
+    timeout_s: Positive
 
 
 class SandboxList(msgspec.Struct, kw_only=True):
@@ -53,15 +94,43 @@ class ExecuteRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     env: dict[str, str] | None = None
     stdin: str | None = None
     stream: bool = False
+    # Run in this persistent context (names survive between executes) ...
+    context_id: str | None = None
+    # ... or in the default one for the runtime, made on first use.
+    context: Literal["default"] | None = None
 
 
-class ExecResult(msgspec.Struct, kw_only=True):
+class ExecOutput(msgspec.Struct, kw_only=True):
+    """One representation of a cell's value: ``text/plain``, ``image/png`` (base64), ..."""
+
+    mime: str
+    data: str
+
+
+class ExecError(msgspec.Struct, kw_only=True):
+    """The exception a cell raised; the traceback points at the cell's own lines."""
+
+    name: str
+    value: str
+    traceback: str
+
+
+class ExecResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A fresh execute has the first six fields; a cell adds its results, error, context."""
+
     stdout: str
     stderr: str
     exit_code: int
     duration_ms: int
     timed_out: bool
     truncated: bool
+    # In a context: the last expression's value (and display()ed objects, figures) ...
+    results: list[ExecOutput] = msgspec.field(default_factory=list)
+    # ... the exception, and whether the interpreter had to be started afresh.
+    error: ExecError | None = None
+    context_id: str | None = None
+    restarted: bool = False
+    execution_count: int | None = None
 
 
 class OutputChunk(msgspec.Struct, kw_only=True):
@@ -78,3 +147,94 @@ ExecEvent = OutputChunk | ExecResult
 class FileWritten(msgspec.Struct, kw_only=True):
     path: str
     size: int
+
+
+class CreateContextRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    language: str = "python"
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+
+
+class ContextInfo(msgspec.Struct, kw_only=True):
+    id: str
+    language: str
+    cwd: str | None
+    created_at: int
+    restarts: int = 0
+    object: str = "context"
+
+
+class ContextList(msgspec.Struct, kw_only=True):
+    data: list[ContextInfo]
+    object: str = "list"
+
+
+class CommandRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A shell command, run as ``/bin/sh -c cmd`` in the sandbox."""
+
+    cmd: str
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    timeout_s: float | None = None
+    stdin: str | None = None
+    background: bool = False
+    stream: bool = False
+
+
+class CommandStarted(msgspec.Struct, kw_only=True):
+    pid: int
+    cmd: str
+    status: Literal["running", "exited"] = "running"
+    object: str = "command"
+
+
+class CommandInfo(msgspec.Struct, kw_only=True):
+    pid: int
+    cmd: str
+    status: Literal["running", "exited"]
+    exit_code: int | None
+    started_at: float
+    truncated: bool
+    stdout: str | None = None
+    stderr: str | None = None
+    object: str = "command"
+
+
+class CommandList(msgspec.Struct, kw_only=True):
+    data: list[CommandInfo]
+    object: str = "list"
+
+
+class CommandStdinRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    data: str = ""
+    eof: bool = False
+
+
+class SignalRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    signal: str = "TERM"
+
+
+class FileEntry(msgspec.Struct, kw_only=True):
+    name: str
+    path: str
+    type: Literal["file", "dir", "symlink", "other"]
+    size: int
+    mode: int
+    mtime: float
+    target: str | None = None
+
+
+class FileList(msgspec.Struct, kw_only=True):
+    data: list[FileEntry]
+    truncated: bool = False
+    object: str = "list"
+
+
+class MkdirRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    path: str
+
+
+class MoveRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    src: str
+    dst: str
+    overwrite: bool = False

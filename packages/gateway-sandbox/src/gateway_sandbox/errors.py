@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from gateway_core.errors import GatewayError, ServiceUnavailable
 
-__all__ = ["AgentError", "BackendUnavailable", "PoolExhausted", "SandboxDead"]
+__all__ = ["AgentError", "BackendUnavailable", "PoolExhausted", "SandboxConflict", "SandboxDead",
+           "SandboxPaused"]
 
 
 class PoolExhausted(ServiceUnavailable):
@@ -29,3 +30,18 @@ class AgentError(GatewayError):
     status = 500
     type = "server_error"
     code = "sandbox_agent_error"
+
+
+class SandboxConflict(GatewayError):
+    """The sandbox is not in a state that allows the operation (resume of a running one,
+    pause while an execution runs, a pause the backend cannot do)."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "sandbox_state_conflict"
+
+
+class SandboxPaused(SandboxConflict):
+    """The sandbox is paused: resume it first."""
+
+    code = "sandbox_paused"

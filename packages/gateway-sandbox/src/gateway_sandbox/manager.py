@@ -14,10 +14,12 @@ import msgspec
 import structlog
 
 from gateway_core.config.sandbox import SandboxConfig, SandboxLimits
-from gateway_core.errors import InvalidRequest, NotFound, PayloadTooLarge
+from gateway_core.errors import GatewayError, NotFound
+from gateway_core.sandbox_types import OnTimeout
 from gateway_sandbox.backends.base import Backend
 from gateway_sandbox.errors import BackendUnavailable, PoolExhausted
-from gateway_sandbox.observer import NullObserver, SandboxObserver
+from gateway_sandbox.observer import SandboxObserver
+from gateway_sandbox.policy import SandboxPolicy
 from gateway_sandbox.pool import WarmGuest, WarmPool, start_warm
 from gateway_sandbox.protocol import ConnectionLost
 from gateway_sandbox.runtimes import RUNTIMES, Runtime, available_runtimes
@@ -79,17 +81,16 @@ class SandboxManager:
                  clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.limits: SandboxLimits = cfg.limits
-        self.idle_ttl_s = cfg.idle_ttl_s
         self.backend = backend
         self.backend_reason = backend_reason
-        self.observer: SandboxObserver = observer or NullObserver()
+        self.policy = SandboxPolicy(cfg, observer)
+        self.observer: SandboxObserver = self.policy.observer
         self.clock = clock
         self._sandboxes: dict[str, Sandbox] = {}
         self._reserved = 0  # slots taken by creates still starting their guest
         self._cond = asyncio.Condition()
         self._pool = WarmPool(backend, cfg.pool, cfg.start_timeout_s,
                               capacity_left=self._capacity_left, changed=self._changed)
-        self._runtimes: dict[str, str | None] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._notifiers: set[asyncio.Task[None]] = set()
         self._started = False
@@ -100,6 +101,14 @@ class SandboxManager:
                     clock: Callable[[], float] = time.time) -> SandboxManager:
         backend, reason = select_backend(cfg)
         return cls(cfg, backend, backend_reason=reason, observer=observer, clock=clock)
+
+    @property
+    def idle_ttl_s(self) -> float:
+        return self.policy.idle_ttl_s
+
+    @idle_ttl_s.setter
+    def idle_ttl_s(self, value: float) -> None:
+        self.policy.idle_ttl_s = value
 
     @property
     def backend_name(self) -> str:
@@ -113,15 +122,15 @@ class SandboxManager:
         await self.backend.start()
         self._started = True
         if self.backend.name == "process":
-            self._runtimes = available_runtimes(self.cfg.runtime_path,
-                                                self.cfg.process_rootfs_dir or "/")
+            self.policy.runtimes = available_runtimes(self.cfg.runtime_path,
+                                                      self.cfg.process_rootfs_dir or "/")
         else:
-            self._runtimes = dict.fromkeys(RUNTIMES)
+            self.policy.runtimes = dict.fromkeys(RUNTIMES)
         self._pool.start()
         self._reaper = asyncio.create_task(self._reap_loop())
         log.info("sandbox_manager_started", backend=self.backend.name,
                  reason=self.backend_reason,
-                 runtimes=[n for n, why in self._runtimes.items() if why is None])
+                 runtimes=[n for n, why in self.policy.runtimes.items() if why is None])
 
     async def __aenter__(self) -> SandboxManager:
         await self.start()
@@ -168,7 +177,7 @@ class SandboxManager:
             self._notifiers.add(task)
             task.add_done_callback(self._notifiers.discard)
 
-    async def _acquire(self) -> tuple[WarmGuest | None, str]:
+    async def _acquire(self, *, cold: bool = False) -> tuple[WarmGuest | None, str]:
         """A warm guest from the pool, or (None, "cold") with a slot reserved for a cold
         start, waiting up to acquire_timeout_s (and for pool starts already under way)."""
         loop = asyncio.get_running_loop()
@@ -177,7 +186,7 @@ class SandboxManager:
             while True:
                 if self._closed:
                     raise BackendUnavailable("The sandbox manager is shutting down.")
-                warm = self._pool.take()
+                warm = None if cold else self._pool.take()
                 if warm is not None:
                     self._reserved += 1
                     return warm, "warm"
@@ -201,78 +210,48 @@ class SandboxManager:
                         f"(pool.max_total); none was freed within "
                         f"{self.cfg.pool.acquire_timeout_s} s.")
 
-    # ---- validation (shared with Sandbox) ----
+    # ---- validation (the policy's; kept here for callers of the manager) ----
 
     def resolve_runtime(self, name: str) -> Runtime:
-        rt = RUNTIMES.get(name)
-        if rt is None:
-            raise InvalidRequest(f"Unknown runtime {name!r}; expected one of "
-                                 f"{', '.join(sorted(RUNTIMES))}.", param="runtime")
-        why = self._runtimes.get(name)
-        if why is not None:
-            raise InvalidRequest(f"Runtime {name!r} is not available on this gateway: {why}.",
-                                 param="runtime", code="runtime_unavailable")
-        return rt
+        return self.policy.resolve_runtime(name)
 
     def runtimes(self) -> dict[str, str | None]:
         """Runtime name -> None when usable, else why not."""
-        return dict(self._runtimes)
-
-    def check_code(self, code: str) -> None:
-        if not code.strip():
-            raise InvalidRequest("code must not be empty.", param="code")
-        if len(code.encode()) > self.limits.max_code_bytes:
-            raise PayloadTooLarge(f"code is over {self.limits.max_code_bytes} bytes.",
-                                  param="code")
-
-    def check_exec_timeout(self, timeout_s: float | None) -> float:
-        if timeout_s is None:
-            return self.limits.default_exec_timeout_s
-        if not 0 < timeout_s <= self.limits.max_exec_timeout_s:
-            raise InvalidRequest(f"timeout_s must be > 0 and <= "
-                                 f"{self.limits.max_exec_timeout_s}.", param="timeout_s")
-        return float(timeout_s)
-
-    def exec_rlimits(self) -> dict[str, int]:
-        """Limits the agent applies to every execution, whatever the backend (the process
-        backend also sets them on the whole jail; a VM's agent runs without them otherwise)."""
-        lim = self.limits
-        return {"cpu": lim.cpu_time_s, "nproc": lim.max_processes,
-                "fsize": lim.max_file_mb * 1024 * 1024, "data": lim.memory_mb * 1024 * 1024}
-
-    def check_env(self, env: Mapping[str, str] | None) -> None:
-        for key, value in (env or {}).items():
-            if not key or "=" in key or "\0" in key or "\0" in value:
-                raise InvalidRequest(f"env has an invalid variable name or value: {key!r}.",
-                                     param="env")
+        return dict(self.policy.runtimes)
 
     # ---- sandboxes ----
 
     async def create(self, runtime: str, *, timeout_s: float | None = None,
                      env: dict[str, str] | None = None,
-                     metadata: dict[str, str] | None = None) -> Sandbox:
-        """A sandbox for ``runtime``, warm from the pool when one is ready. ``timeout_s`` is
-        its lifetime (default and cap: max_lifetime_s)."""
+                     metadata: dict[str, str] | None = None,
+                     on_timeout: OnTimeout | None = None, cpus: float | None = None,
+                     memory_mb: int | None = None, disk_mb: int | None = None) -> Sandbox:
+        """A sandbox for ``runtime``, warm from the pool when one is ready (a cold start when
+        it asks for resources other than the defaults). ``timeout_s`` is its lifetime
+        (default and cap: max_lifetime_s)."""
         if not self._started or self._closed:
             raise BackendUnavailable("The sandbox manager is not running.")
-        self.resolve_runtime(runtime)
-        if timeout_s is not None and not 0 < timeout_s <= self.cfg.max_lifetime_s:
-            raise InvalidRequest(f"timeout_s must be > 0 and <= {self.cfg.max_lifetime_s}.",
-                                 param="timeout_s")
-        self.check_env(env)
+        pol = self.policy
+        pol.resolve_runtime(runtime)
+        lifetime = pol.check_lifetime(timeout_s)
+        pol.check_env(env)
+        resources = pol.check_resources(cpus, memory_mb, disk_mb)
+        custom = resources != pol.default_resources()
         t0 = time.monotonic()
-        warm, kind = await self._acquire()
+        warm, kind = await self._acquire(cold=custom)
         try:
             if warm is None:
                 try:
-                    warm = await start_warm(self.backend, self.cfg.start_timeout_s)
+                    warm = await start_warm(self.backend, self.cfg.start_timeout_s,
+                                            resources if custom else None)
                 except BackendUnavailable:
                     raise
                 except (TimeoutError, OSError, ConnectionLost) as exc:
                     raise BackendUnavailable(f"The sandbox did not start: {exc}") from exc
-            sb = Sandbox(self, warm.guest, warm.client, runtime=runtime,
-                         lifetime_s=timeout_s or self.cfg.max_lifetime_s, env=dict(env or {}),
-                         metadata=dict(metadata or {}), clock=self.clock)
+            sb = Sandbox(warm.guest, warm.client, policy=pol, on_close=self.delete,
+                         runtime=runtime, lifetime_s=lifetime, env=dict(env or {}),
+                         metadata=dict(metadata or {}), clock=self.clock,
+                         on_timeout=on_timeout or self.cfg.on_timeout, resources=resources)
             self._sandboxes[sb.id] = sb
         finally:
             self._reserved -= 1
@@ -313,6 +292,13 @@ class SandboxManager:
         deleted: builtins.list[str] = []
         for sb in list(self._sandboxes.values()):
             if sb.expired(now):
+                if sb.on_timeout == "pause" and not sb.paused and sb.status != "dead":
+                    try:
+                        await sb.pause()
+                        log.info("sandbox_paused_on_timeout", id=sb.id)
+                        continue
+                    except GatewayError as exc:
+                        log.warning("sandbox_pause_failed", id=sb.id, error=exc.message)
                 with contextlib.suppress(NotFound):
                     await self.delete(sb.id)
                     deleted.append(sb.id)
@@ -348,7 +334,7 @@ class SandboxManager:
                                   "backend_reason": self.backend_reason}
         out.update(self.backend.describe())
         out["runtimes"] = {n: ("available" if why is None else why)
-                           for n, why in self._runtimes.items()}
+                           for n, why in self.policy.runtimes.items()}
         out["pool"] = msgspec.structs.asdict(self.stats())
         if self._pool.last_error:
             out["pool_last_error"] = self._pool.last_error

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import structlog
 
 from gateway_core.config.sandbox import PoolConfig
+from gateway_core.sandbox_types import Resources
 from gateway_sandbox.backends.base import Backend, Guest
 from gateway_sandbox.protocol import AgentClient
 
@@ -39,10 +40,11 @@ class WarmGuest:
         await self.guest.stop()
 
 
-async def start_warm(backend: Backend, start_timeout_s: float) -> WarmGuest:
+async def start_warm(backend: Backend, start_timeout_s: float,
+                     resources: Resources | None = None) -> WarmGuest:
     """Start a guest and wait until its agent has said hello and answered a ping."""
     t0 = time.monotonic()
-    guest = await backend.start_guest(new_sandbox_id())
+    guest = await backend.start_guest(new_sandbox_id(), resources)
     try:
         reader, writer = await asyncio.wait_for(guest.open_stream(), start_timeout_s)
         client = await AgentClient.connect(reader, writer, start_timeout_s)

@@ -36,7 +36,7 @@ __all__ = [
     "read_reply",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_FRAME = 256 * 1024 * 1024
 _HEADER = struct.Struct(">I")
 
@@ -62,6 +62,7 @@ class Execute(msgspec.Struct, tag_field="op", tag="execute", kw_only=True):
     stdin: str | None = None
     stream: bool = False
     rlimits: dict[str, int] = msgspec.field(default_factory=dict)
+    cwd: str | None = None
 
 
 class WriteFile(msgspec.Struct, tag_field="op", tag="write_file", kw_only=True):
@@ -69,15 +70,127 @@ class WriteFile(msgspec.Struct, tag_field="op", tag="write_file", kw_only=True):
     path: str
     data: bytes  # base64 in JSON, as msgspec encodes bytes
     mode: int = 0o644
+    append: bool = False
 
 
 class ReadFile(msgspec.Struct, tag_field="op", tag="read_file", kw_only=True):
     id: int
     path: str
     max_bytes: int
+    # Set: one chunk of a streamed download from here (never too_large).
+    offset: int | None = None
 
 
-Request = Ping | Cancel | Execute | WriteFile | ReadFile
+class ListDir(msgspec.Struct, tag_field="op", tag="list", kw_only=True):
+    id: int
+    path: str
+    depth: int = 1
+    limit: int = 10000
+
+
+class Stat(msgspec.Struct, tag_field="op", tag="stat", kw_only=True):
+    id: int
+    path: str
+
+
+class Remove(msgspec.Struct, tag_field="op", tag="remove", kw_only=True):
+    id: int
+    path: str
+    recursive: bool = False
+
+
+class MakeDir(msgspec.Struct, tag_field="op", tag="mkdir", kw_only=True):
+    id: int
+    path: str
+    parents: bool = True
+
+
+class Move(msgspec.Struct, tag_field="op", tag="move", kw_only=True):
+    id: int
+    src: str
+    dst: str
+    overwrite: bool = False
+
+
+class ContextCreate(msgspec.Struct, tag_field="op", tag="context_create", kw_only=True):
+    id: int
+    context: str
+    language: str
+    # ``{agent}``, ``{in}``, ``{out}``, ``{token}``, ``{node_runner}`` are replaced.
+    argv: list[str]
+    cwd: str | None = None
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class ContextOp(msgspec.Struct, tag_field="op", kw_only=True):
+    id: int
+    context: str
+
+
+class ContextDelete(ContextOp, tag="context_delete"):
+    pass
+
+
+class ContextRestart(ContextOp, tag="context_restart"):
+    pass
+
+
+class ContextInterrupt(ContextOp, tag="context_interrupt"):
+    pass
+
+
+class ContextExec(msgspec.Struct, tag_field="op", tag="context_exec", kw_only=True):
+    id: int
+    context: str
+    code: str
+    timeout_s: float
+    grace_s: float
+    max_output_bytes: int
+    stream: bool = False
+
+
+class ProcStart(msgspec.Struct, tag_field="op", tag="proc_start", kw_only=True):
+    id: int
+    cmd: str
+    max_output_bytes: int
+    cwd: str | None = None
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    stdin: str | None = None
+    timeout_s: float | None = None
+    rlimits: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class ProcList(msgspec.Struct, tag_field="op", tag="proc_list", kw_only=True):
+    id: int
+
+
+class ProcGet(msgspec.Struct, tag_field="op", tag="proc_get", kw_only=True):
+    id: int
+    pid: int
+    wait_s: float | None = None
+
+
+class ProcFollow(msgspec.Struct, tag_field="op", tag="proc_follow", kw_only=True):
+    id: int
+    pid: int
+
+
+class ProcStdin(msgspec.Struct, tag_field="op", tag="proc_stdin", kw_only=True):
+    id: int
+    pid: int
+    data: bytes
+    eof: bool = False
+
+
+class ProcSignal(msgspec.Struct, tag_field="op", tag="proc_signal", kw_only=True):
+    id: int
+    pid: int
+    signal: str
+
+
+Request = (Ping | Cancel | Execute | WriteFile | ReadFile | ListDir | Stat | Remove | MakeDir
+           | Move | ContextCreate | ContextDelete | ContextRestart | ContextInterrupt
+           | ContextExec | ProcStart | ProcList | ProcGet | ProcFollow | ProcStdin | ProcSignal)
 
 
 # ---- replies (agent -> host) ----
@@ -94,6 +207,9 @@ class Pong(msgspec.Struct, tag_field="type", tag="pong", kw_only=True):
 
 class Ok(msgspec.Struct, tag_field="type", tag="ok", kw_only=True):
     id: int
+    created: bool | None = None  # mkdir
+    running: bool | None = None  # context_interrupt
+    pid: int | None = None  # context_create / restart
 
 
 class Chunk(msgspec.Struct, tag_field="type", tag="chunk", kw_only=True):
@@ -122,6 +238,83 @@ class FileData(msgspec.Struct, tag_field="type", tag="file", kw_only=True):
     id: int
     data: bytes
     size: int
+    total: int = 0
+    eof: bool = True
+
+
+class Entry(msgspec.Struct, kw_only=True):
+    name: str
+    path: str
+    type: Literal["file", "dir", "symlink", "other"]
+    size: int
+    mode: int
+    mtime: float
+    target: str | None = None
+
+
+class EntryReply(msgspec.Struct, tag_field="type", tag="entry", kw_only=True):
+    id: int
+    entry: Entry
+
+
+class Entries(msgspec.Struct, tag_field="type", tag="entries", kw_only=True):
+    id: int
+    entries: list[Entry]
+    truncated: bool = False
+
+
+class CellError(msgspec.Struct, kw_only=True):
+    name: str
+    value: str
+    traceback: str
+
+
+class CellOutput(msgspec.Struct, kw_only=True):
+    mime: str
+    data: str
+
+
+class Cell(msgspec.Struct, tag_field="type", tag="cell", kw_only=True):
+    id: int
+    stdout: str
+    stderr: str
+    exit_code: int
+    duration_ms: int
+    timed_out: bool
+    truncated: bool
+    results: list[CellOutput]
+    error: CellError | None
+    restarted: bool
+    interrupted: bool = False
+    execution_count: int = 0
+
+
+class ProcInfo(msgspec.Struct, tag_field="type", tag="proc", kw_only=True):
+    id: int
+    pid: int
+    cmd: str
+    status: Literal["running", "exited"]
+    exit_code: int | None
+    started_at: float
+    truncated: bool
+    stdout: str | None = None
+    stderr: str | None = None
+
+
+class ProcInfoItem(msgspec.Struct, kw_only=True):
+    pid: int
+    cmd: str
+    status: Literal["running", "exited"]
+    exit_code: int | None
+    started_at: float
+    truncated: bool
+    id: int = 0
+    type: str = "proc"
+
+
+class Procs(msgspec.Struct, tag_field="type", tag="procs", kw_only=True):
+    id: int
+    procs: list[ProcInfoItem]
 
 
 class Error(msgspec.Struct, tag_field="type", tag="error", kw_only=True):
@@ -130,7 +323,8 @@ class Error(msgspec.Struct, tag_field="type", tag="error", kw_only=True):
     message: str
 
 
-Reply = Hello | Pong | Ok | Chunk | Result | Written | FileData | Error
+Reply = (Hello | Pong | Ok | Chunk | Result | Written | FileData | EntryReply | Entries | Cell
+         | ProcInfo | Procs | Error)
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[Reply] = msgspec.json.Decoder(Reply)

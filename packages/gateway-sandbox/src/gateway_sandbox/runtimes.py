@@ -8,7 +8,7 @@ import shutil
 
 import msgspec
 
-__all__ = ["RUNTIMES", "Runtime", "available_runtimes", "find_tool"]
+__all__ = ["RUNTIMES", "Runtime", "SHELL", "available_runtimes", "find_tool"]
 
 
 class Runtime(msgspec.Struct, frozen=True, kw_only=True):
@@ -22,19 +22,30 @@ class Runtime(msgspec.Struct, frozen=True, kw_only=True):
     env: dict[str, str] = msgspec.field(default_factory=dict)
     # The program that must exist in the guest for this runtime to work.
     tool: str = ""
+    # How to start a persistent context (a long-lived interpreter); None: the language has
+    # none. ``{agent}`` is the agent file, ``{in}``/``{out}`` its control pipes, ``{token}``
+    # the end-of-cell mark, ``{node_runner}`` the agent's Node cell runner source.
+    context: list[str] | None = None
 
 
 RUNTIMES: dict[str, Runtime] = {
     r.name: r
     for r in (
         Runtime(name="python", file="main.py", run=["python3", "-u", "{file}"],
-                env={"PYTHONDONTWRITEBYTECODE": "1"}, tool="python3"),
-        Runtime(name="node", file="main.js", run=["node", "{file}"], tool="node"),
+                env={"PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg"}, tool="python3",
+                context=["python3", "-u", "{agent}", "--cell-runner", "{in}", "{out}",
+                         "{token}"]),
+        Runtime(name="node", file="main.js", run=["node", "{file}"], tool="node",
+                context=["node", "-e", "{node_runner}", "{token}", "{in}", "{out}"]),
         Runtime(name="rust", file="main.rs",
                 build=["rustc", "--edition", "2021", "-o", "{dir}/main", "{file}"],
                 run=["{dir}/main"], tool="rustc"),
     )
 }
+
+
+#: Shell commands (POST .../commands): ``/bin/sh -c <cmd>``.
+SHELL = Runtime(name="sh", file="cmd.sh", run=["/bin/sh", "-c", "{code}"], tool="sh")
 
 
 def find_tool(tool: str, search_path: str, root: str = "/") -> str | None:

@@ -285,6 +285,16 @@ def _check(config: Config, source: str) -> None:
             f"{lim.default_exec_timeout_s}; expected > 0 and <= max_exec_timeout_s "
             f"({lim.max_exec_timeout_s})",
         )
+    for key, default, cap in (("memory_mb", lim.memory_mb, lim.max_memory_mb),
+                              ("disk_mb", lim.disk_mb, lim.max_disk_mb)):
+        if not 0 < default <= cap:
+            raise fail(f"sandbox.limits.{key}", f"{default}; expected > 0 and <= max_{key} "
+                       f"({cap})")
+    if not 0 < sb.vcpus <= lim.max_cpus:
+        raise fail("sandbox.vcpus", f"{sb.vcpus}; expected > 0 and <= limits.max_cpus "
+                   f"({lim.max_cpus})")
+    if sb.max_paused_s <= 0 or lim.interrupt_grace_s <= 0:
+        raise fail("sandbox", "max_paused_s and limits.interrupt_grace_s must be > 0")
 
 
 def _fail(source: str, path: str, problem: str) -> ConfigError:

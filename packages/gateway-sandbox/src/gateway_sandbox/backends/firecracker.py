@@ -9,6 +9,7 @@ import base64
 import contextlib
 import ctypes
 import hashlib
+import math
 import os
 import shutil
 import signal
@@ -21,6 +22,7 @@ import msgspec
 import structlog
 
 from gateway_core.config.sandbox import SandboxConfig
+from gateway_core.sandbox_types import Resources
 from gateway_sandbox.backends import vsock
 from gateway_sandbox.backends.firecracker_api import (
     BootSource,
@@ -32,7 +34,7 @@ from gateway_sandbox.backends.firecracker_api import (
     NetworkInterface,
     Vsock,
 )
-from gateway_sandbox.errors import BackendUnavailable
+from gateway_sandbox.errors import BackendUnavailable, SandboxConflict
 from gateway_sandbox.protocol import AgentClient, ConnectionLost, Execute, Result
 from gateway_sandbox.runtimes import Runtime
 
@@ -51,6 +53,7 @@ __all__ = [
     "firecracker_status",
     "first_contact",
     "hardware_kvm",
+    "make_work_drive",
     "orphaned_firecrackers",
     "wait_for_agent",
 ]
@@ -335,11 +338,15 @@ class FirecrackerGuest:
     """A running microVM whose agent listens on vsock."""
 
     def __init__(self, backend: FirecrackerBackend, sandbox_id: str, vm: FirecrackerVM,
-                 *, restored: bool) -> None:
+                 *, restored: bool, work_drive: Path | None = None) -> None:
         self._backend = backend
         self._id = sandbox_id
         self.vm = vm
         self.restored = restored
+        # The writable drive (disk_mb) mounted on /work; outside the VM directory, so a
+        # snapshot's path to it stays valid after a resume into a new directory.
+        self.work_drive = work_drive
+        self.paused_snapshot: _Snapshot | None = None
 
     @property
     def id(self) -> str:
@@ -353,12 +360,58 @@ class FirecrackerGuest:
         return await vsock.connect(str(self.vm.vsock_socket), self._backend.agent_port)
 
     def alive(self) -> bool:
-        return self.vm.alive()
+        return self.paused_snapshot is not None or self.vm.alive()
+
+    @property
+    def keeps_connection_when_paused(self) -> bool:
+        return False  # the VMM is stopped; the restored VM's agent is reached anew
+
+    async def pause(self) -> None:
+        """Pause the VM, snapshot it (state + memory) to disk, stop the VMM: a paused
+        sandbox holds neither CPU nor memory. resume() restores it in a fresh VMM."""
+        api = self.vm.api
+        if api is None or not self.vm.alive():
+            raise SandboxConflict("The sandbox's VM is not running; it cannot be paused.")
+        snap = _Snapshot(self._backend.dir / f"{self._id}.paused")
+        try:
+            await api.pause()
+            snap.dir.mkdir(exist_ok=True)
+            if self.vm.jail is None:
+                await api.snapshot_create(str(snap.state), str(snap.memory))
+            else:  # written inside the chroot, kept outside it
+                await api.snapshot_create("/vm.snap", "/vm.mem")
+                os.link(self.vm.dir / "vm.snap", snap.state)
+                os.link(self.vm.dir / "vm.mem", snap.memory)
+        except (BackendUnavailable, OSError) as exc:
+            with contextlib.suppress(BackendUnavailable):
+                await api.resume()
+            shutil.rmtree(snap.dir, ignore_errors=True)
+            raise SandboxConflict(f"The sandbox could not be snapshotted: {exc}") from exc
+        self.paused_snapshot = snap
+        await self.vm.stop()
+
+    async def resume(self) -> None:
+        snap = self.paused_snapshot
+        if snap is None:
+            raise SandboxConflict("The sandbox's VM is not paused.")
+        try:
+            self.vm = await self._backend.restore(self._id, snap, work_drive=self.work_drive,
+                                                  reseed=False)
+        except BackendUnavailable as exc:
+            raise SandboxConflict(f"The sandbox could not be restored: {exc}") from exc
+        self.paused_snapshot = None
+        await asyncio.to_thread(shutil.rmtree, snap.dir, True)
 
     async def stop(self) -> None:
         try:
             await self.vm.stop()
         finally:
+            if self.paused_snapshot is not None:
+                await asyncio.to_thread(shutil.rmtree, self.paused_snapshot.dir, True)
+                self.paused_snapshot = None
+            if self.work_drive is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    self.work_drive.unlink()
             self._backend.release(self)
 
 
@@ -438,7 +491,8 @@ class FirecrackerBackend:
             return FirecrackerVM(self.cfg.firecracker_path, chroot, jail=self._jail)
         return FirecrackerVM(self.cfg.firecracker_path, self.dir / short)
 
-    async def _configure(self, vm: FirecrackerVM) -> None:
+    async def _configure(self, vm: FirecrackerVM, resources: Resources | None = None,
+                         work_drive: Path | None = None) -> None:
         api = vm.api
         assert api is not None
         await vm.configure_logs()
@@ -449,8 +503,14 @@ class FirecrackerBackend:
             boot_args=f"{BOOT_ARGS} gateway.agent=vsock:{self.agent_port}"))
         await api.drive(Drive(drive_id="rootfs", path_on_host=rootfs,
                               is_root_device=True, is_read_only=True))
-        await api.machine_config(MachineConfig(vcpu_count=self.cfg.vcpus,
-                                               mem_size_mib=self.cfg.memory_mb))
+        if work_drive is not None:
+            # init mounts it on /work (guest_layout.WORK_DRIVE): the sandbox's disk quota.
+            work = await asyncio.to_thread(vm.provide, str(work_drive), "work.ext4")
+            await api.drive(Drive(drive_id="work", path_on_host=work, is_root_device=False,
+                                  is_read_only=False))
+        await api.machine_config(MachineConfig(
+            vcpu_count=max(1, math.ceil(resources.cpus)) if resources else self.cfg.vcpus,
+            mem_size_mib=resources.memory_mb if resources else self.cfg.memory_mb))
         await api.vsock(Vsock(guest_cid=GUEST_CID, uds_path=VSOCK_UDS))
         await api.entropy()
         if self.cfg.network:
@@ -458,11 +518,12 @@ class FirecrackerBackend:
             await asyncio.to_thread(_create_tap, vm.tap)
             await api.network_interface(NetworkInterface(iface_id="eth0", host_dev_name=vm.tap))
 
-    async def cold_boot(self, label: str) -> FirecrackerVM:
+    async def cold_boot(self, label: str, resources: Resources | None = None,
+                        work_drive: Path | None = None) -> FirecrackerVM:
         vm = self._new_vm(label)
         try:
             await vm.spawn(vm_id=vm.name)
-            await self._configure(vm)
+            await self._configure(vm, resources, work_drive)
             assert vm.api is not None
             await vm.api.instance_start()
             await wait_for_agent(vm, self.agent_port, self.cfg.start_timeout_s)
@@ -471,7 +532,10 @@ class FirecrackerBackend:
             raise
         return vm
 
-    async def restore(self, label: str, snap: _Snapshot) -> FirecrackerVM:
+    async def restore(self, label: str, snap: _Snapshot, *, work_drive: Path | None = None,
+                      reseed: bool = True) -> FirecrackerVM:
+        """A VM from ``snap``: the pool's template (a clone: reseeded and renamed) or a
+        paused sandbox's own snapshot (``reseed=False``: the same machine, resumed)."""
         vm = self._new_vm(label)
         try:
             await vm.spawn(vm_id=vm.name)
@@ -479,6 +543,8 @@ class FirecrackerBackend:
             assert vm.api is not None
             # Jailed, the snapshot and the rootfs path baked into it must be in the chroot.
             await asyncio.to_thread(vm.provide, self.cfg.rootfs_path, "rootfs.ext4")
+            if work_drive is not None:
+                await asyncio.to_thread(vm.provide, str(work_drive), "work.ext4")
             state = await asyncio.to_thread(vm.provide, str(snap.state), "vm.snap")
             memory = await asyncio.to_thread(vm.provide, str(snap.memory), "vm.mem")
             await vm.api.snapshot_load(state, memory, resume=True)
@@ -486,7 +552,8 @@ class FirecrackerBackend:
                                           keep=True)
             assert client is not None
             try:
-                await first_contact(client, hostname=label)
+                if reseed:
+                    await first_contact(client, hostname=label)
             finally:
                 await client.aclose()
         except BaseException:
@@ -530,9 +597,24 @@ class FirecrackerBackend:
             log.info("firecracker_snapshot_ready", ms=round((time.monotonic() - began) * 1000))
             return snap
 
-    async def start_guest(self, sandbox_id: str) -> FirecrackerGuest:
+    async def start_guest(self, sandbox_id: str,
+                          resources: Resources | None = None) -> FirecrackerGuest:
         if not self.dir.is_dir():
             raise BackendUnavailable("the firecracker backend was not started")
+        if resources is not None:
+            # Its own vCPUs, memory and a writable drive of disk_mb: a cold boot.
+            drive = self.dir / f"{sandbox_id}.work.ext4"
+            try:
+                await asyncio.to_thread(make_work_drive, drive, resources.disk_mb)
+                sized = await self.cold_boot(sandbox_id, resources, drive)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    drive.unlink()
+                raise
+            guest = FirecrackerGuest(self, sandbox_id, sized, restored=False,
+                                     work_drive=drive)
+            self._guests[sandbox_id] = guest
+            return guest
         snap = await self._ensure_snapshot()
         vm: FirecrackerVM | None = None
         if snap is not None:
@@ -573,6 +655,23 @@ class FirecrackerBackend:
         await asyncio.to_thread(shutil.rmtree, self.dir, True)
         with contextlib.suppress(OSError):
             self.base.rmdir()
+
+
+def make_work_drive(path: Path, size_mb: int) -> None:
+    """A sparse ext4 image of ``size_mb`` for the guest's /work (mkfs.ext4 on the host)."""
+    with open(path, "wb") as f:
+        f.truncate(size_mb * 1024 * 1024)
+    try:
+        res = subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1",
+                              str(path)], capture_output=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BackendUnavailable(f"cannot make the sandbox's work drive: {exc}") from exc
+    if res.returncode != 0:
+        raise BackendUnavailable("cannot make the sandbox's work drive: "
+                                 + res.stderr.decode(errors="replace").strip()[:300])
+    if os.geteuid() == 0:
+        # The guest's root owns the filesystem it formats as; nothing else needs it.
+        os.chmod(path, 0o600)
 
 
 def orphaned_firecrackers(base: Path, live: set[str]) -> list[int]:

@@ -15,13 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway_core.config.sandbox import SandboxConfig
+from gateway_core.sandbox_types import Resources
 from gateway_sandbox.agent import AGENT_PATH
 from gateway_sandbox.backends.cgroups import CgroupLimits, CgroupManager, kill_and_remove
-from gateway_sandbox.errors import BackendUnavailable
+from gateway_sandbox.errors import BackendUnavailable, SandboxConflict
+from gateway_sandbox.guest_layout import GUEST_AGENT as _GUEST_AGENT
+from gateway_sandbox.guest_layout import GUEST_RUN as _GUEST_RUN
+from gateway_sandbox.guest_layout import GUEST_TMPDIR, GUEST_WORKDIR
 
-GUEST_WORKDIR = "/work"
-_GUEST_RUN = "/run/agent"
-_GUEST_AGENT = "/opt/gateway-agent/agent.py"
 # Host /etc files a runtime may need; the rest of /etc (keys, shadow, configs) stays out.
 _ETC_BITS = ("alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ssl",
              "ca-certificates", "passwd", "group", "nsswitch.conf", "localtime", "mime.types",
@@ -83,6 +84,41 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+def _mounts_under(base: Path) -> list[str]:
+    """Mount points at or below ``base`` (deepest first), from /proc/self/mounts."""
+    prefix = str(base.resolve() if base.exists() else base)
+    found = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mounts").read_text().splitlines():
+            point = line.split()[1].replace("\\040", " ")
+            if point == prefix or point.startswith(prefix + "/"):
+                found.append(point)
+    return sorted(found, key=len, reverse=True)
+
+
+def _unmount(point: str) -> None:
+    # Lazy: a jail still dying may hold it; the loop device is freed with the last user.
+    subprocess.run(["umount", "-l", point], capture_output=True, timeout=30, check=False)
+
+
+def make_disk(directory: Path, size_mb: int) -> None:
+    """A size-limited ext4 filesystem (sparse image, loop-mounted) at ``directory``: the
+    quota on everything a jail writes to /work and /tmp."""
+    image = directory.with_suffix(".img")
+    with open(image, "wb") as f:
+        f.truncate(size_mb * 1024 * 1024)
+    directory.mkdir()
+    for argv in (["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E",
+                  "lazy_itable_init=1", str(image)],
+                 ["mount", "-o", "loop,nosuid,nodev", str(image), str(directory)]):
+        res = subprocess.run(argv, capture_output=True, timeout=60, check=False)
+        if res.returncode != 0:
+            raise OSError(f"{argv[0]} failed: {res.stderr.decode(errors='replace').strip()}")
+    # The image's blocks live in its filesystem now; the file itself can go at unmount.
+    with contextlib.suppress(OSError):
+        (directory / "lost+found").rmdir()
+
+
 def _process_starttime(pid: int) -> str | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -95,8 +131,10 @@ class ProcessGuest:
     """One jail: the bwrap process tree, its directory on the host and its cgroup."""
 
     def __init__(self, backend: ProcessBackend, sandbox_id: str, proc: asyncio.subprocess.Process,
-                 root: Path, socket_path: Path, uid: int | None) -> None:
+                 root: Path, socket_path: Path, uid: int | None,
+                 resources: Resources | None = None) -> None:
         self._backend = backend
+        self.resources = resources
         self._id = sandbox_id
         self.proc = proc
         self.root = root
@@ -123,6 +161,30 @@ class ProcessGuest:
     def alive(self) -> bool:
         return not self._stopped and self.proc.returncode is None
 
+    @property
+    def keeps_connection_when_paused(self) -> bool:
+        return True
+
+    async def pause(self) -> None:
+        await self._freeze(True)
+
+    async def resume(self) -> None:
+        await self._freeze(False)
+
+    async def _freeze(self, frozen: bool) -> None:
+        cg = self._backend.cgroups
+        if not cg.can_freeze:
+            raise SandboxConflict("This gateway cannot pause process sandboxes: no cgroup "
+                                  f"freezer ({cg.reason or 'no cgroup hierarchy'}).")
+        try:
+            await asyncio.to_thread(cg.freeze, self._id, frozen)
+        except OSError as exc:
+            raise SandboxConflict(f"The sandbox could not be {'paused' if frozen else 'resumed'}"
+                                  f": {exc}.") from exc
+
+    def cpu_seconds(self) -> float | None:
+        return self._backend.cgroups.cpu_seconds(self._id)
+
     def log_tail(self, limit: int = 2000) -> str:
         try:
             return (self.root / "guest.log").read_text(errors="replace")[-limit:]
@@ -133,6 +195,10 @@ class ProcessGuest:
         if self._stopped:
             return
         self._stopped = True
+        if self.proc.returncode is None and self._backend.cgroups.can_freeze:
+            # Frozen tasks cannot die: thaw a paused jail first.
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self._backend.cgroups.freeze, self._id, False)
         if self.proc.returncode is None:
             # Kill the pid namespace's init (bwrap's child): the kernel then kills everything
             # in the namespace and bwrap reaps it and exits. Killing bwrap itself first would
@@ -176,6 +242,12 @@ class ProcessBackend:
             f"agw-{self._instance}",
             CgroupLimits(memory_bytes=lim.memory_mb * 1024 * 1024,
                          max_processes=lim.max_processes, cpus=float(cfg.vcpus)))
+        self.default_resources = Resources(cpus=float(cfg.vcpus), memory_mb=lim.memory_mb,
+                                           disk_mb=lim.disk_mb)
+        # A loop-mounted ext4 per jail needs root and mkfs.ext4; without, no disk quota.
+        self.disk_quota = os.geteuid() == 0 and shutil.which("mkfs.ext4") is not None
+        self.disk_quota_reason = "" if self.disk_quota else \
+            "needs root and mkfs.ext4 (a loop-mounted ext4 per sandbox)"
         self.rlimits = {"cpu": lim.cpu_time_s, "nproc": lim.max_processes,
                         "fsize": lim.max_file_mb * 1024 * 1024,
                         "data": lim.memory_mb * 1024 * 1024}
@@ -233,6 +305,8 @@ class ProcessBackend:
             if pid_s.isdigit() and child.name != self._instance \
                     and _process_starttime(int(pid_s)) == start:
                 continue  # another live gateway worker sharing the state dir
+            for point in _mounts_under(child):
+                _unmount(point)
             shutil.rmtree(child, ignore_errors=True)
         for parent in self.cgroups.parents.values():
             with contextlib.suppress(OSError):
@@ -246,6 +320,8 @@ class ProcessBackend:
                         continue
                     for c in sib.iterdir():
                         if c.is_dir():
+                            with contextlib.suppress(OSError):
+                                (c / "freezer.state").write_text("THAWED")
                             kill_and_remove(c)
                     if name[4:] != self._instance:
                         with contextlib.suppress(OSError):
@@ -304,14 +380,20 @@ class ProcessBackend:
 
     def remove_guest_files(self, sandbox_id: str, root: Path) -> None:
         self.cgroups.remove(sandbox_id)
+        for point in _mounts_under(root):
+            _unmount(point)
         shutil.rmtree(root, ignore_errors=True)
 
-    async def start_guest(self, sandbox_id: str) -> ProcessGuest:
+    async def start_guest(self, sandbox_id: str,
+                          resources: Resources | None = None) -> ProcessGuest:
         root = self.dir / sandbox_id
-        work, run = root / "work", root / "run"
+        disk = root / "disk"
+        work, tmp, run = disk / "work", disk / "tmp", root / "run"
         uid = self._alloc_uid()
+        res = resources or self.default_resources
         try:
-            procs_files = await asyncio.to_thread(self._prepare, sandbox_id, work, run, uid)
+            procs_files = await asyncio.to_thread(self._prepare, sandbox_id, disk, run, uid,
+                                                  res)
         except OSError as exc:
             if uid is not None and self._uid_base is not None:
                 self._free_slots.append(uid - self._uid_base)
@@ -323,7 +405,7 @@ class ProcessBackend:
             # pid 1, which in containers often never reaps.
             self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--as-pid-1",
             "--hostname", "sandbox", *self._system_args(),
-            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+            "--proc", "/proc", "--dev", "/dev", "--bind", str(tmp), GUEST_TMPDIR,
             "--bind", str(work), GUEST_WORKDIR, "--bind", str(run), _GUEST_RUN,
             "--ro-bind", str(AGENT_PATH), _GUEST_AGENT, "--chdir", GUEST_WORKDIR,
             "--clearenv", "--setenv", "PATH", self.cfg.runtime_path,
@@ -345,7 +427,7 @@ class ProcessBackend:
         finally:
             if not log.closed:
                 log.close()
-        guest = ProcessGuest(self, sandbox_id, proc, root, run / "agent.sock", uid)
+        guest = ProcessGuest(self, sandbox_id, proc, root, run / "agent.sock", uid, res)
         self._guests[sandbox_id] = guest
         try:
             await self._wait_ready(guest)
@@ -354,17 +436,36 @@ class ProcessBackend:
             raise
         return guest
 
-    def _prepare(self, sandbox_id: str, work: Path, run: Path, uid: int | None) -> list[str]:
-        work.mkdir(parents=True)
+    def _prepare(self, sandbox_id: str, disk: Path, run: Path, uid: int | None,
+                 res: Resources) -> list[str]:
+        disk.parent.mkdir(parents=True)
+        os.chmod(disk.parent, 0o711)
+        if self.disk_quota:
+            try:
+                make_disk(disk, res.disk_mb)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                # Not this guest's fault alone: say so in readiness, go on without a quota.
+                self.disk_quota = False
+                self.disk_quota_reason = f"cannot mount a size-limited filesystem: {exc}"
+                for point in _mounts_under(disk):
+                    _unmount(point)
+                disk.mkdir(exist_ok=True)
+        else:
+            disk.mkdir()
+        work, tmp = disk / "work", disk / "tmp"
+        work.mkdir()
+        tmp.mkdir()
         run.mkdir()
         # Searchable (not readable) so the jail's own uid can reach work/ and run/.
-        os.chmod(work.parent, 0o711)
-        for d in (work, run):
+        os.chmod(disk, 0o711)
+        for d in (work, tmp, run):
             os.chmod(d, 0o700)
             if uid is not None:
                 os.chown(d, uid, uid)
         try:
-            procs = self.cgroups.create(sandbox_id)
+            procs = self.cgroups.create(sandbox_id, CgroupLimits(
+                memory_bytes=res.memory_mb * 1024 * 1024,
+                max_processes=self.cfg.limits.max_processes, cpus=res.cpus))
         except OSError:
             procs = []
         return [str(p) for p in procs]
@@ -394,6 +495,12 @@ class ProcessBackend:
                    else "the gateway's uid",
             "rlimits": dict(self.rlimits),
             "cgroup": self.cgroups.describe(),
+            "disk_quota": ({"enabled": True, "how": "loop-mounted ext4 per sandbox for /work "
+                            "and /tmp", "default_mb": self.default_resources.disk_mb}
+                           if self.disk_quota else
+                           {"enabled": False, "reason": self.disk_quota_reason}),
+            "pause": "cgroup freezer" if self.cgroups.can_freeze else
+                     "unavailable: no cgroup freezer",
         }
 
     async def aclose(self) -> None:
@@ -402,6 +509,8 @@ class ProcessBackend:
         await asyncio.to_thread(self._remove_dirs)
 
     def _remove_dirs(self) -> None:
+        for point in _mounts_under(self.dir):
+            _unmount(point)
         shutil.rmtree(self.dir, ignore_errors=True)
         with contextlib.suppress(OSError):
             self.base.rmdir()

@@ -12,7 +12,12 @@ mount -t devpts -o gid=5,mode=620 devpts /dev/pts
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
 mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
-mount -t tmpfs -o mode=0755,nodev tmpfs /work
+# A writable drive (the sandbox's disk_mb quota) is /work when the VM has one.
+if [ -b /dev/vdb ]; then
+    mount -t ext4 -o nodev /dev/vdb /work
+else
+    mount -t tmpfs -o mode=0755,nodev tmpfs /work
+fi
 echo sandbox > /proc/sys/kernel/hostname
 agent=vsock:52
 for arg in $(cat /proc/cmdline); do
