@@ -276,3 +276,106 @@ async def test_context_keeps_state_over_http(gateway: httpx.AsyncClient) -> None
     for body, param in [({"language": "cobol"}, "language"), ({"lang": "python"}, "lang")]:
         r = await gateway.post(f"/v1/sandboxes/{sid}/contexts", json=body)
         assert r.status_code == 400 and error_of(r)["param"] == param
+
+
+async def test_commands_over_http(gateway: httpx.AsyncClient) -> None:
+    sid = (await gateway.post("/v1/sandboxes", json={"runtime": "python"})).json()["id"]
+    url = f"/v1/sandboxes/{sid}/commands"
+    r = await gateway.post(url, json={"cmd": "echo hi; exit 2"})
+    assert (r.status_code, r.json()["stdout"], r.json()["exit_code"]) == (200, "hi\n", 2)
+    r = await gateway.post(url, json={"cmd": "sleep 30", "background": True})
+    assert r.status_code == 201
+    pid = r.json()["pid"]
+    listed = (await gateway.get(url)).json()["data"]
+    assert [(c["pid"], c["status"]) for c in listed] == [(pid, "running")]
+    r = await gateway.post(f"{url}/{pid}/signal", json={"signal": "KILL"})
+    assert r.status_code == 204
+    events: list[tuple[str, dict[str, object]]] = []
+    async with gateway.stream("GET", f"{url}/{pid}", params={"follow": "true"}) as resp:
+        name = ""
+        async for line in resp.aiter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[6:])))
+    assert events[-1][0] == "exit" and events[-1][1]["exit_code"] == 137
+    r = await gateway.post(url, json={"cmd": "cat; echo", "background": True})
+    pid2 = r.json()["pid"]
+    await gateway.post(f"{url}/{pid2}/stdin", json={"data": "fed", "eof": True})
+    for _ in range(100):
+        info = (await gateway.get(f"{url}/{pid2}")).json()
+        if info["status"] == "exited":
+            break
+        await asyncio.sleep(0.05)
+    assert info["stdout"] == "fed\n" and info["exit_code"] == 0
+    for body, param in [({"cmd": "echo \u0000"}, "cmd"), ({"cmd": ""}, "cmd"),
+                        ({"cmd": "x", "background": True, "stream": True}, "stream")]:
+        r = await gateway.post(url, json=body)
+        assert r.status_code == 400 and error_of(r)["param"] == param, body
+    r = await gateway.get(f"{url}/424242")
+    assert r.status_code == 404 and error_of(r)["param"] == "pid"
+
+
+async def test_filesystem_api_over_http(gateway: httpx.AsyncClient) -> None:
+    sid = (await gateway.post("/v1/sandboxes", json={"runtime": "python"})).json()["id"]
+    base = f"/v1/sandboxes/{sid}/files"
+    r = await gateway.post(base + "/mkdir", json={"path": "d/e"})
+    assert r.status_code == 201 and r.json()["type"] == "dir"
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(4):
+            yield b"z" * 100_000
+
+    r = await gateway.put(base, params={"path": "d/e/z.bin"}, content=body())
+    assert r.status_code == 201 and r.json()["size"] == 400_000
+    r = await gateway.get(base + "/list", params={"path": "d", "depth": 2})
+    assert [(e["path"], e["type"]) for e in r.json()["data"]] == [("d/e", "dir"),
+                                                                  ("d/e/z.bin", "file")]
+    r = await gateway.get(base + "/stat", params={"path": "d/e/z.bin"})
+    assert r.json()["size"] == 400_000
+    r = await gateway.post(base + "/move", json={"src": "d/e/z.bin", "dst": "z.bin"})
+    assert r.json()["path"] == "z.bin"
+    r = await gateway.get(base, params={"path": "z.bin"})
+    assert r.content == b"z" * 400_000 and r.headers["content-length"] == "400000"
+    r = await gateway.delete(base, params={"path": "d"})
+    assert r.status_code == 409
+    assert (await gateway.delete(base, params={"path": "d", "recursive": "true"})).status_code \
+        == 204
+    r = await gateway.get(base + "/list")
+    assert [e["name"] for e in r.json()["data"]] == ["z.bin"]
+    for r in (await gateway.get(base + "/list", params={"path": "/etc"}),
+              await gateway.get(base + "/stat", params={"path": "../x"}),
+              await gateway.delete(base, params={"path": "/work"}),
+              await gateway.post(base + "/mkdir", json={"path": "/etc/x"})):
+        assert r.status_code == 400 and error_of(r)["param"] == "path"
+    r = await gateway.post(base + "/move", json={"src": "z.bin", "dst": "/etc/z"})
+    assert r.status_code == 400 and error_of(r)["param"] == "dst"
+
+
+async def test_lifecycle_over_http(gateway: httpx.AsyncClient) -> None:
+    ready = (await gateway.get("/health/ready")).json()["sandbox"]
+    r = await gateway.post("/v1/sandboxes", json={"runtime": "python", "timeout_s": 60})
+    sb = r.json()
+    sid = sb["id"]
+    r = await gateway.post(f"/v1/sandboxes/{sid}/timeout", json={"timeout_s": 600})
+    assert r.status_code == 200 and r.json()["expires_at"] > sb["expires_at"]
+    r = await gateway.post(f"/v1/sandboxes/{sid}/timeout", json={"timeout_s": 1e9})
+    assert r.status_code == 400 and error_of(r)["param"] == "timeout_s"
+    r = await gateway.post(f"/v1/sandboxes/{sid}/resume")
+    assert r.status_code == 409 and error_of(r)["code"] == "sandbox_not_paused"
+    r = await gateway.post("/v1/sandboxes", json={"runtime": "python", "disk_mb": 10**9})
+    assert r.status_code == 400 and error_of(r)["param"] == "disk_mb"
+    if ready.get("pause", "").startswith("unavailable"):
+        return
+    await gateway.post(f"/v1/sandboxes/{sid}/execute", json={"code": "k = 9", "context":
+                                                             "default"})
+    r = await gateway.post(f"/v1/sandboxes/{sid}/pause")
+    assert r.status_code == 200 and r.json()["status"] == "paused"
+    r = await gateway.post(f"/v1/sandboxes/{sid}/execute", json={"code": "k"})
+    assert r.status_code == 409 and error_of(r)["code"] == "sandbox_paused"
+    assert (await gateway.get(f"/v1/sandboxes/{sid}")).json()["status"] == "paused"
+    r = await gateway.post(f"/v1/sandboxes/{sid}/resume")
+    assert r.status_code == 200 and r.json()["status"] == "ready"
+    r = await gateway.post(f"/v1/sandboxes/{sid}/execute", json={"code": "k",
+                                                                 "context": "default"})
+    assert r.json()["results"][0]["data"] == "9"
