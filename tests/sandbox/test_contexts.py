@@ -197,3 +197,21 @@ async def test_bad_context_input_is_a_4xx_naming_the_field(manager: SandboxManag
     await sb.delete_context(ctx.id)
     with pytest.raises(NotFound):
         await sb.execute("1", context_id=ctx.id)
+
+
+async def test_faulty_cells_end_clearly_and_the_sandbox_stays_usable(
+        manager: SandboxManager) -> None:
+    sb = await manager.create("python", memory_mb=128)
+    ctx = await sb.create_context()
+    await sb.execute("kept = 1", context_id=ctx.id)
+    r = await sb.execute("print('y' * (3 << 20))", context_id=ctx.id)
+    assert r.truncated and len(r.stdout) == manager.limits.max_output_bytes
+    assert plain(await sb.execute("kept", context_id=ctx.id)) == ["1"]
+    # Past memory_mb: a MemoryError keeps the context; the OOM killer restarts it.
+    r = await sb.execute("big = bytearray(600 << 20)\nbig[::4096] = b'x' * len(big[::4096])",
+                         context_id=ctx.id, timeout_s=30)
+    assert r.error is not None and (r.restarted or r.error.name == "MemoryError"), r
+    r = await sb.execute("import os\nos._exit(3)", context_id=ctx.id)
+    assert r.restarted and r.error is not None and r.error.name == "ContextRestarted"
+    assert plain(await sb.execute("1 + 1", context_id=ctx.id)) == ["2"]
+    assert (await sb.execute("print('fresh')")).stdout == "fresh\n"
