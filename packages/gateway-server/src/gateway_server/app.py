@@ -25,6 +25,7 @@ from gateway_server.routes import (
     health,
     messages,
     models,
+    openai_passthrough,
     responses,
     sandboxes,
 )
@@ -82,7 +83,8 @@ def create_app(config: Config) -> Starlette:
 
     route_list: list[BaseRoute] = [*health.routes, *models.routes, *chat.routes,
                                    *responses.routes, *messages.routes, *sandboxes.routes,
-                                   *completions.routes, *embeddings.routes]
+                                   *completions.routes, *embeddings.routes,
+                                   *openai_passthrough.routes]
     templates: dict[object, str] = {}
     for r in route_list:
         if isinstance(r, Route):

@@ -56,6 +56,7 @@ class GatewayMiddleware:
         request_id = b""
         authorization = b""
         content_length = -1
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 request_id = value
@@ -63,6 +64,8 @@ class GatewayMiddleware:
                 authorization = value
             elif name == b"content-length":
                 content_length = int(value) if value.isdigit() else -1
+            elif name == b"transfer-encoding":
+                chunked = True
         if not _valid_request_id(request_id):
             request_id = os.urandom(16).hex().encode()
         rid = request_id.decode()
@@ -72,11 +75,18 @@ class GatewayMiddleware:
         status = 500
         anthropic = scope["path"].startswith(ANTHROPIC_PREFIX)
 
+        # A body nobody read yet (an error answered before the route read it): drained
+        # before the error goes out, or the client still uploading sees a reset instead of
+        # the answer. The JSON routes read their body first, so this never runs for them.
+        body = _BodyState(receive, content_length > 0 or chunked)
+
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+                if status >= 400 and body.unread and not await body.drain(self.max_body_bytes):
+                    message["headers"].append((b"connection", b"close"))
                 if anthropic:
                     message["headers"].append((b"request-id", request_id))
             await send(message)
@@ -93,7 +103,7 @@ class GatewayMiddleware:
             if error is not None:
                 await _send_error(send_wrapper, error, scope["path"], request_id)
             else:
-                await self.app(scope, self._capped(receive), send_wrapper)
+                await self.app(scope, self._capped(body.receive), send_wrapper)
         finally:
             elapsed = time.perf_counter() - start
             route = self.route_of(scope)
@@ -144,6 +154,36 @@ class GatewayMiddleware:
             return message
 
         return capped_receive
+
+
+class _BodyState:
+    """Whether the request body was read to its end, and a bounded drain of what is left."""
+
+    __slots__ = ("_receive", "seen", "unread")
+
+    def __init__(self, receive: Receive, has_body: bool) -> None:
+        self._receive = receive
+        self.unread = has_body
+        self.seen = 0
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.seen += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                self.unread = False
+        else:
+            self.unread = False
+        return message
+
+    async def drain(self, limit: int) -> bool:
+        """Read and drop the rest of the body; False if it runs past ``limit`` bytes (the
+        connection is then closed after the answer instead)."""
+        while self.unread:
+            if self.seen > limit:
+                return False
+            await self.receive()
+        return True
 
 
 async def _send_error(send: Send, error: GatewayError, path: str, request_id: bytes) -> None:

@@ -1,0 +1,182 @@
+"""Raw pass-through of the OpenAI API routes the gateway does not implement itself (files,
+batches, images, audio, vector stores, ...): the request goes to an OpenAI-kind provider as it
+came (method, path, query, body streamed), with the provider's key instead of the client's,
+and the answer comes back streamed. Which client headers go up and which upstream headers
+come back is decided here, once, for every front door."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from typing import Literal
+
+import aiohttp
+
+from gateway_core.errors import UpstreamTimeout
+from gateway_llm.providers.base import HTTPProvider, connection_failed
+
+__all__ = [
+    "FORWARDED_REQUEST_HEADERS",
+    "UPSTREAM_REQUEST_ID",
+    "MultipartField",
+    "boundary_of",
+    "find_multipart_field",
+    "forward",
+    "forwarded_headers",
+    "iter_body",
+    "returned_headers",
+]
+
+# Client headers an OpenAI-kind upstream may see (lower-case). Never the client's
+# Authorization or x-api-key: the provider's own key goes in their place.
+# OpenAI-Organization / OpenAI-Project select whose bill a call goes on: the provider's
+# configured headers set them, a client cannot.
+FORWARDED_REQUEST_HEADERS = ("openai-beta", "idempotency-key")
+# Upstream response headers a client may see besides the content headers.
+_RETURNED = frozenset({"openai-processing-ms", "openai-version", "retry-after",
+                       "retry-after-ms"})
+_RATELIMIT_PREFIX = "x-ratelimit-"
+UPSTREAM_REQUEST_ID = "x-upstream-request-id"
+# What describes the body itself. content-length only where the body is relayed unchanged.
+_CONTENT = frozenset({"content-type", "content-disposition", "content-language",
+                      "cache-control", "last-modified", "etag"})
+# The provider's own session headers that describe its JSON calls, not a raw pass-through.
+_PROVIDER_BODY_HEADERS = frozenset({"content-type", "accept"})
+_CHUNK = 64 * 1024
+
+
+def forwarded_headers(client: Mapping[str, str]) -> dict[str, str]:
+    """The allow-listed client headers, by their lower-case names."""
+    return {k: v for k in FORWARDED_REQUEST_HEADERS if (v := client.get(k)) is not None}
+
+
+def returned_headers(upstream: Mapping[str, str], *, gateway_limits: bool,
+                     content: bool = False) -> dict[str, str]:
+    """The upstream headers a client gets back: its request id as x-upstream-request-id,
+    its processing time, its x-ratelimit-* unless the gateway's own limits answer for them
+    (``gateway_limits``) and, for a relayed body (``content``), the headers that describe it."""
+    out: dict[str, str] = {}
+    for name, value in upstream.items():
+        low = name.lower()
+        if low == "x-request-id":
+            out[UPSTREAM_REQUEST_ID] = value
+        elif (low in _RETURNED or (content and low in _CONTENT)
+              or (low.startswith(_RATELIMIT_PREFIX) and not gateway_limits)):
+            out[low] = value
+    if content and "content-encoding" not in upstream and \
+            (length := upstream.get("content-length")) is not None:
+        # Relayed as it came, so the length still holds (aiohttp undoes a content-encoding,
+        # which changes it).
+        out["content-length"] = length
+    return out
+
+
+async def forward(
+    provider: HTTPProvider,
+    method: str,
+    path: str,
+    query: str,
+    headers: Mapping[str, str],
+    body: bytes | AsyncIterable[bytes] | None,
+) -> aiohttp.ClientResponse:
+    """Send one request to ``provider``'s base URL + ``path`` (relative to /v1) and return
+    once the response headers are in (first-byte timeout). ``headers`` are the client's
+    content headers and forwarded ones; the provider's key and configured headers are added.
+    The caller reads the body (``iter_body``) and releases the response. Transport failures
+    raise the GatewayError a failed attempt would (502 / 504)."""
+    url = provider.base_url + path
+    if query:
+        url += "?" + query
+    sent = {k: v for k, v in provider.headers.items() if k not in _PROVIDER_BODY_HEADERS}
+    sent.update(headers)
+    budget = provider.config.first_byte_timeout_s
+    data: object = body
+    if body is not None and not isinstance(body, bytes):
+        data = _aiohttp_body(body)
+    try:
+        async with asyncio.timeout(budget):
+            return await provider.session.request(method, url, data=data, headers=sent,
+                                                  allow_redirects=False)
+    except TimeoutError:
+        raise UpstreamTimeout(
+            f"Provider {provider.name} sent no response within {budget:.1f}s.") from None
+    except aiohttp.ClientError as exc:
+        raise connection_failed(provider.name, exc).error from None
+
+
+async def _aiohttp_body(body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    # aiohttp takes an async generator as a streamed body (no buffering of the whole).
+    async for chunk in body:
+        yield chunk
+
+
+async def iter_body(resp: aiohttp.ClientResponse, provider: str,
+                    idle_timeout_s: float) -> AsyncIterator[bytes]:
+    """The response body as it arrives, each chunk within the idle timeout; the response is
+    released at the end (a body cut short closes the upstream connection). A transport
+    failure mid-body ends the iteration with the error raised (the status is already sent)."""
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(idle_timeout_s):
+                    chunk = await resp.content.readany()
+            except TimeoutError:
+                raise UpstreamTimeout(
+                    f"Provider {provider} stopped sending its response.") from None
+            except aiohttp.ClientError as exc:
+                raise connection_failed(provider, exc).error from None
+            if not chunk:
+                return
+            yield chunk
+    finally:
+        resp.release()
+
+
+# --- multipart: finding the model field without reading the file ------------------------
+
+_NAME = re.compile(rb'[\s;]name="([^"]*)"', re.IGNORECASE)
+
+
+MultipartField = tuple[int, int]  # [start, end) of the field's value in the head
+
+
+def find_multipart_field(head: bytes, boundary: bytes, name: bytes,
+                         ) -> MultipartField | Literal["absent", "more"]:
+    """Where the value of form field ``name`` lies in the first bytes of a multipart body:
+    its (start, end), "absent" if the body ended without it, "more" if the head is too
+    short to tell. The parts before it must be whole in ``head`` (the SDKs send plain fields
+    before files, so this is the first few hundred bytes)."""
+    delim = b"--" + boundary
+    pos = head.find(delim)
+    if pos < 0:
+        return "more" if len(head) < len(delim) + 2 else "absent"
+    while True:
+        after = pos + len(delim)
+        if len(head) < after + 2:
+            return "more"
+        if head[after:after + 2] == b"--":
+            return "absent"
+        headers_end = head.find(b"\r\n\r\n", after)
+        if headers_end < 0:
+            return "more"
+        m = _NAME.search(head, after, headers_end)
+        start = headers_end + 4
+        end = head.find(b"\r\n" + delim, start)
+        if end < 0:
+            return "more"
+        if m is not None and m.group(1) == name:
+            return start, end
+        pos = end + 2
+
+
+def boundary_of(content_type: str) -> bytes | None:
+    """The boundary parameter of a multipart/form-data content type."""
+    kind, _, params = content_type.partition(";")
+    if kind.strip().lower() != "multipart/form-data":
+        return None
+    for param in params.split(";"):
+        key, _, value = param.strip().partition("=")
+        if key.lower() == "boundary" and value:
+            return value.strip('"').encode()
+    return None

@@ -1,0 +1,259 @@
+"""The rest of the OpenAI API through the served gateway with the official openai SDK: files,
+batches, images, audio, moderations, vector stores and stored chat completions passed through
+to the fake upstream, with the gateway's key checked, the provider's key sent, models resolved
+through the alias table, headers forwarded and returned, binary bodies streamed."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from tests.fakes.upstream import OPENAI_KEY, FakeUpstream
+from tests.gateway_process import GatewayProcess
+
+GATEWAY_KEY = "gw-test-key"
+
+
+def config(up: FakeUpstream, other: FakeUpstream) -> str:
+    return f"""
+[server]
+api_keys = ["{GATEWAY_KEY}"]
+max_body_bytes = 67108864
+[logging]
+format = "json"
+[sandbox]
+enabled = false
+[llm]
+max_retries = 0
+[llm.providers.openai]
+kind = "openai"
+base_url = "{up.openai_base_url}"
+api_key = "{OPENAI_KEY}"
+[llm.providers.other]
+kind = "openai"
+base_url = "{other.openai_base_url}"
+api_key = "{OPENAI_KEY}"
+[llm.models.gpt-4o]
+provider = "openai"
+[llm.models.image]
+provider = "openai"
+model = "gpt-image-1"
+[llm.models.whisper]
+provider = "openai"
+model = "whisper-1"
+[llm.models.tts]
+provider = "openai"
+model = "tts-1"
+[llm.models.mod-other]
+provider = "other"
+model = "omni-moderation-2024-09-26"
+"""
+
+
+@pytest.fixture(scope="module")
+def ups() -> Iterator[tuple[FakeUpstream, FakeUpstream]]:
+    with FakeUpstream() as up, FakeUpstream() as other:
+        yield up, other
+
+
+@pytest.fixture(scope="module")
+def gateway(ups: tuple[FakeUpstream, FakeUpstream]) -> Iterator[GatewayProcess]:
+    with GatewayProcess(config(*ups)) as gw:
+        yield gw
+
+
+@pytest.fixture
+def up(ups: tuple[FakeUpstream, FakeUpstream]) -> FakeUpstream:
+    ups[0].reset()
+    ups[1].reset()
+    return ups[0]
+
+
+@pytest.fixture
+def client(gateway: GatewayProcess) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(api_key=GATEWAY_KEY, base_url=gateway.url + "/v1",
+                       max_retries=0) as c:
+        yield c
+
+
+def _last(up: FakeUpstream, path: str) -> dict[str, str]:
+    return [r for r in up.requests if r.path == path][-1].headers
+
+
+def test_files_upload_list_retrieve_download_delete(client: openai.OpenAI,
+                                                    up: FakeUpstream) -> None:
+    content = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions"}\n' * 50
+    created = client.files.create(file=("batch.jsonl", content), purpose="batch")
+    assert created.filename == "batch.jsonl" and created.bytes == len(content)
+    sent = _last(up, "/v1/files")
+    assert sent["authorization"] == f"Bearer {OPENAI_KEY}"
+    assert sent["content-type"].startswith("multipart/form-data; boundary=")
+    assert GATEWAY_KEY not in str(up.requests)
+    assert [f.id for f in client.files.list()] == [created.id]
+    assert client.files.retrieve(created.id).purpose == "batch"
+    assert client.files.content(created.id).read() == content
+    assert client.files.delete(created.id).deleted is True
+    with pytest.raises(openai.NotFoundError) as err:
+        client.files.retrieve(created.id)
+    assert "No such file" in err.value.message
+
+
+def test_batches_create_and_retrieve(client: openai.OpenAI, up: FakeUpstream) -> None:
+    batch = client.batches.create(input_file_id="file-abc", endpoint="/v1/chat/completions",
+                                  completion_window="24h", metadata={"team": "x"})
+    again = client.batches.retrieve(batch.id)
+    assert again.id == batch.id and again.input_file_id == "file-abc"
+    assert again.metadata == {"team": "x"}
+
+
+def test_images_generate_resolves_the_alias(client: openai.OpenAI, up: FakeUpstream) -> None:
+    raw = client.images.with_raw_response.generate(model="image", prompt="a red fox", n=2)
+    images = raw.parse()
+    assert len(images.data or []) == 2 and images.usage is not None
+    assert [r for r in up.requests if r.path == "/v1/images/generations"][-1].body == {
+        "model": "gpt-image-1", "prompt": "a red fox", "n": 2}
+    assert raw.headers["x-gateway-model"] == "gpt-image-1"
+    assert raw.headers["x-gateway-provider"] == "openai"
+
+
+def test_unknown_model_is_a_404(client: openai.OpenAI, up: FakeUpstream) -> None:
+    with pytest.raises(openai.NotFoundError) as err:
+        client.images.generate(model="no-such-model", prompt="x")
+    assert err.value.code == "model_not_found"
+    assert not [r for r in up.requests if r.path == "/v1/images/generations"]
+
+
+def test_audio_transcription_multipart_model_replaced(client: openai.OpenAI,
+                                                      up: FakeUpstream) -> None:
+    audio = os.urandom(300_000)
+    result = client.audio.transcriptions.create(model="whisper", file=("a.mp3", audio))
+    assert result.text == f"{len(audio)} bytes of whisper-1"
+
+
+def test_audio_speech_binary(client: openai.OpenAI, up: FakeUpstream) -> None:
+    speech = client.audio.speech.create(model="tts", voice="alloy", input="hello")
+    data = speech.read()
+    assert data.startswith(b"ID3") and len(data) == 3 + 32 * 64
+    assert speech.response.headers["content-type"] == "audio/mpeg"
+    assert [r for r in up.requests if r.path == "/v1/audio/speech"][-1].body["model"] == "tts-1"
+
+
+def test_moderations_go_to_the_aliases_provider_and_ids_come_back(
+        client: openai.OpenAI, up: FakeUpstream,
+        ups: tuple[FakeUpstream, FakeUpstream]) -> None:
+    other = ups[1]
+    mod = client.moderations.create(model="mod-other", input=["a", "b"])
+    assert len(mod.results) == 2 and mod.model == "omni-moderation-2024-09-26"
+    assert [r.path for r in other.requests] == ["/v1/moderations"]
+    # The object it handed out lives at "other": a route naming its id goes back there.
+    client.chat.completions.retrieve(mod.id)
+    assert [r.path for r in other.requests][-1] == f"/v1/chat/completions/{mod.id}"
+    assert not [r for r in up.requests if mod.id in r.path]
+
+
+def test_vector_stores_create_and_list(client: openai.OpenAI, up: FakeUpstream) -> None:
+    created = client.vector_stores.create(name="docs")
+    listed = client.vector_stores.list(limit=5)
+    assert created.id in [v.id for v in listed.data]
+    # The SDK marks these calls as the Assistants v2 beta; the header goes along.
+    assert _last(up, "/v1/vector_stores")["openai-beta"] == "assistants=v2"
+
+
+def test_stored_chat_completion_retrieve(client: openai.OpenAI, up: FakeUpstream) -> None:
+    completion = client.chat.completions.retrieve("chatcmpl-stored123")
+    assert completion.id == "chatcmpl-stored123"
+    assert completion.choices[0].message.content == "stored"
+
+
+def test_headers_forwarded_and_returned(gateway: GatewayProcess, up: FakeUpstream) -> None:
+    r = httpx.get(gateway.url + "/v1/files", headers={
+        "authorization": f"Bearer {GATEWAY_KEY}", "openai-beta": "assistants=v2",
+        "idempotency-key": "idem-1", "openai-organization": "org-client",
+        "x-request-id": "client-rid-1"})
+    assert r.status_code == 200
+    sent = _last(up, "/v1/files")
+    assert sent["openai-beta"] == "assistants=v2" and sent["idempotency-key"] == "idem-1"
+    assert "openai-organization" not in sent
+    assert sent["authorization"] == f"Bearer {OPENAI_KEY}"
+    assert r.headers["x-request-id"] == "client-rid-1"
+    assert r.headers["x-upstream-request-id"].startswith("req_")
+    assert r.headers["openai-processing-ms"] == "7"
+    assert r.headers["x-ratelimit-limit-requests"] == "5000"
+    assert OPENAI_KEY not in str(r.headers) and OPENAI_KEY not in r.text
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))  # type: ignore[union-attr]
+
+
+def test_big_download_streams(gateway: GatewayProcess, up: FakeUpstream) -> None:
+    assert gateway.proc is not None
+    pid = gateway.proc.pid
+    size = 50 * 1024 * 1024
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
+    # Warm up the path once, then measure.
+    httpx.get(gateway.url + "/v1/files/file-big-1048576/content", headers=headers)
+    before = _rss_kib(pid)
+    got = 0
+    peak = before
+    with httpx.stream("GET", gateway.url + f"/v1/files/file-big-{size}/content",
+                      headers=headers, timeout=60) as r:
+        assert r.status_code == 200
+        assert r.headers["content-length"] == str(size)
+        for chunk in r.iter_bytes():
+            got += len(chunk)
+            if got % (8 * 1024 * 1024) < len(chunk):
+                peak = max(peak, _rss_kib(pid))
+    assert got == size
+    assert max(peak, _rss_kib(pid)) - before < 16 * 1024, (before, peak)
+
+
+def test_wrong_key_on_a_big_upload_is_a_401_not_a_reset(gateway: GatewayProcess,
+                                                        up: FakeUpstream) -> None:
+    payload = io.BytesIO(os.urandom(10 * 1024 * 1024)).getvalue()
+    with httpx.Client(base_url=gateway.url, timeout=30) as c:
+        for _ in range(100):
+            r = c.post("/v1/files", headers={"authorization": "Bearer wrong"},
+                       files={"file": ("big.bin", payload)}, data={"purpose": "batch"})
+            assert r.status_code == 401
+            assert r.json()["error"]["type"] == "authentication_error"
+    assert not [r for r in up.requests if r.path == "/v1/files"]
+
+
+def test_unknown_route_on_a_big_upload_is_a_404(gateway: GatewayProcess) -> None:
+    payload = os.urandom(2 * 1024 * 1024)
+    with httpx.Client(base_url=gateway.url, timeout=30,
+                      headers={"authorization": f"Bearer {GATEWAY_KEY}"}) as c:
+        for _ in range(10):
+            r = c.post("/v1/nothing-here", files={"file": ("b.bin", payload)})
+            assert r.status_code == 404
+
+
+def test_admin_routes_are_not_passed_through(client: openai.OpenAI, up: FakeUpstream) -> None:
+    r = httpx.get(str(client.base_url) + "organization/users",
+                  headers={"authorization": f"Bearer {GATEWAY_KEY}"})
+    assert r.status_code == 404
+    assert not up.requests
+
+
+def test_gateway_routes_keep_their_405(gateway: GatewayProcess) -> None:
+    r = httpx.get(gateway.url + "/v1/embeddings",
+                  headers={"authorization": f"Bearer {GATEWAY_KEY}"})
+    assert r.status_code == 405
+
+
+def test_metrics_use_route_templates(client: openai.OpenAI, gateway: GatewayProcess,
+                                     up: FakeUpstream) -> None:
+    created = client.files.create(file=("x.txt", b"x"), purpose="assistants")
+    client.files.retrieve(created.id)
+    text = httpx.get(gateway.url + "/metrics").text
+    assert 'route="/v1/files/{file_id}"' in text
+    assert created.id not in text
+    assert 'api="passthrough"' in text
