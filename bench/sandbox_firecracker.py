@@ -15,13 +15,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Figure, Table, percentile, warn_if_busy, write_results
-from gateway_sandbox.backends.firecracker import BOOT_ARGS, FirecrackerVM
-from gateway_sandbox.backends.firecracker_api import (
+from gateway_sandbox.backends.firecracker.api import (
     BootSource,
     Drive,
     MachineConfig,
     Vsock,
 )
+from gateway_sandbox.backends.firecracker.backend import BOOT_ARGS
+from gateway_sandbox.backends.firecracker.vm import FirecrackerVM
 from gateway_sandbox.image import find_image
 
 

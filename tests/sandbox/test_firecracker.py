@@ -18,15 +18,7 @@ import pytest
 
 from gateway_core.config.sandbox import PoolConfig, SandboxConfig
 from gateway_sandbox import BackendUnavailable
-from gateway_sandbox.backends.firecracker import (
-    BOOT_ARGS,
-    FirecrackerBackend,
-    FirecrackerVM,
-    firecracker_status,
-    hardware_kvm,
-    orphaned_firecrackers,
-)
-from gateway_sandbox.backends.firecracker_api import (
+from gateway_sandbox.backends.firecracker.api import (
     BootSource,
     Drive,
     FirecrackerApi,
@@ -34,6 +26,13 @@ from gateway_sandbox.backends.firecracker_api import (
     MachineConfig,
     Vsock,
 )
+from gateway_sandbox.backends.firecracker.backend import (
+    BOOT_ARGS,
+    FirecrackerBackend,
+    firecracker_status,
+    hardware_kvm,
+)
+from gateway_sandbox.backends.firecracker.vm import FirecrackerVM, orphaned_firecrackers
 from gateway_sandbox.image import find_image
 
 

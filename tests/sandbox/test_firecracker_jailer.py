@@ -14,15 +14,14 @@ import pytest
 
 from gateway_core.config.sandbox import PoolConfig, SandboxConfig
 from gateway_sandbox import BackendUnavailable
-from gateway_sandbox.backends.firecracker import (
+from gateway_sandbox.backends.firecracker.api import BootSource, Drive, MachineConfig, Vsock
+from gateway_sandbox.backends.firecracker.backend import (
     BOOT_ARGS,
     FirecrackerBackend,
-    FirecrackerVM,
-    Jail,
     hardware_kvm,
-    orphaned_firecrackers,
 )
-from gateway_sandbox.backends.firecracker_api import BootSource, Drive, MachineConfig, Vsock
+from gateway_sandbox.backends.firecracker.jailer import Jail
+from gateway_sandbox.backends.firecracker.vm import FirecrackerVM, orphaned_firecrackers
 from gateway_sandbox.image import find_image
 
 UID = 200999

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gateway_sandbox.agent import AGENT_PATH
-from gateway_sandbox.backends import vsock
+from gateway_sandbox.backends.firecracker import vsock
 from gateway_sandbox.protocol import AgentClient, Execute, Result
 from gateway_sandbox.runtimes import RUNTIMES
 

@@ -21,7 +21,7 @@ from typing import IO
 import pytest
 
 from gateway_sandbox.agent import AGENT_PATH
-from gateway_sandbox.backends.firecracker import first_contact
+from gateway_sandbox.backends.firecracker.backend import first_contact
 from gateway_sandbox.image import (
     GuestImage,
     Recipe,

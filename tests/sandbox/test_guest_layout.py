@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from gateway_core.config.sandbox import SandboxConfig
 from gateway_sandbox import guest_layout as layout
-from gateway_sandbox.backends import process
+from gateway_sandbox.backends.process import backend as process
 from gateway_sandbox.image import builder
 from gateway_sandbox.image.recipe import INIT_SCRIPT
 

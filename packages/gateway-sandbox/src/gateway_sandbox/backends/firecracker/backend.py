@@ -1,70 +1,57 @@
-"""The Firecracker backend: each guest is a microVM in its own directory (API socket, vsock
-socket, console log, logs) with the agent on vsock; guests are restored from a snapshot of
-one booted VM when possible, else cold-booted."""
+"""The Firecracker backend: each guest is a microVM (``vm``) with the agent on vsock; guests
+are restored from a snapshot of one booted VM when possible, else cold-booted; a paused guest
+is a snapshot on disk and no process."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import contextlib
-import ctypes
 import hashlib
 import math
 import os
 import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import msgspec
 import structlog
 
 from gateway_core.config.sandbox import SandboxConfig
 from gateway_core.sandbox_types import Resources
-from gateway_sandbox.backends import vsock
-from gateway_sandbox.backends.firecracker_api import (
+from gateway_sandbox.backends.firecracker import vsock
+from gateway_sandbox.backends.firecracker.api import (
     BootSource,
     Drive,
-    FirecrackerApi,
-    Logger,
     MachineConfig,
-    Metrics,
     NetworkInterface,
     Vsock,
+)
+from gateway_sandbox.backends.firecracker.jailer import Jail, chroot_dir
+from gateway_sandbox.backends.firecracker.vm import (
+    VSOCK_UDS,
+    FirecrackerVM,
+    create_tap,
+    make_work_drive,
+    orphaned_firecrackers,
 )
 from gateway_sandbox.errors import BackendUnavailable, SandboxConflict
 from gateway_sandbox.protocol import AgentClient, ConnectionLost, Execute, Result
 from gateway_sandbox.runtimes import Runtime
 
 __all__ = [
-    "API_SOCK",
     "BOOT_ARGS",
-    "CONSOLE_LOG",
-    "FC_LOG",
+    "GUEST_CID",
     "FirecrackerBackend",
     "FirecrackerGuest",
-    "FirecrackerVM",
-    "GUEST_CID",
-    "Jail",
-    "METRICS",
-    "VSOCK_UDS",
     "firecracker_status",
     "first_contact",
     "hardware_kvm",
-    "make_work_drive",
-    "orphaned_firecrackers",
-    "wait_for_agent",
 ]
 
 log = structlog.get_logger("gateway_sandbox")
 
-API_SOCK = "api.sock"
-VSOCK_UDS = "v.sock"  # relative: resolved in each VM's own working directory
-CONSOLE_LOG = "console.log"
-FC_LOG = "firecracker.log"
-METRICS = "metrics.json"
 GUEST_CID = 3
 # Firecracker adds the virtio-mmio devices itself; init= is the image builder's init.
 # `quiet`: every console byte is a VM exit, and a full boot log costs tens of milliseconds;
@@ -72,8 +59,6 @@ GUEST_CID = 3
 BOOT_ARGS = ("console=ttyS0 quiet reboot=k panic=1 pci=off nomodule i8042.noaux i8042.nomux "
              "i8042.nopnp i8042.dumbkbd root=/dev/vda ro rootfstype=ext4 "
              "init=/sbin/gateway-init")
-_SUN_PATH_MAX = 107
-_PR_SET_PDEATHSIG = 1
 
 
 def _process_starttime(pid: int) -> str | None:
@@ -123,202 +108,6 @@ def firecracker_status(cfg: SandboxConfig) -> tuple[bool, str]:
     if missing:
         return False, "; ".join(missing)
     return True, f"{cfg.firecracker_path}, {kvm_why}"
-
-
-async def _accepts(path: Path) -> bool:
-    try:
-        _, writer = await asyncio.open_unix_connection(str(path))
-    except OSError:
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
-
-
-def _pdeathsig() -> None:
-    """In the child: die with the gateway, so no VM outlives the process that owns it."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-class Jail(msgspec.Struct, frozen=True, kw_only=True):
-    """Run Firecracker under its jailer: chroot, own uid/gid, device nodes made for it."""
-
-    jailer: str
-    uid: int
-    gid: int
-
-
-class FirecrackerVM:
-    """One Firecracker process in its own directory: spawn, configure over the API, kill,
-    reap, crash detection, cleanup. The directory is the process's working directory, so
-    every path Firecracker is given (vsock socket, logs) can be relative to it.
-
-    Jailed, the directory must be ``<chroot base>/<binary name>/<vm id>/root`` (the jailer's
-    layout): it is the chroot, and files Firecracker opens are linked into it (``provide``)."""
-
-    def __init__(self, binary: str, directory: Path, *, jail: Jail | None = None) -> None:
-        self.binary = binary
-        self.dir = directory
-        self.jail = jail
-        # What stop() removes: jailed, the jailer's <vm id> directory around the chroot.
-        self._top = directory.parent if jail is not None else directory
-        self.proc: asyncio.subprocess.Process | None = None
-        self.api: FirecrackerApi | None = None
-        self.tap: str | None = None
-        self._stopped = False
-        for name in (API_SOCK, VSOCK_UDS):
-            if len(str(self.dir / name)) > _SUN_PATH_MAX:
-                raise BackendUnavailable(
-                    f"socket path {self.dir / name} is over {_SUN_PATH_MAX} bytes; use a "
-                    "shorter state_dir")
-
-    @property
-    def name(self) -> str:
-        """The VM's id (its directory's name; jailed, the jailer's --id)."""
-        return self._top.name
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
-    @property
-    def api_socket(self) -> Path:
-        return self.dir / API_SOCK
-
-    @property
-    def vsock_socket(self) -> Path:
-        return self.dir / VSOCK_UDS
-
-    async def spawn(self, *, vm_id: str, timeout_s: float = 5.0) -> FirecrackerApi:
-        """Start Firecracker in the VM directory and return once its API socket answers."""
-        self._top.mkdir(parents=True, exist_ok=False)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.dir, 0o700)
-        for name in (FC_LOG, METRICS):
-            (self.dir / name).touch()
-            if self.jail is not None:
-                os.chown(self.dir / name, self.jail.uid, self.jail.gid)
-        argv = [self.binary, "--api-sock", API_SOCK, "--id", vm_id]
-        if self.jail is not None:
-            if self.dir.name != "root" or self.dir.parent.name != vm_id \
-                    or self.dir.parent.parent.name != os.path.basename(self.binary):
-                raise BackendUnavailable(f"jailed VM directory {self.dir} is not "
-                                         f"<base>/{os.path.basename(self.binary)}/{vm_id}/root")
-            # No --daemonize, no new pid namespace: the jailer execs Firecracker in place,
-            # so the pid we wait for is Firecracker's.
-            argv = [self.jail.jailer, "--id", vm_id, "--exec-file", self.binary,
-                    "--uid", str(self.jail.uid), "--gid", str(self.jail.gid),
-                    "--chroot-base-dir", str(self.dir.parent.parent.parent),
-                    "--", "--api-sock", API_SOCK]
-        console = open(self.dir / CONSOLE_LOG, "wb")  # noqa: SIM115 - handed to the child
-        try:
-            self.proc = await asyncio.create_subprocess_exec(
-                *argv, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=console, stderr=console,
-                start_new_session=True, preexec_fn=_pdeathsig)
-        except OSError as exc:
-            raise BackendUnavailable(f"cannot start Firecracker {self.binary}: {exc}") from exc
-        finally:
-            console.close()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        # Bounded by the deadline; the socket usually answers within a few milliseconds.
-        # It exists between bind() and listen() (seen with v1.7): wait until it accepts.
-        while not await _accepts(self.api_socket):
-            if self.proc.returncode is not None:
-                raise BackendUnavailable(
-                    f"Firecracker exited with {self.proc.returncode} at start: "
-                    f"{self.console_tail(800)}")
-            if loop.time() > deadline:
-                raise BackendUnavailable(f"Firecracker's API socket did not appear within "
-                                         f"{timeout_s} s: {self.console_tail(800)}")
-            await asyncio.sleep(0.001)
-        self.api = FirecrackerApi(str(self.api_socket))
-        return self.api
-
-    def provide(self, host_path: str, name: str) -> str:
-        """The path to give Firecracker for a host file: as is, or jailed, hard-linked (else
-        copied) into the chroot and named from its root."""
-        if self.jail is None:
-            return host_path
-        target = self.dir / name
-        try:
-            os.link(host_path, target)
-        except OSError:  # another filesystem: copy (slow for a big rootfs; keep them together)
-            shutil.copyfile(host_path, target)
-        return f"/{name}"
-
-    async def configure_logs(self) -> None:
-        assert self.api is not None
-        await self.api.logger(Logger(log_path=FC_LOG, level="Info"))
-        await self.api.metrics(Metrics(metrics_path=METRICS))
-
-    def alive(self) -> bool:
-        """False once the process has exited (asyncio's child watcher has reaped it)."""
-        return not self._stopped and self.proc is not None and self.proc.returncode is None
-
-    @property
-    def returncode(self) -> int | None:
-        return self.proc.returncode if self.proc is not None else None
-
-    def console_tail(self, limit: int = 2000) -> str:
-        """The end of the guest's serial console (and Firecracker's own stdout)."""
-        try:
-            with open(self.dir / CONSOLE_LOG, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - limit))
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
-
-    async def kill(self, grace_s: float = 2.0) -> None:
-        """SIGTERM, then SIGKILL after ``grace_s``; returns once the process is reaped."""
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(asyncio.shield(proc.wait()), grace_s)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proc.wait(), 10)
-
-    async def stop(self) -> None:
-        """Kill, reap, and remove the directory and tap. Idempotent."""
-        if self._stopped:
-            return
-        self._stopped = True
-        try:
-            if self.api is not None:
-                await self.api.aclose()
-            await self.kill()
-        finally:
-            if self.tap is not None:
-                await asyncio.to_thread(_delete_tap, self.tap)
-                self.tap = None
-            await asyncio.to_thread(shutil.rmtree, self._top, True)
-
-
-def _run_ip(*args: str) -> None:
-    res = subprocess.run(["ip", *args], capture_output=True, timeout=10, check=False)
-    if res.returncode != 0:
-        raise BackendUnavailable(f"`ip {' '.join(args)}` failed: "
-                                 f"{res.stderr.decode(errors='replace').strip()}")
-
-
-def _create_tap(name: str) -> None:
-    _run_ip("tuntap", "add", "dev", name, "mode", "tap")
-    _run_ip("link", "set", name, "up")
-
-
-def _delete_tap(name: str) -> None:
-    with contextlib.suppress(BackendUnavailable, OSError, subprocess.TimeoutExpired):
-        _run_ip("link", "del", name)
 
 
 # Run in the guest on first contact with a restored clone: every clone starts from the same
@@ -487,7 +276,7 @@ class FirecrackerBackend:
         short = hashlib.sha256(f"{self._instance}-{label}-{self._seq}".encode()
                                ).hexdigest()[:10]
         if self._jail is not None:
-            chroot = self.dir / os.path.basename(self.cfg.firecracker_path) / short / "root"
+            chroot = chroot_dir(self.dir, self.cfg.firecracker_path, short)
             return FirecrackerVM(self.cfg.firecracker_path, chroot, jail=self._jail)
         return FirecrackerVM(self.cfg.firecracker_path, self.dir / short)
 
@@ -515,7 +304,7 @@ class FirecrackerBackend:
         await api.entropy()
         if self.cfg.network:
             vm.tap = f"fc{vm.dir.name[:10]}"
-            await asyncio.to_thread(_create_tap, vm.tap)
+            await asyncio.to_thread(create_tap, vm.tap)
             await api.network_interface(NetworkInterface(iface_id="eth0", host_dev_name=vm.tap))
 
     async def cold_boot(self, label: str, resources: Resources | None = None,
@@ -526,7 +315,7 @@ class FirecrackerBackend:
             await self._configure(vm, resources, work_drive)
             assert vm.api is not None
             await vm.api.instance_start()
-            await wait_for_agent(vm, self.agent_port, self.cfg.start_timeout_s)
+            await vsock.wait_for_agent(vm, self.agent_port, self.cfg.start_timeout_s)
         except BaseException:
             await vm.stop()
             raise
@@ -548,7 +337,7 @@ class FirecrackerBackend:
             state = await asyncio.to_thread(vm.provide, str(snap.state), "vm.snap")
             memory = await asyncio.to_thread(vm.provide, str(snap.memory), "vm.mem")
             await vm.api.snapshot_load(state, memory, resume=True)
-            client = await wait_for_agent(vm, self.agent_port, self.cfg.start_timeout_s,
+            client = await vsock.wait_for_agent(vm, self.agent_port, self.cfg.start_timeout_s,
                                           keep=True)
             assert client is not None
             try:
@@ -655,77 +444,6 @@ class FirecrackerBackend:
         await asyncio.to_thread(shutil.rmtree, self.dir, True)
         with contextlib.suppress(OSError):
             self.base.rmdir()
-
-
-def make_work_drive(path: Path, size_mb: int) -> None:
-    """A sparse ext4 image of ``size_mb`` for the guest's /work (mkfs.ext4 on the host)."""
-    with open(path, "wb") as f:
-        f.truncate(size_mb * 1024 * 1024)
-    try:
-        res = subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1",
-                              str(path)], capture_output=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise BackendUnavailable(f"cannot make the sandbox's work drive: {exc}") from exc
-    if res.returncode != 0:
-        raise BackendUnavailable("cannot make the sandbox's work drive: "
-                                 + res.stderr.decode(errors="replace").strip()[:300])
-    if os.geteuid() == 0:
-        # The guest's root owns the filesystem it formats as; nothing else needs it.
-        os.chmod(path, 0o600)
-
-
-def orphaned_firecrackers(base: Path, live: set[str]) -> list[int]:
-    """Firecracker processes whose working directory is under ``base`` but not under one of
-    the ``live`` instance directories (their VM dir may already be deleted)."""
-    found: list[int] = []
-    prefix = str(base.resolve()) + "/"
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            argv0 = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0", 1)[0]
-            cwd = os.readlink(f"/proc/{entry}/cwd")
-        except OSError:
-            continue
-        if not os.path.basename(argv0.decode(errors="replace")).startswith("firecracker"):
-            continue
-        if not cwd.startswith(prefix):
-            continue
-        instance = cwd[len(prefix):].split("/", 1)[0]
-        if instance not in live:
-            found.append(int(entry))
-    return found
-
-
-async def wait_for_agent(vm: FirecrackerVM, port: int, timeout_s: float, *,
-                         keep: bool = False) -> AgentClient | None:
-    """Connect over vsock until the agent's hello arrives. Raises BackendUnavailable with the
-    tail of the guest console when the VM dies or the agent does not answer in time."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    last = "no attempt"
-    while True:
-        if not vm.alive():
-            raise BackendUnavailable(
-                f"the Firecracker process exited with {vm.returncode} before the guest agent "
-                f"answered; guest console tail:\n{vm.console_tail()}")
-        left = deadline - loop.time()
-        if left <= 0:
-            raise BackendUnavailable(
-                f"the guest agent did not answer on vsock port {port} within {timeout_s} s "
-                f"(last: {last}); guest console tail:\n{vm.console_tail()}")
-        try:
-            reader, writer = await vsock.connect(str(vm.vsock_socket), port,
-                                                 timeout_s=min(left, 2.0))
-            client = await AgentClient.connect(reader, writer, timeout_s=min(left, 5.0))
-        except (TimeoutError, OSError, ConnectionLost) as exc:
-            last = repr(exc)
-            await asyncio.sleep(0.005)
-            continue
-        if keep:
-            return client
-        await client.aclose()
-        return None
 
 
 async def first_contact(client: AgentClient, *, hostname: str,

@@ -17,7 +17,7 @@ from pathlib import Path
 from gateway_core.config.sandbox import SandboxConfig
 from gateway_core.sandbox_types import Resources
 from gateway_sandbox.agent import AGENT_PATH
-from gateway_sandbox.backends.cgroups import CgroupLimits, CgroupManager, kill_and_remove
+from gateway_sandbox.backends.process.cgroups import CgroupLimits, CgroupManager, kill_and_remove
 from gateway_sandbox.errors import BackendUnavailable, SandboxConflict
 from gateway_sandbox.guest_layout import GUEST_AGENT as _GUEST_AGENT
 from gateway_sandbox.guest_layout import GUEST_RUN as _GUEST_RUN
