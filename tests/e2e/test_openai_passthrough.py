@@ -14,6 +14,7 @@ import httpx
 import openai
 import pytest
 
+from gateway_llm.headers import forwarded_headers, returned_headers
 from tests.fakes.upstream import OPENAI_KEY, FakeUpstream
 from tests.gateway_process import GatewayProcess
 
@@ -35,6 +36,7 @@ max_retries = 0
 kind = "openai"
 base_url = "{up.openai_base_url}"
 api_key = "{OPENAI_KEY}"
+responses = "native"
 [llm.providers.other]
 kind = "openai"
 base_url = "{other.openai_base_url}"
@@ -257,3 +259,40 @@ def test_metrics_use_route_templates(client: openai.OpenAI, gateway: GatewayProc
     assert 'route="/v1/files/{file_id}"' in text
     assert created.id not in text
     assert 'api="passthrough"' in text
+
+
+def test_front_door_forwards_the_allowed_headers_natively(client: openai.OpenAI,
+                                                          up: FakeUpstream) -> None:
+    client.responses.create(model="gpt-4o", input="hi", extra_headers={
+        "OpenAI-Beta": "responses=experimental", "OpenAI-Organization": "org-client"})
+    sent = _last(up, "/v1/responses")
+    assert sent["openai-beta"] == "responses=experimental"
+    assert "openai-organization" not in sent
+    assert sent["authorization"] == f"Bearer {OPENAI_KEY}"
+
+
+@pytest.mark.parametrize(("upstream", "limits", "content", "expected"), [
+    ({"X-Request-Id": "req_1", "openai-processing-ms": "5", "x-ratelimit-limit-requests": "9",
+      "content-type": "application/json", "set-cookie": "a=b", "content-length": "3"},
+     False, True, {"x-upstream-request-id": "req_1", "openai-processing-ms": "5",
+                   "x-ratelimit-limit-requests": "9", "content-type": "application/json",
+                   "content-length": "3"}),
+    # The gateway's own limits answer: the upstream's x-ratelimit-* stay behind.
+    ({"x-request-id": "req_2", "x-ratelimit-limit-requests": "9"}, True, True,
+     {"x-upstream-request-id": "req_2"}),
+    # A front door's JSON is the gateway's own: no content headers come along.
+    ({"x-request-id": "req_3", "content-type": "text/plain"}, True, False,
+     {"x-upstream-request-id": "req_3"}),
+    # aiohttp undid the content-encoding: the length no longer holds.
+    ({"content-encoding": "gzip", "content-length": "10"}, False, True, {}),
+])
+def test_returned_headers_policy(upstream: dict[str, str], limits: bool, content: bool,
+                                 expected: dict[str, str]) -> None:
+    assert returned_headers(upstream, gateway_limits=limits, content=content) == expected
+
+
+def test_forwarded_headers_policy() -> None:
+    assert forwarded_headers({"openai-beta": "assistants=v2", "idempotency-key": "k",
+                              "authorization": "Bearer gw", "openai-project": "p",
+                              "x-stainless-lang": "python"}) == {
+        "openai-beta": "assistants=v2", "idempotency-key": "k"}

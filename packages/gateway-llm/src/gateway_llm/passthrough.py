@@ -14,6 +14,12 @@ from typing import Literal
 import aiohttp
 
 from gateway_core.errors import UpstreamTimeout
+from gateway_llm.headers import (
+    FORWARDED_REQUEST_HEADERS,
+    UPSTREAM_REQUEST_ID,
+    forwarded_headers,
+    returned_headers,
+)
 from gateway_llm.providers.base import HTTPProvider, connection_failed
 
 __all__ = [
@@ -28,48 +34,8 @@ __all__ = [
     "returned_headers",
 ]
 
-# Client headers an OpenAI-kind upstream may see (lower-case). Never the client's
-# Authorization or x-api-key: the provider's own key goes in their place.
-# OpenAI-Organization / OpenAI-Project select whose bill a call goes on: the provider's
-# configured headers set them, a client cannot.
-FORWARDED_REQUEST_HEADERS = ("openai-beta", "idempotency-key")
-# Upstream response headers a client may see besides the content headers.
-_RETURNED = frozenset({"openai-processing-ms", "openai-version", "retry-after",
-                       "retry-after-ms"})
-_RATELIMIT_PREFIX = "x-ratelimit-"
-UPSTREAM_REQUEST_ID = "x-upstream-request-id"
-# What describes the body itself. content-length only where the body is relayed unchanged.
-_CONTENT = frozenset({"content-type", "content-disposition", "content-language",
-                      "cache-control", "last-modified", "etag"})
 # The provider's own session headers that describe its JSON calls, not a raw pass-through.
 _PROVIDER_BODY_HEADERS = frozenset({"content-type", "accept"})
-_CHUNK = 64 * 1024
-
-
-def forwarded_headers(client: Mapping[str, str]) -> dict[str, str]:
-    """The allow-listed client headers, by their lower-case names."""
-    return {k: v for k in FORWARDED_REQUEST_HEADERS if (v := client.get(k)) is not None}
-
-
-def returned_headers(upstream: Mapping[str, str], *, gateway_limits: bool,
-                     content: bool = False) -> dict[str, str]:
-    """The upstream headers a client gets back: its request id as x-upstream-request-id,
-    its processing time, its x-ratelimit-* unless the gateway's own limits answer for them
-    (``gateway_limits``) and, for a relayed body (``content``), the headers that describe it."""
-    out: dict[str, str] = {}
-    for name, value in upstream.items():
-        low = name.lower()
-        if low == "x-request-id":
-            out[UPSTREAM_REQUEST_ID] = value
-        elif (low in _RETURNED or (content and low in _CONTENT)
-              or (low.startswith(_RATELIMIT_PREFIX) and not gateway_limits)):
-            out[low] = value
-    if content and "content-encoding" not in upstream and \
-            (length := upstream.get("content-length")) is not None:
-        # Relayed as it came, so the length still holds (aiohttp undoes a content-encoding,
-        # which changes it).
-        out["content-length"] = length
-    return out
 
 
 async def forward(

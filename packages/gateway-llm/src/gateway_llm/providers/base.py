@@ -17,6 +17,7 @@ import structlog
 from gateway_core.config import ProviderConfig
 from gateway_core.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway_llm.errors import AttemptFailed, classify_status
+from gateway_llm.headers import forwarded_headers, returned_headers
 from gateway_llm.hub import (
     Dialect,
     DialectName,
@@ -181,6 +182,9 @@ class HTTPProvider:
         """Headers for one upstream request (the kind's own, plus the client's that a
         native passthrough forwards)."""
         headers = self.headers
+        forwarded = call.request.headers
+        if forwarded and self.kind == "openai" and dialect in self.native:
+            headers = {**headers, **forwarded_headers(forwarded)}
         if stream:
             headers = {**headers, "accept": "text/event-stream"}
         return headers
@@ -192,21 +196,24 @@ class HTTPProvider:
         front = request.dialect
         if front.name in self.native:
             body = front.native_body(request.raw, model=call.model, stream=False)
+            back: dict[str, str] = {}
             data = await self.send(front, self.urls[front.name], body,
-                                   self.request_headers(call, front.name, False), call)
+                                   self.request_headers(call, front.name, False), call,
+                                   returned=back)
             try:
                 usage = front.native_usage(data)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 raise self._bad_response(front) from None
-            return Completion(data, usage)
+            return Completion(data, usage, back)
         up = self.upstream
         outbound = up.encode_request(request.conversation(), model=call.model, stream=False,
                                      options=call.options)
+        back = _dropped_headers(outbound)
         data = await self.send(up, self.urls[up.name], outbound.body,
-                               self.request_headers(call, up.name, False), call)
+                               self.request_headers(call, up.name, False), call,
+                               returned=back)
         result = self._decode_result(up, data, outbound)
-        return Completion(front.encode_result(result, request), result.usage,
-                          _dropped_headers(outbound))
+        return Completion(front.encode_result(result, request), result.usage, back)
 
     async def stream(self, call: Call) -> Stream:
         request = call.request
@@ -222,7 +229,10 @@ class HTTPProvider:
             body = outbound.body
         resp = await self.open_stream(up, self.urls[up.name], body,
                                       self.request_headers(call, up.name, True), call)
-        headers = _dropped_headers(outbound)
+        # The gateway's own x-ratelimit-* answer for its limits: only the upstream's request
+        # id and timing come back on the front doors.
+        headers = {**returned_headers(resp.headers, gateway_limits=True),
+                   **_dropped_headers(outbound)}
         stream: UpstreamStream
         if not _is_sse(resp):
             # A 200 that is not SSE on a streamed request (some servers ignore "stream"):
@@ -290,9 +300,12 @@ class HTTPProvider:
         return min(self._config.total_timeout_s, call.deadline - loop.time())
 
     async def send(self, dialect: Dialect, url: str, body: bytes, headers: Mapping[str, str],
-                   call: Call) -> bytes:
-        """POST and read the whole answer; anything but 200 raises AttemptFailed."""
+                   call: Call, *, returned: dict[str, str] | None = None) -> bytes:
+        """POST and read the whole answer; anything but 200 raises AttemptFailed. The
+        upstream headers a client may see go into ``returned``."""
         resp = await self.post(url, body, headers, call)
+        if returned is not None:
+            returned.update(returned_headers(resp.headers, gateway_limits=True))
         try:
             data = await read_body(resp, self.name, self.time_left(call))
         finally:
