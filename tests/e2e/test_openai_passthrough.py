@@ -246,9 +246,9 @@ def test_admin_routes_are_not_passed_through(client: openai.OpenAI, up: FakeUpst
 
 
 def test_gateway_routes_keep_their_405(gateway: GatewayProcess) -> None:
-    r = httpx.get(gateway.url + "/v1/embeddings",
-                  headers={"authorization": f"Bearer {GATEWAY_KEY}"})
-    assert r.status_code == 405
+    for path in ("/v1/embeddings", "/v1/chat/completions", "/v1/messages"):
+        r = httpx.get(gateway.url + path, headers={"authorization": f"Bearer {GATEWAY_KEY}"})
+        assert r.status_code == 405, path
 
 
 def test_metrics_use_route_templates(client: openai.OpenAI, gateway: GatewayProcess,

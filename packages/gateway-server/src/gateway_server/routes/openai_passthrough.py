@@ -53,7 +53,8 @@ TEMPLATES = (
     "/audio/voice_consents", "/audio/voice_consents/{consent_id}",
     "/audio/voices", "/audio/voices/{voice_id}",
     "/batches", "/batches/{batch_id}", "/batches/{batch_id}/cancel",
-    "/chat/completions", "/chat/completions/{completion_id}",
+    # GET /chat/completions (listing stored ones) stays the chat route's 405.
+    "/chat/completions/{completion_id}",
     "/chat/completions/{completion_id}/messages",
     "/chatkit/sessions", "/chatkit/sessions/{session_id}/cancel", "/chatkit/threads",
     "/chatkit/threads/{thread_id}", "/chatkit/threads/{thread_id}/items",
@@ -192,14 +193,16 @@ def _by_model(router: Router, model: str) -> list[_Target]:
     return targets
 
 
-def _not_served(request: Request) -> None:
-    """What the app would have said without the catch-all: 405 where a gateway route has
-    the path under another method, else 404."""
+def _not_served(request: Request, known_root: bool) -> None:
+    """For the catch-all: what the app would have said without it (405 where a gateway
+    route has the path under another method; 404 outside OpenAI's resources), or nothing:
+    pass it through."""
     for r in request.app.router.routes:
         if isinstance(r, Route) and r.path != _CATCH_ALL and \
                 r.matches(request.scope)[0] == Match.PARTIAL:
             raise HTTPException(405)
-    raise NotFound(f"Unknown path {request.url.path}.", code="unknown_url")
+    if not known_root:
+        raise NotFound(f"Unknown path {request.url.path}.", code="unknown_url")
 
 
 # --- the request body ---------------------------------------------------------------------
@@ -347,8 +350,8 @@ def _endpoint(template: str, by_model: bool) -> Callable[[Request], Awaitable[Re
         state: GatewayState = request.app.state.gateway
         router = state.router
         rel = request.url.path.removeprefix("/v1")
-        if rel_template == "/{path:path}" and rel.split("/")[1] not in _ROOTS:
-            _not_served(request)
+        if rel_template == "/{path:path}":
+            _not_served(request, rel.split("/")[1] in _ROOTS)
         body = _Body(request)
         out = await _outgoing(request, router, rel, by_model and request.method == "POST",
                               body)
