@@ -71,6 +71,40 @@ def cpu_busy(seconds: float = 1.0) -> float:
     return 1.0 - (i1 - i0) / max(1, t1 - t0)
 
 
+class CpuMeter:
+    """How much of the machine other processes used while the benchmark ran: all CPU time
+    (/proc/stat) minus this process's and its children's (stop it after every child was
+    reaped, i.e. after Procs.stop_all)."""
+
+    def __init__(self) -> None:
+        self._stat0 = self._stat()
+        self._ours0 = self._ours()
+
+    @staticmethod
+    def _stat() -> tuple[float, float]:
+        """(busy, total) CPU seconds over all CPUs since boot."""
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except OSError:
+            return 0.0, 0.0
+        tick = os.sysconf("SC_CLK_TCK")
+        return (sum(fields) - fields[3] - fields[4]) / tick, sum(fields) / tick
+
+    @staticmethod
+    def _ours() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def stop(self) -> dict[str, float]:
+        (b0, t0), (b1, t1) = self._stat0, self._stat()
+        total = max(1e-9, t1 - t0)
+        ours = self._ours() - self._ours0
+        busy = b1 - b0
+        return {"busy": busy / total, "ours": ours / total,
+                "others": max(0.0, busy - ours) / total}
+
+
 def warn_if_busy() -> float:
     busy = cpu_busy()
     print(f"machine: {100 * busy:.0f}% of all CPUs busy before the start", flush=True)
@@ -180,9 +214,10 @@ class Figure:
         return statistics.median(self.values)
 
     def show(self, unit: str, digits: int = 2) -> str:
+        unit = f" {unit}" if unit else ""
         if len(self.values) == 1:
-            return f"{self.values[0]:.{digits}f} {unit}"
-        return (f"{self.median:.{digits}f} {unit} "
+            return f"{self.values[0]:.{digits}f}{unit}"
+        return (f"{self.median:.{digits}f}{unit} "
                 f"({min(self.values):.{digits}f}–{max(self.values):.{digits}f})")
 
     def to_json(self) -> dict[str, Any]:
@@ -200,14 +235,16 @@ class Row:
 
 
 class Table:
-    def __init__(self, title: str) -> None:
+    def __init__(self, title: str, echo: bool = True) -> None:
         self.title = title
+        self.echo = echo  # print each row as it is added
         self.rows: list[Row] = []
 
     def add(self, metric: str, target: str, measured: str, verdict: str = "",
             data: Any = None) -> None:
         self.rows.append(Row(metric, target, measured, verdict, data))
-        print(f"  {metric}: {measured}" + (f"  [{verdict}]" if verdict else ""), flush=True)
+        if self.echo:
+            print(f"  {metric}: {measured}" + (f"  [{verdict}]" if verdict else ""), flush=True)
 
     def render(self) -> str:
         head = ("metric", "target", "measured", "verdict")
@@ -219,6 +256,17 @@ class Table:
             if n == 0:
                 lines.append("-+-".join("-" * w for w in widths))
         return "\n".join(lines)
+
+
+def render_grid(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    cells = [list(head), *[list(r) for r in rows]]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
+    lines = []
+    for n, c in enumerate(cells):
+        lines.append(" | ".join(v.ljust(widths[i]) for i, v in enumerate(c)).rstrip())
+        if n == 0:
+            lines.append("-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
 
 
 def verdict(ok: bool | None) -> str:

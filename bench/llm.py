@@ -1,5 +1,6 @@
-"""`hatch run bench:llm`: gateway overhead against a direct baseline, throughput, streaming
-and rate-limit cost, measured in one run against bench/mock_upstream.py (see bench/README.md).
+"""`hatch run bench:llm`: every front door of the gateway against the floor of its stack
+(bench/floor.py: hypercorn + one Starlette route + one aiohttp session + one msgspec decode)
+and against the mock upstream itself, in one run, same pinning, same load (see bench/README.md).
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ import argparse
 import asyncio
 import collections
 import csv
+import functools
+import hashlib
 import io
 import json
 import os
@@ -18,81 +21,230 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     BENCH_DIR,
     RESULTS,
+    CpuMeter,
     Figure,
     Procs,
     Table,
     free_port,
     percentile,
+    render_grid,
     require_tools,
-    run_tool,
-    verdict,
     wait_http,
     wait_port,
     warn_if_busy,
+    write_results,
 )
 
 GATEWAY_CORE = "0"
 LOAD_CORE = "1"
-OPENAI_BODY = {"model": "bench-openai",
-               "messages": [{"role": "user", "content": "Say hello in five words."}],
-               "max_tokens": 32}
-ANTHROPIC_DIRECT_BODY = {"model": "bench-model", "max_tokens": 32,
-                         "messages": [{"role": "user", "content": "Say hello in five words."}]}
-TARGET_P50_MS = 5.0
-TARGET_P99_MS = 15.0
-TARGET_RPS = 1000.0
+HELLO = "Hello from the mock upstream."
+PROMPT = [{"role": "user", "content": "Say hello in five words."}]
+
+Dialect = Literal["chat", "responses", "messages"]
+PATHS: dict[Dialect, str] = {"chat": "/v1/chat/completions", "responses": "/v1/responses",
+                             "messages": "/v1/messages"}
+
+# The issue's bounds (issue 18), gateway against the floor, passthrough front doors.
+MIN_RATIO = 0.9            # saturation, 1 worker; and Redis limits against memory limits
+C1_P50_MS = 0.2            # one-connection overhead above the floor's
+RATED_P50_MS = 0.3         # 500 req/s overhead above the floor's
+RATED_P99_MS = 1.0
+TTFB_MS = 0.2              # stream time to first event above the floor's
+TRANSLATED_C1_MS = 0.3     # translated Responses overhead above the chat path's, one connection
+MESSAGES_C1_MS = 0.2       # Messages passthrough overhead above chat passthrough's
+
+
+def request_body(dialect: Dialect, model: str, stream: bool) -> dict[str, Any]:
+    """One short user turn in the front door's own shape (what its SDK sends)."""
+    body: dict[str, Any]
+    if dialect == "chat":
+        body = {"model": model, "messages": PROMPT, "max_tokens": 32}
+    elif dialect == "responses":
+        body = {"model": model, "input": PROMPT, "max_output_tokens": 32}
+    else:
+        body = {"model": model, "max_tokens": 32, "messages": PROMPT}
+    if stream:
+        body["stream"] = True
+    return body
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One front door on one kind of provider: the client speaks `door`, the gateway calls
+    the mock's `upstream` endpoint. The floor gets the same body on the upstream path."""
+
+    name: str
+    door: Dialect
+    upstream: Dialect
+    model: str            # the alias in bench_config(), which picks the provider
+    about: str
+    stream: bool = False
+    gateway: str = "base"  # which gateway process serves it
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return request_body(self.door, self.model, self.stream)
+
+    @property
+    def passthrough(self) -> bool:
+        return self.door == self.upstream
+
+
+_DOORS = [
+    Scenario("chat", "chat", "chat", "bench-openai", "Chat passthrough (OpenAI kind)"),
+    Scenario("responses", "responses", "responses", "bench-openai",
+             "Responses native passthrough (OpenAI kind, responses = native)"),
+    Scenario("messages", "messages", "messages", "bench-anthropic",
+             "Messages passthrough (Anthropic kind)"),
+    Scenario("responses-chat", "responses", "chat", "bench-compat",
+             "Responses translated to chat (OpenAI kind, responses = translate)"),
+    Scenario("responses-anthropic", "responses", "messages", "bench-anthropic",
+             "Responses translated to Anthropic Messages"),
+    Scenario("messages-chat", "messages", "chat", "bench-openai",
+             "Messages translated to chat (OpenAI kind)"),
+    Scenario("chat-anthropic", "chat", "messages", "bench-anthropic",
+             "Chat translated to Anthropic Messages"),
+]
+SCENARIOS: list[Scenario] = [
+    *_DOORS,
+    Scenario("chat-rl-memory", "chat", "chat", "bench-openai",
+             "Chat passthrough, rate limits in memory", gateway="rl-memory"),
+    Scenario("chat-rl-redis", "chat", "chat", "bench-openai",
+             "Chat passthrough, rate limits in Redis", gateway="rl-redis"),
+    *[Scenario(f"{s.name}-stream", s.door, s.upstream, s.model, s.about + ", streamed",
+               stream=True) for s in _DOORS],
+]
+BY_NAME = {s.name: s for s in SCENARIOS}
+WORKERS2 = "workers2"
+ALL_NAMES = [*BY_NAME, WORKERS2]
 
 
 @dataclass
 class Settings:
     reps: int
-    one_conn_seconds: int  # duration of each one-connection run (wrk, closed loop)
-    n_rated: int        # requests per repetition at the fixed offered load
+    one_conn_seconds: int  # each one-connection run (wrk -c1, closed loop)
+    n_rated: int           # requests per run at the fixed offered load
     rate_conns: int
-    rate_per_conn: int  # hey -q: requests/s per connection
-    wrk_seconds: int
+    rate_per_conn: int     # hey -q: requests/s per connection
+    wrk_seconds: int       # each saturation run
     wrk_conns: int
-    streams: int
+    streams: int           # sequential streams per target per repetition
     chunks: int
     chunk_delay_ms: float
 
+    @property
+    def rate(self) -> int:
+        return self.rate_conns * self.rate_per_conn
 
-def body_file(name: str, body: dict[str, Any]) -> Path:
-    path = RESULTS / f"body-{name}.json"
-    path.write_bytes(json.dumps(body, separators=(",", ":")).encode())
-    return path
+
+# ---------------------------------------------------------------- answers
+
+
+def _sse(body: bytes) -> list[tuple[str, str]]:
+    events = []
+    for block in body.replace(b"\r\n", b"\n").split(b"\n\n"):
+        name, data = "", []
+        for line in block.decode().split("\n"):
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].strip())
+        if data:
+            events.append((name, "\n".join(data)))
+    return events
+
+
+def check_answer(dialect: Dialect, body: bytes, stream: bool, chunks: int) -> None:
+    """A whole answer (or a whole stream) in the dialect's shape carrying the mock's text;
+    RuntimeError saying what is wrong otherwise."""
+    try:
+        if stream:
+            _check_stream(dialect, body, "".join(f"tok{i} " for i in range(chunks)))
+        else:
+            _check_json(dialect, json.loads(body))
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+        raise RuntimeError(f"not a {dialect} answer ({type(e).__name__}: {e}): "
+                           f"{body[:300]!r}") from None
+
+
+def _check_json(dialect: Dialect, doc: Any) -> None:
+    if dialect == "chat":
+        ok = doc["object"] == "chat.completion" and \
+            doc["choices"][0]["message"]["content"] == HELLO
+    elif dialect == "responses":
+        ok = doc["object"] == "response" and doc["status"] == "completed" and \
+            doc["output"][0]["content"][0]["text"] == HELLO
+    else:
+        ok = doc["type"] == "message" and doc["content"][0]["text"] == HELLO
+    if not ok:
+        raise ValueError("unexpected content")
+
+
+def _check_stream(dialect: Dialect, body: bytes, text: str) -> None:
+    events = _sse(body)
+    if not events:
+        raise ValueError("no events")
+    got = []
+    if dialect == "chat":
+        if events[-1][1] != "[DONE]":
+            raise ValueError("no [DONE] at the end")
+        for _, data in events[:-1]:
+            doc = json.loads(data)
+            if doc.get("choices"):
+                got.append(doc["choices"][0]["delta"].get("content") or "")
+    elif dialect == "responses":
+        docs = [json.loads(d) for _, d in events]
+        if docs[-1]["type"] != "response.completed":
+            raise ValueError(f"last event {docs[-1]['type']}")
+        got = [d["delta"] for d in docs if d["type"] == "response.output_text.delta"]
+    else:
+        docs = [json.loads(d) for _, d in events]
+        if docs[-1]["type"] != "message_stop":
+            raise ValueError(f"last event {docs[-1]['type']}")
+        got = [d["delta"]["text"] for d in docs if d["type"] == "content_block_delta"]
+    if "".join(got) != text:
+        raise ValueError(f"streamed text {''.join(got)!r}")
 
 
 # ---------------------------------------------------------------- load tools
 
 
-def hey_latency(url: str, body: Path, n: int, conns: int, qps: int | None) -> dict[str, float]:
-    """p50/p90/p99 in ms of n POSTs by hey (per-request times from its CSV output)."""
-    argv = ["taskset", "-c", LOAD_CORE, "hey", "-n", str(n), "-c", str(conns), "-m", "POST",
-            "-D", str(body), "-T", "application/json", "-t", "10", "-o", "csv"]
-    expected_s = n * 0.02
-    if qps:
-        argv += ["-q", str(qps)]
-        expected_s = n / (conns * qps)
-    out = run_tool(argv + [url], timeout_s=expected_s * 3 + 30)
+def _body_file(body: dict[str, Any]) -> Path:
+    data = json.dumps(body, separators=(",", ":")).encode()
+    path = RESULTS / f"body-{hashlib.sha1(data).hexdigest()[:12]}.json"
+    if not path.exists():
+        path.write_bytes(data)
+    return path
+
+
+def hey_latency(url: str, body: Path, n: int, conns: int, qps: int) -> dict[str, float]:
+    """p50/p90/p99 in ms of n POSTs at a fixed offered load (hey's per-request CSV)."""
+    argv = ["taskset", "-c", LOAD_CORE, "hey", "-n", str(n), "-c", str(conns), "-q", str(qps),
+            "-m", "POST", "-D", str(body), "-T", "application/json", "-t", "10", "-o", "csv",
+            url]
+    p = subprocess.run(argv, capture_output=True, timeout=n / (conns * qps) * 3 + 30,
+                       check=False)
+    if p.returncode != 0:
+        raise RuntimeError(f"hey exited {p.returncode}: {p.stderr.decode(errors='replace')}")
     times: list[float] = []
     bad: collections.Counter[str] = collections.Counter()
-    for row in csv.DictReader(io.StringIO(out)):
+    for row in csv.DictReader(io.StringIO(p.stdout.decode(errors="replace"))):
         if row.get("status-code") != "200":
             bad[row.get("status-code") or "none"] += 1
             continue
         times.append(float(row["response-time"]) * 1000)
     if bad or not times:
         raise RuntimeError(f"{sum(bad.values())} of {n} requests failed against {url}: "
-                           f"statuses {dict(bad)} (the gateway log in bench/results says why)")
+                           f"statuses {dict(bad)} (the logs in bench/results say why)")
     return {"p50": percentile(times, 50), "p90": percentile(times, 90),
             "p99": percentile(times, 99), "n": float(len(times))}
 
@@ -100,92 +252,105 @@ def hey_latency(url: str, body: Path, n: int, conns: int, qps: int | None) -> di
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def wrk_latency(url: str, body: Path, seconds: int) -> dict[str, float]:
-    """p50/p90/p99 in ms at one connection (closed loop), from wrk's --latency histogram:
-    microsecond resolution, where hey's CSV rounds to 0.1 ms."""
-    argv = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c1", f"-d{seconds}s", "--latency",
+def _wrk(url: str, body: Path, seconds: int, conns: int, core: str,
+         latency: bool) -> str:
+    """wrk with post.lua, every answer checked for 200 and the mock's text: any request
+    that failed in any way makes this an error, never a figure."""
+    argv = ["taskset", "-c", core, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s",
             "--timeout", "5s", "-s", str(BENCH_DIR / "post.lua"), url]
+    if latency:
+        argv.insert(5, "--latency")
     p = subprocess.run(argv, capture_output=True, timeout=seconds + 30, check=False,
-                       env={**os.environ, "BENCH_BODY_FILE": str(body)})
+                       env={**os.environ, "BENCH_BODY_FILE": str(body), "BENCH_EXPECT": HELLO})
     out = p.stdout.decode(errors="replace")
-    if p.returncode != 0 or "Non-2xx" in out or "Socket errors" in out:
-        raise RuntimeError(f"wrk -c1 against {url} failed: {out[-400:]} {p.stderr[-200:]!r}")
+    if p.returncode != 0:
+        raise RuntimeError(f"wrk exited {p.returncode} against {url}: "
+                           f"{p.stderr.decode(errors='replace')[-300:]}")
+    bad = re.search(r"bench-bad-answers: (\d+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errs = re.search(r"Socket errors:.*", out)
+    done = re.search(r"(\d+) requests in", out)
+    problems = []
+    if bad is None or done is None:
+        problems.append("no summary")
+    elif int(bad.group(1)):
+        problems.append(f"{bad.group(1)} of {done.group(1)} answers not 200 with the text")
+    if non2xx:
+        problems.append(f"{non2xx.group(1)} non-2xx")
+    if errs:
+        problems.append(errs.group(0))
+    if problems:
+        raise RuntimeError(f"wrk against {url}: {'; '.join(problems)}")
+    return out
+
+
+def wrk_latency(url: str, body: Path, seconds: int) -> dict[str, float]:
+    """p50/p90/p99 in ms at one connection from wrk's --latency histogram (µs resolution)."""
+    out = _wrk(url, body, seconds, 1, LOAD_CORE, latency=True)
     res: dict[str, float] = {}
     for q in ("50", "90", "99"):
         m = re.search(rf"^\s+{q}%\s+([\d.]+)(us|ms|s)$", out, re.M)
         if m is None:
             raise RuntimeError(f"wrk printed no {q}% latency: {out[-400:]}")
         res[f"p{q}"] = float(m.group(1)) * _UNITS[m.group(2)]
-    m = re.search(r"(\d+) requests in", out)
-    res["n"] = float(m.group(1)) if m else 0.0
     return res
 
 
 def wrk_rps(url: str, body: Path, seconds: int, conns: int, core: str) -> float:
-    env_body = {"BENCH_BODY_FILE": str(body)}
-    argv = ["taskset", "-c", core, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "5s",
-            "-s", str(BENCH_DIR / "post.lua"), url]
-    p = subprocess.run(argv, capture_output=True, timeout=seconds + 30, check=False,
-                       env={**os.environ, **env_body})
-    out = p.stdout.decode(errors="replace")
-    if p.returncode != 0:
-        raise RuntimeError(f"wrk exited {p.returncode}: {p.stderr.decode(errors='replace')}")
+    out = _wrk(url, body, seconds, conns, core, latency=False)
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if m is None:
+    if m is None or float(m.group(1)) == 0:
         raise RuntimeError(f"wrk printed no rate: {out[-500:]}")
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errs = re.search(r"Socket errors:.*", out)
-    if float(m.group(1)) == 0 or (errs and "connect 0, read 0, write 0" not in errs.group(0)):
-        raise RuntimeError(f"wrk against {url}: {errs.group(0) if errs else 'no responses'}")
-    if bad and int(bad.group(1)) > 0:
-        raise RuntimeError(f"wrk: {bad.group(1)} non-2xx responses from {url}")
     return float(m.group(1))
 
 
 # ---------------------------------------------------------------- streaming client
 
 
-async def _streams(url: str, body: dict[str, Any], count: int) -> list[dict[str, Any]]:
-    """count sequential streams (bounded in count and time): per stream, time to first body
-    byte, the arrival time of every SSE event and how many separate reads carried them."""
+async def _streams(url: str, body: dict[str, Any], count: int,
+                   check: Callable[[bytes], None]) -> list[dict[str, float]]:
+    """count sequential streams: time to the first SSE event, the arrival of every event and
+    how many separate reads carried them; every stream is checked whole."""
     import aiohttp
 
-    out: list[dict[str, Any]] = []
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    out: list[dict[str, float]] = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         for _ in range(count):
             t0 = time.perf_counter()
             arrivals: list[float] = []
             reads = 0
+            whole = bytearray()
             async with session.post(url, json=body) as resp:
                 if resp.status != 200:
                     raise RuntimeError(f"stream {url}: HTTP {resp.status} "
                                        f"{(await resp.read())[:300]!r}")
                 async for data in resp.content.iter_any():
                     now = (time.perf_counter() - t0) * 1000
+                    whole += data
                     events = data.count(b"data:")
                     if events:
                         reads += 1
                         arrivals += [now] * events
-            if not arrivals:
-                raise RuntimeError(f"stream {url}: no events")
+            check(bytes(whole))
             out.append({"ttfb": arrivals[0], "total": arrivals[-1],
                         "spread": arrivals[-1] - arrivals[0], "events": len(arrivals),
                         "reads": reads})
     return out
 
 
-def stream_stats(url: str, body: dict[str, Any], count: int) -> dict[str, float]:
-    runs = asyncio.run(_streams(url, body, count))
+def stream_stats(url: str, body: dict[str, Any], count: int,
+                 check: Callable[[bytes], None]) -> dict[str, float]:
+    runs = asyncio.run(_streams(url, body, count, check))
     return {k: percentile([r[k] for r in runs], 50)
             for k in ("ttfb", "total", "spread", "events", "reads")}
 
 
-# ---------------------------------------------------------------- gateway
+# ---------------------------------------------------------------- the processes
 
 
-def gateway_config(port: int, mock_port: int, rate_limit: str | None, redis_url: str,
-                   rpm: int) -> str:
+def bench_config(port: int, mock_port: int, rate_limit: str | None, redis_url: str,
+                 rpm: int) -> str:
+    """The gateway's config: one alias per kind of provider, all on the mock."""
     rl = "enabled = false"
     if rate_limit is not None:
         # Budgets far above the load (but for the probe): the limiter runs its full path
@@ -193,6 +358,7 @@ def gateway_config(port: int, mock_port: int, rate_limit: str | None, redis_url:
         rl = (f'enabled = true\nrequests_per_minute = {rpm}\n'
               f'tokens_per_minute = 1000000000000\nbackend = "{rate_limit}"\n'
               f'redis_url = "{redis_url}"')
+    mock = f"http://127.0.0.1:{mock_port}"
     return f"""
 [server]
 host = "127.0.0.1"
@@ -206,16 +372,27 @@ access_log = true
 
 [llm.providers.mock]
 kind = "openai"
-base_url = "http://127.0.0.1:{mock_port}/v1"
+base_url = "{mock}/v1"
 api_key = "x"
+responses = "native"
+
+[llm.providers.mockcompat]
+kind = "openai"
+base_url = "{mock}/v1"
+api_key = "x"
+responses = "translate"
 
 [llm.providers.mockanthropic]
 kind = "anthropic"
-base_url = "http://127.0.0.1:{mock_port}"
+base_url = "{mock}"
 api_key = "x"
 
 [llm.models.bench-openai]
 provider = "mock"
+model = "bench-model"
+
+[llm.models.bench-compat]
+provider = "mockcompat"
 model = "bench-model"
 
 [llm.models.bench-anthropic]
@@ -230,251 +407,55 @@ enabled = false
 """
 
 
-class Gateway:
-    def __init__(self, procs: Procs, name: str, mock_port: int, workers: int, cores: str,
-                 rate_limit: str | None = None, redis_url: str = "",
-                 rpm: int = 100_000_000) -> None:
-        self.procs, self.name = procs, f"gateway-{name}"
-        self.port = free_port()
-        self.config = RESULTS / f"{self.name}.toml"
-        self.config.write_text(gateway_config(self.port, mock_port, rate_limit, redis_url,
-                                                rpm))
-        self.log = RESULTS / f"{self.name}.log"
-        exe = shutil.which("agentic-gateway") or "agentic-gateway"
-        self.proc = procs.start(self.name, ["taskset", "-c", cores, exe, "serve", "--config",
-                                            str(self.config), "--port", str(self.port),
-                                            "--workers", str(workers)], log=self.log)
-        self.base = f"http://127.0.0.1:{self.port}"
-        if not wait_http(self.base + "/health", 40):
+class Server:
+    """A gateway (`agentic-gateway serve`, exactly as in production) or the floor, pinned."""
+
+    def __init__(self, procs: Procs, name: str, argv: list[str], port: int, cores: str,
+                 health: str | None) -> None:
+        self.procs, self.name, self.port, self.health = procs, name, port, health
+        self.log = RESULTS / f"{name}.log"
+        self.proc = procs.start(name, ["taskset", "-c", cores, *argv], log=self.log)
+        self.base = f"http://127.0.0.1:{port}"
+
+    def ready(self) -> None:
+        ok = (wait_http(self.base + self.health, 40) if self.health
+              else wait_port(self.port, 40))
+        if not ok:
             self.stop()
             raise RuntimeError(f"{self.name} did not start; see {self.log}: "
-                               f"{self.log.read_text(errors='replace')[-800:]}")
-
-    def smoke(self, path: str, body: dict[str, Any]) -> None:
-        """One request first, so a broken path is reported as its error, not as a number."""
-        req = urllib.request.Request(self.base + path, data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                r.read()
-        except urllib.error.HTTPError as e:
-            raise RuntimeError(f"HTTP {e.code}: {e.read()[:300].decode(errors='replace')}") \
-                from None
+                               f"{self.log.read_text(errors='replace')[-600:]}")
 
     def stop(self) -> None:
         self.procs.stop(self.name)
 
 
-# ---------------------------------------------------------------- scenarios
+def gateway(procs: Procs, name: str, mock_port: int, workers: int, cores: str,
+            rate_limit: str | None = None, redis_url: str = "",
+            rpm: int = 100_000_000) -> Server:
+    port = free_port()
+    config = RESULTS / f"gateway-{name}.toml"
+    config.write_text(bench_config(port, mock_port, rate_limit, redis_url, rpm))
+    exe = shutil.which("agentic-gateway") or "agentic-gateway"
+    return Server(procs, f"gateway-{name}", [exe, "serve", "--config", str(config), "--port",
+                                             str(port), "--workers", str(workers)],
+                  port, cores, "/health")
 
 
-class Bench:
-    def __init__(self, s: Settings, procs: Procs, table: Table) -> None:
-        self.s, self.procs, self.table = s, procs, table
-        self.raw: dict[str, Any] = {}
-
-    def fail(self, metric: str, exc: BaseException) -> None:
-        msg = str(exc).replace("\n", " ")[:160]
-        self.table.add(metric, "", f"error: {msg}", "ERROR")
-        self.raw[metric] = {"error": str(exc)}
-
-    def latency(self, label: str, direct_url: str, direct_body: Path, gw_url: str,
-                gw_body: Path, conns: int, qps: int | None) -> None:
-        """Direct and through-gateway latency, interleaved per repetition; overhead per
-        percentile per repetition, then median (min–max) over repetitions."""
-        direct: list[dict[str, float]] = []
-        gw: list[dict[str, float]] = []
-        for _ in range(self.s.reps):
-            if qps is None:
-                direct.append(wrk_latency(direct_url, direct_body, self.s.one_conn_seconds))
-                gw.append(wrk_latency(gw_url, gw_body, self.s.one_conn_seconds))
-            else:
-                direct.append(hey_latency(direct_url, direct_body, self.s.n_rated, conns, qps))
-                gw.append(hey_latency(gw_url, gw_body, self.s.n_rated, conns, qps))
-        self.raw[label] = {"direct": direct, "gateway": gw}
-        for q in ("p50", "p90", "p99"):
-            d = Figure([r[q] for r in direct])
-            g = Figure([r[q] for r in gw])
-            o = Figure([gr[q] - dr[q] for gr, dr in zip(gw, direct, strict=True)])
-            target, ok = "", None
-            if qps is not None and q == "p50":
-                target, ok = f"< {TARGET_P50_MS:g} ms", o.median < TARGET_P50_MS
-            elif qps is not None and q == "p99":
-                target, ok = f"< {TARGET_P99_MS:g} ms", o.median < TARGET_P99_MS
-            self.table.add(f"{label} {q} overhead", target,
-                           f"{o.show('ms')}  [direct {d.median:.2f}, gw {g.median:.2f}]",
-                           verdict(ok), {"overhead": o.to_json(), "direct": d.to_json(),
-                                         "gateway": g.to_json()})
-
-    def throughput(self, label: str, url: str, body: Path, core: str,
-                   target: float | None) -> Figure:
-        fig = Figure([wrk_rps(url, body, self.s.wrk_seconds, self.s.wrk_conns, core)
-                      for _ in range(self.s.reps)])
-        ok = None if target is None else fig.median > target
-        self.table.add(label, f"> {target:g} req/s" if target else "", fig.show("req/s", 0),
-                       verdict(ok), fig.to_json())
-        self.raw[label] = fig.to_json()
-        return fig
-
-    def streaming(self, label: str, direct_url: str, direct_body: dict[str, Any],
-                  gw_url: str, gw_body: dict[str, Any]) -> None:
-        direct: list[dict[str, float]] = []
-        gw: list[dict[str, float]] = []
-        for _ in range(self.s.reps):
-            direct.append(stream_stats(direct_url, direct_body, self.s.streams))
-            gw.append(stream_stats(gw_url, gw_body, self.s.streams))
-        self.raw[label] = {"direct": direct, "gateway": gw}
-        o = Figure([g["ttfb"] - d["ttfb"] for g, d in zip(gw, direct, strict=True)])
-        self.table.add(f"{label} TTFB overhead", "", o.show("ms"), "—",
-                       {"overhead": o.to_json()})
-        # Unbuffered: events arrive over as many separate reads and spread over as much time
-        # as they left the mock (which pauses chunk_delay_ms between chunks).
-        spread_d = Figure([d["spread"] for d in direct])
-        spread_g = Figure([g["spread"] for g in gw])
-        reads_g = Figure([g["reads"] for g in gw])
-        events_g = Figure([g["events"] for g in gw])
-        expected_reads = self.s.chunks  # at least one read per delayed chunk
-        ok = spread_g.median >= 0.8 * spread_d.median and reads_g.median >= expected_reads
-        self.table.add(f"{label} chunks unbuffered", "passed through as sent",
-                       f"{reads_g.median:.0f} reads for {events_g.median:.0f} events over "
-                       f"{spread_g.median:.1f} ms (direct {spread_d.median:.1f} ms)",
-                       "PASS" if ok else "FAIL",
-                       {"spread_direct": spread_d.to_json(), "spread_gateway": spread_g.to_json(),
-                        "reads_gateway": reads_g.to_json()})
+def floor(procs: Procs, name: str, mock_port: int, workers: int, cores: str) -> Server:
+    port = free_port()
+    return Server(procs, name, [sys.executable, str(BENCH_DIR / "floor.py"), "--port",
+                                str(port), "--upstream", f"http://127.0.0.1:{mock_port}",
+                                "--workers", str(workers)], port, cores, None)
 
 
-def mock_path_openai(port: int) -> str:
-    return f"http://127.0.0.1:{port}/v1/chat/completions"
-
-
-def run(s: Settings, profile: str | None, skip: set[str]) -> int:
-    require_tools(["wrk", "hey", "taskset"])
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    cores = os.cpu_count() or 1
-    if cores < 2:
-        print("bench: fewer than 2 cores; pinning is shared and figures are pessimistic")
-    os.sched_setaffinity(0, {int(LOAD_CORE) % cores})  # this runner's own stream client
-    table = Table("LLM gateway benchmark")
-    ob = body_file("openai", OPENAI_BODY)
-    ab_gw = body_file("openai-anthropic", {**OPENAI_BODY, "model": "bench-anthropic"})
-    ab_direct = body_file("anthropic", ANTHROPIC_DIRECT_BODY)
-    pinning = (f"gateway: core {GATEWAY_CORE} (taskset -c {GATEWAY_CORE}); mock upstream, "
-               f"hey, wrk, redis, stream client: core {LOAD_CORE}; --workers 2: cores 0,1")
-    print(f"pinning: {pinning}", flush=True)
-    busy = warn_if_busy()
-    with Procs() as procs:
-        b = Bench(s, procs, table)
-        mock_port = free_port()
-        procs.start("mock", ["taskset", "-c", LOAD_CORE, sys.executable,
-                             str(BENCH_DIR / "mock_upstream.py"), "--port", str(mock_port),
-                             "--chunks", str(s.chunks), "--chunk-delay-ms",
-                             str(s.chunk_delay_ms)], log=RESULTS / "mock.log")
-        if not wait_port(mock_port):
-            sys.exit("bench: the mock upstream did not start; see bench/results/mock.log")
-        murl = mock_path_openai(mock_port)
-        manth = f"http://127.0.0.1:{mock_port}/v1/messages"
-
-        # The mock alone, driven from the other core: it must be far above the gateway.
-        b.throughput("mock upstream max throughput (wrk on core 0)", murl, ob, GATEWAY_CORE,
-                     None)
-
-        try:
-            gw = Gateway(procs, "base", mock_port, 1, GATEWAY_CORE)
-            gw.smoke("/v1/chat/completions", OPENAI_BODY)
-        except RuntimeError as e:
-            b.fail("openai-kind path", e)
-            procs.stop("gateway-base")
-            return finish(table, b, s, pinning, busy)
-        gurl = gw.base + "/v1/chat/completions"
-        if profile:
-            run_profile(gw, gurl, ab_gw if profile == "anthropic" else ob)
-            gw.stop()
-            return 0
-        b.latency("openai 1 conn", murl, ob, gurl, ob, 1, None)
-        b.latency(f"openai {s.rate_conns * s.rate_per_conn} req/s", murl, ob, gurl, ob,
-                  s.rate_conns, s.rate_per_conn)
-        b.throughput("openai max throughput, 1 worker, core 0", gurl, ob, LOAD_CORE,
-                     TARGET_RPS)
-        b.streaming("openai stream", murl, {**OPENAI_BODY, "stream": True, "model": "x"}, gurl,
-                    {**OPENAI_BODY, "stream": True})
-        try:
-            gw.smoke("/v1/chat/completions", {**OPENAI_BODY, "model": "bench-anthropic"})
-        except RuntimeError as e:
-            b.fail("anthropic-kind path: not available", e)
-        else:
-            try:
-                b.latency("anthropic 1 conn", manth, ab_direct, gurl, ab_gw, 1, None)
-                b.latency(f"anthropic {s.rate_conns * s.rate_per_conn} req/s", manth,
-                          ab_direct, gurl, ab_gw, s.rate_conns, s.rate_per_conn)
-                b.throughput("anthropic max throughput, 1 worker", gurl, ab_gw, LOAD_CORE,
-                             TARGET_RPS)
-                b.streaming("anthropic stream", manth,
-                            {**ANTHROPIC_DIRECT_BODY, "stream": True}, gurl,
-                            {**OPENAI_BODY, "model": "bench-anthropic", "stream": True})
-            except (RuntimeError, subprocess.TimeoutExpired) as e:
-                b.fail("anthropic-kind path", e)
-        gw.stop()
-
-        if "workers2" not in skip:
-            try:
-                gw2 = Gateway(procs, "workers2", mock_port, 2, "0,1")
-                b.throughput("openai max throughput, --workers 2, cores 0-1 (shared with load)",
-                             gw2.base + "/v1/chat/completions", ob, LOAD_CORE, None)
-                gw2.stop()
-            except (RuntimeError, subprocess.TimeoutExpired) as e:
-                b.fail("--workers 2", e)
-
-        for backend in ("memory", "redis"):
-            if f"rl-{backend}" in skip:
-                continue
-            label = f"rate limit {backend}"
-            try:
-                redis_url = ""
-                if backend == "redis":
-                    redis_url = start_redis(procs)
-                probe = rate_limit_probe(procs, mock_port, backend, redis_url)
-                b.table.add(f"{label}: limiter in effect (429 at rpm=3)", "yes", probe,
-                            "PASS" if probe.startswith("yes") else "FAIL")
-                g = Gateway(procs, f"rl-{backend}", mock_port, 1, GATEWAY_CORE, backend,
-                            redis_url)
-                url = g.base + "/v1/chat/completions"
-                g.smoke("/v1/chat/completions", OPENAI_BODY)
-                b.latency(f"{label} {s.rate_conns * s.rate_per_conn} req/s", murl, ob, url, ob,
-                          s.rate_conns, s.rate_per_conn)
-                b.throughput(f"{label} max throughput, 1 worker", url, ob, LOAD_CORE,
-                             TARGET_RPS)
-                g.stop()
-            except (RuntimeError, subprocess.TimeoutExpired) as e:
-                b.fail(label, e)
-            finally:
-                procs.stop(f"gateway-rl-{backend}")
-                procs.stop("redis")
-        return finish(table, b, s, pinning, busy)
-
-
-def rate_limit_probe(procs: Procs, mock_port: int, backend: str, redis_url: str) -> str:
-    """Is the limiter on the path at all? A gateway allowing 3 requests/min must refuse one
-    of 6; otherwise the rate-limit rows below measure a gateway that does not limit."""
-    g = Gateway(procs, f"probe-{backend}", mock_port, 1, GATEWAY_CORE, backend, redis_url,
-                rpm=3)
+def post(url: str, body: dict[str, Any]) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
     try:
-        codes = []
-        for _ in range(6):
-            req = urllib.request.Request(g.base + "/v1/chat/completions",
-                                         data=json.dumps(OPENAI_BODY).encode(),
-                                         headers={"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(req, timeout=10) as r:
-                    codes.append(r.status)
-            except urllib.error.HTTPError as e:
-                codes.append(e.code)
-            except OSError as e:
-                codes.append(f"{type(e).__name__}")
-        if 429 in codes:
-            return f"yes (statuses {codes})"
-        return f"no: statuses {codes} — the limiter is not wired in yet"
-    finally:
-        g.stop()
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
 
 
 def start_redis(procs: Procs) -> str:
@@ -490,7 +471,489 @@ def start_redis(procs: Procs) -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
-def run_profile(gw: Gateway, url: str, body: Path) -> None:
+def rate_limit_probe(procs: Procs, mock_port: int, backend: str, redis_url: str) -> str:
+    """Is the limiter on the path at all? A gateway allowing 3 requests/min must refuse one
+    of 6; otherwise the rate-limit figures measure a gateway that does not limit."""
+    g = gateway(procs, f"probe-{backend}", mock_port, 1, GATEWAY_CORE, backend, redis_url,
+                rpm=3)
+    try:
+        g.ready()
+        codes = [post(g.base + PATHS["chat"], request_body("chat", "bench-openai", False))[0]
+                 for _ in range(6)]
+        if 429 in codes:
+            return f"yes (statuses {codes})"
+        return f"no: statuses {codes} — the limiter is not on the request path"
+    finally:
+        g.stop()
+
+
+# ---------------------------------------------------------------- measuring
+
+
+Raw = dict[str, list[Any]]  # target -> one value per repetition
+
+
+class Bench:
+    """Measures the scenarios repetition by repetition (every scenario once per repetition,
+    floor and gateway back to back, their order alternating), so slow phases of a shared
+    machine spread over all of them. The mock alone (direct) and the floor are measured once
+    per repetition per distinct request and shared by the scenarios that send it."""
+
+    def __init__(self, s: Settings, mock: str, floor_base: str,
+                 gateways: dict[str, Server]) -> None:
+        self.s, self.mock, self.floor_base, self.gateways = s, mock, floor_base, gateways
+        self.raw: dict[str, dict[str, Raw]] = {}
+        self.errors: dict[str, str] = {}
+        self.notes: dict[str, str] = {}
+        self._cache: dict[tuple[Any, ...], Any] = {}
+
+    def urls(self, sc: Scenario) -> dict[str, str]:
+        up = PATHS[sc.upstream]
+        return {"direct": self.mock + up, "floor": self.floor_base + up,
+                "gateway": self.gateways[sc.gateway].base + PATHS[sc.door]}
+
+    def check(self, sc: Scenario, target: str, body: bytes) -> None:
+        dialect = sc.door if target == "gateway" else sc.upstream
+        try:
+            check_answer(dialect, body, sc.stream, self.s.chunks)
+        except RuntimeError as e:
+            raise RuntimeError(f"{target}: {e}") from None
+
+    def verify(self, sc: Scenario) -> None:
+        """Before any timing: each target answers 200 with a correct answer."""
+        for target, url in self.urls(sc).items():
+            if sc.stream:
+                stream_stats(url, sc.body, 1, functools.partial(self.check, sc, target))
+                continue
+            status, body = post(url, sc.body)
+            if status != 200:
+                raise RuntimeError(f"{target} answered HTTP {status}: "
+                                   f"{body[:300].decode(errors='replace')}")
+            self.check(sc, target, body)
+
+    def _once(self, key: tuple[Any, ...], fn: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = fn()
+        return self._cache[key]
+
+    def _record(self, sc: Scenario, metric: str, values: dict[str, Any]) -> None:
+        per = self.raw.setdefault(sc.name, {}).setdefault(metric, {})
+        for target, v in values.items():
+            per.setdefault(target, []).append(v)
+
+    def _pair(self, rep: int, sc: Scenario, metric: str, fn: Callable[[str, str], Any],
+              direct: bool) -> dict[str, Any]:
+        urls = self.urls(sc)
+        body = json.dumps(sc.body, sort_keys=True)
+        out: dict[str, Any] = {}
+        if direct:
+            out["direct"] = self._once((rep, metric, urls["direct"]),
+                                       lambda: fn("direct", urls["direct"]))
+        order = ["floor", "gateway"] if rep % 2 == 0 else ["gateway", "floor"]
+        for target in order:
+            if target == "floor":
+                out["floor"] = self._once((rep, metric, urls["floor"], body),
+                                          lambda: fn("floor", urls["floor"]))
+            else:
+                out["gateway"] = fn("gateway", urls["gateway"])
+        self._record(sc, metric, out)
+        return out
+
+    def measure(self, rep: int, sc: Scenario) -> None:
+        s = self.s
+        if sc.stream:
+            res = self._pair(rep, sc, "stream", lambda target, url: stream_stats(
+                url, sc.body, s.streams, lambda b: self.check(sc, target, b)), direct=True)
+            _progress(rep, s, sc, "TTFB ms", {t: v["ttfb"] for t, v in res.items()})
+            return
+        body = _body_file(sc.body)
+        res = self._pair(rep, sc, "c1", lambda _, url: wrk_latency(
+            url, body, s.one_conn_seconds), direct=True)
+        _progress(rep, s, sc, "c=1 p50/p99 ms",
+                  {t: f"{v['p50']:.2f}/{v['p99']:.2f}" for t, v in res.items()})
+        res = self._pair(rep, sc, "rated", lambda _, url: hey_latency(
+            url, body, s.n_rated, s.rate_conns, s.rate_per_conn), direct=True)
+        _progress(rep, s, sc, f"{s.rate} req/s p50/p99 ms",
+                  {t: f"{v['p50']:.2f}/{v['p99']:.2f}" for t, v in res.items()})
+        res = self._pair(rep, sc, "rps", lambda _, url: wrk_rps(
+            url, body, s.wrk_seconds, s.wrk_conns, LOAD_CORE), direct=False)
+        _progress(rep, s, sc, "req/s", {t: f"{v:.0f}" for t, v in res.items()})
+
+
+def _progress(rep: int, s: Settings, sc: Scenario, what: str, values: dict[str, Any]) -> None:
+    shown = "  ".join(f"{t} {v:.2f}" if isinstance(v, float) else f"{t} {v}"
+                      for t, v in values.items())
+    print(f"  rep {rep + 1}/{s.reps} {sc.name:<26} {what:<22} {shown}", flush=True)
+
+
+def workers2(s: Settings, procs: Procs, mock_port: int) -> dict[str, list[float]]:
+    """--workers 2 on cores 0–1 (shared with the load on core 1), gateway and floor."""
+    g = gateway(procs, "workers2", mock_port, 2, "0,1")
+    f = floor(procs, "floor-workers2", mock_port, 2, "0,1")
+    try:
+        g.ready()
+        f.ready()
+        body = _body_file(request_body("chat", "bench-openai", False))
+        out: dict[str, list[float]] = {"floor": [], "gateway": []}
+        for rep in range(s.reps):
+            order = [("floor", f), ("gateway", g)]
+            for target, srv in order if rep % 2 == 0 else order[::-1]:
+                out[target].append(wrk_rps(srv.base + PATHS["chat"], body, s.wrk_seconds,
+                                           s.wrk_conns, LOAD_CORE))
+            print(f"  rep {rep + 1}/{s.reps} {WORKERS2:<26} {'req/s':<22} "
+                  f"floor {out['floor'][-1]:.0f}  gateway {out['gateway'][-1]:.0f}", flush=True)
+        return out
+    finally:
+        g.stop()
+        f.stop()
+
+
+# ---------------------------------------------------------------- reporting
+
+
+def _fig(values: list[float]) -> Figure:
+    return Figure(values)
+
+
+def _over(raw: dict[str, Raw], metric: str, target: str, q: str) -> Figure:
+    """target - direct at percentile q, per repetition."""
+    r = raw[metric]
+    return _fig([t[q] - d[q] for t, d in zip(r[target], r["direct"], strict=True)])
+
+
+def _gap(raw: dict[str, Raw], metric: str, q: str) -> Figure:
+    """gateway - floor, per repetition (paired)."""
+    r = raw[metric]
+    return _fig([g[q] - f[q] for g, f in zip(r["gateway"], r["floor"], strict=True)])
+
+
+def _ratio(raw: dict[str, Raw]) -> Figure:
+    r = raw["rps"]
+    return _fig([g / f for g, f in zip(r["gateway"], r["floor"], strict=True)])
+
+
+def _between(a: dict[str, Raw], b: dict[str, Raw], metric: str, q: str) -> Figure:
+    """Gateway overhead of scenario a above scenario b's, per repetition."""
+    oa = _over(a, metric, "gateway", q).values
+    ob = _over(b, metric, "gateway", q).values
+    return _fig([x - y for x, y in zip(oa, ob, strict=True)])
+
+
+def grid(b: Bench, w2: dict[str, list[float]] | None, s: Settings) -> str:
+    """One line per scenario: gateway / floor on every figure (medians over repetitions;
+    overheads are above the mock alone)."""
+    head = ["scenario", "req/s gw / floor", "ratio", "c=1 ovh p50 gw/fl",
+            "c=1 ovh p99 gw/fl", f"{s.rate}/s ovh p50 gw/fl", f"{s.rate}/s ovh p99 gw/fl"]
+    rows: list[list[str]] = []
+    srows: list[list[str]] = []
+    for name, raw in b.raw.items():
+        if name in b.errors:
+            continue
+        sc = BY_NAME[name]
+        if sc.stream:
+            o = {t: _fig([v["ttfb"] - d["ttfb"] for v, d in
+                          zip(raw["stream"][t], raw["stream"]["direct"], strict=True)])
+                 for t in ("gateway", "floor")}
+            tot = {t: _fig([v["total"] for v in raw["stream"][t]]) for t in raw["stream"]}
+            srows.append([name, f"{o['gateway'].median:.2f} / {o['floor'].median:.2f}",
+                          f"{_gap(raw, 'stream', 'ttfb').median:+.2f}",
+                          f"{tot['gateway'].median:.1f} / {tot['floor'].median:.1f} / "
+                          f"{tot['direct'].median:.1f}", b.notes.get(name, "")])
+            continue
+        rps = raw["rps"]
+        cells = [name, f"{_fig(rps['gateway']).median:.0f} / {_fig(rps['floor']).median:.0f}",
+                 f"{_ratio(raw).median:.2f}"]
+        for metric in ("c1", "rated"):
+            for q in ("p50", "p99"):
+                cells.append(f"{_over(raw, metric, 'gateway', q).median:.2f} / "
+                             f"{_over(raw, metric, 'floor', q).median:.2f}")
+        rows.append(cells)
+    if w2 is not None:
+        ratio = _fig([g / f for g, f in zip(w2["gateway"], w2["floor"], strict=True)])
+        rows.append([f"{WORKERS2} (cores 0-1, shared with load)",
+                     f"{_fig(w2['gateway']).median:.0f} / {_fig(w2['floor']).median:.0f}",
+                     f"{ratio.median:.2f}", "", "", "", ""])
+    for name, err in b.errors.items():
+        rows.append([name, f"ERROR: {err[:100]}", "", "", "", "", ""])
+    out = render_grid(head, rows)
+    if srows:
+        out += "\n\n" + render_grid(
+            ["stream", "TTFB ovh ms gw / floor", "gw - floor", "last event ms gw/fl/direct",
+             "unbuffered"], srows)
+    return out
+
+
+PASSTHROUGH = ("chat", "responses", "messages")
+
+
+def verdicts(b: Bench, w2: dict[str, list[float]] | None, s: Settings,
+             probes: dict[str, str]) -> tuple[Table, str]:
+    """Every verdict as a row of one table (kept in the JSON), and the compact print of
+    them: one line per passthrough front door against the issue's bounds, then one line per
+    other criterion."""
+    t = Table("verdicts", echo=False)
+    raw = b.raw
+
+    def have(*names: str) -> bool:
+        return all(n in raw and n not in b.errors for n in names)
+
+    def mark(ok: bool) -> str:
+        return "PASS" if ok else "FAIL"
+
+    head = ["front door (passthrough)", f"req/s gw/floor >= {MIN_RATIO}",
+            f"c=1 p50 gw-floor <= +{C1_P50_MS}",
+            f"{s.rate}/s p50 gw-floor <= +{RATED_P50_MS}",
+            f"{s.rate}/s p99 gw-floor <= +{RATED_P99_MS}",
+            f"stream TTFB gw-floor <= +{TTFB_MS}"]
+    doors: list[list[str]] = []
+    for name in PASSTHROUGH:
+        cells = [name]
+        if name in b.errors:
+            t.add(name, "", f"error: {b.errors[name][:200]}", "ERROR")
+            cells.append(f"ERROR: {b.errors[name][:80]}")
+        elif name in raw:
+            r = raw[name]
+            for label, fig, bound, ge in (
+                    ("req/s gateway / floor, 1 worker", _ratio(r), MIN_RATIO, True),
+                    ("c=1 p50 overhead - floor's (ms)", _gap(r, "c1", "p50"), C1_P50_MS, False),
+                    (f"{s.rate} req/s p50 overhead - floor's (ms)", _gap(r, "rated", "p50"),
+                     RATED_P50_MS, False),
+                    (f"{s.rate} req/s p99 overhead - floor's (ms)", _gap(r, "rated", "p99"),
+                     RATED_P99_MS, False)):
+                ok = fig.median >= bound if ge else fig.median <= bound
+                shown = fig.show("", 2) if ge else _signed(fig)
+                t.add(f"{name}: {label}", f"{'>=' if ge else '<= +'}{bound}", shown, mark(ok))
+                cells.append(f"{shown} {mark(ok)}")
+        else:
+            cells += ["", "", "", ""]
+        stream = f"{name}-stream"
+        if stream in b.errors:
+            cells.append("ERROR")
+        elif stream in raw:
+            fig = _gap(raw[stream], "stream", "ttfb")
+            ok = fig.median <= TTFB_MS
+            t.add(f"{stream}: TTFB - floor's (ms)", f"<= +{TTFB_MS}", _signed(fig), mark(ok))
+            cells.append(f"{_signed(fig)} {mark(ok)}")
+        if len(cells) > 1:
+            doors.append(cells + [""] * (len(head) - len(cells)))
+
+    more = Table("", echo=False)
+
+    def both(metric: str, target: str, measured: str, v: str) -> None:
+        t.add(metric, target, measured, v)
+        more.add(metric, target, measured, v)
+
+    for a, base, bound in (("responses-chat", "chat", TRANSLATED_C1_MS),
+                           ("responses-anthropic", "chat-anthropic", TRANSLATED_C1_MS),
+                           ("messages", "chat", MESSAGES_C1_MS)):
+        if not have(a, base):
+            continue
+        g = _between(raw[a], raw[base], "c1", "p50")
+        both(f"{a} overhead - {base}'s, c=1 p50", f"<= +{bound} ms", _signed(g, " ms"),
+             mark(g.median <= bound))
+        if a.startswith("responses"):
+            p50 = _between(raw[a], raw[base], "rated", "p50")
+            p99 = _between(raw[a], raw[base], "rated", "p99")
+            both(f"{a} overhead - {base}'s, {s.rate} req/s p50 / p99", "",
+                 f"{_signed(p50)} / {_signed(p99)} ms", "—")
+    if have("chat-rl-memory", "chat-rl-redis"):
+        red, mem = raw["chat-rl-redis"]["rps"]["gateway"], raw["chat-rl-memory"]["rps"]["gateway"]
+        ratio = _fig([x / y for x, y in zip(red, mem, strict=True)])
+        both("req/s, limits in Redis / in memory", f">= {MIN_RATIO}", ratio.show("", 2),
+             mark(ratio.median >= MIN_RATIO))
+    if have("chat", "chat-rl-memory"):
+        mem, base_ = raw["chat-rl-memory"]["rps"]["gateway"], raw["chat"]["rps"]["gateway"]
+        ratio = _fig([x / y for x, y in zip(mem, base_, strict=True)])
+        both("req/s, limits in memory / no limits", "", ratio.show("", 2), "—")
+    if probes:
+        ok = all(p.startswith("yes") for p in probes.values())
+        for backend, probe in probes.items():
+            t.add(f"rate limit {backend}: limiter in effect (429 at rpm=3)", "yes", probe,
+                  mark(probe.startswith("yes")))
+        more.add("limiter in effect (a 429 at rpm=3)", "yes",
+                 ", ".join(f"{k} {v.split(' ')[0].rstrip(':')}" for k, v in probes.items()),
+                 mark(ok))
+    streams = [n for n in raw if BY_NAME[n].stream and n not in b.errors]
+    if streams:
+        bad = [n for n in streams if not b.notes.get(n, "").startswith("yes")]
+        for n in streams:
+            t.add(f"{n}: events passed on unbuffered", "as sent", b.notes.get(n, ""),
+                  mark(n not in bad))
+        more.add("streams passed on unbuffered", "all",
+                 f"{len(streams) - len(bad)} of {len(streams)}"
+                 + (f" (not: {', '.join(bad)})" if bad else ""), mark(not bad))
+    if w2 is not None:
+        ratio = _fig([g / f for g, f in zip(w2["gateway"], w2["floor"], strict=True)])
+        both("--workers 2 req/s gateway / floor (cores 0-1, shared with load)", "",
+             ratio.show("", 2), "—")
+    for name, err in b.errors.items():
+        if name not in PASSTHROUGH:
+            both(name, "", f"error: {err[:120]}", "ERROR")
+    out = render_grid(head, doors) if doors else ""
+    if more.rows:
+        out += "\n\n" + render_grid(["criterion", "target", "measured", "verdict"],
+                                     [[r.metric, r.target, r.measured, r.verdict]
+                                      for r in more.rows])
+    return t, out
+
+
+def _signed(fig: Figure, unit: str = "") -> str:
+    """A difference, signed: +0.16 (+0.10–+0.30)."""
+    if len(fig.values) == 1:
+        return f"{fig.values[0]:+.2f}{unit}"
+    return f"{fig.median:+.2f} ({min(fig.values):+.2f}–{max(fig.values):+.2f}){unit}"
+
+
+def unbuffered(b: Bench, s: Settings) -> None:
+    """Events arrive in as many separate reads as the mock sent delayed chunks, spread over
+    at least 80 % of the time they left the mock; a buffering proxy delivers them at once."""
+    for name, raw in b.raw.items():
+        if not BY_NAME[name].stream or name in b.errors:
+            continue
+        st = raw["stream"]
+        spread_d = _fig([d["spread"] for d in st["direct"]]).median
+        spread_g = _fig([g["spread"] for g in st["gateway"]]).median
+        reads = _fig([g["reads"] for g in st["gateway"]]).median
+        events = _fig([g["events"] for g in st["gateway"]]).median
+        ok = spread_g >= 0.8 * spread_d and reads >= s.chunks
+        b.notes[name] = (f"{'yes' if ok else 'NO'}: {reads:.0f} reads, {events:.0f} events, "
+                         f"{spread_g:.0f} ms (direct {spread_d:.0f})")
+
+
+# ---------------------------------------------------------------- the run
+
+
+def selected(only: list[str], skip: list[str]) -> list[str]:
+    names = only or ALL_NAMES
+    unknown = [n for n in [*names, *skip] if n not in ALL_NAMES]
+    if unknown:
+        sys.exit(f"bench: unknown scenario {', '.join(unknown)}; "
+                 f"known: {', '.join(ALL_NAMES)}")
+    return [n for n in ALL_NAMES if n in names and n not in skip]
+
+
+def run(s: Settings, names: list[str], profile: str | None) -> int:
+    require_tools(["wrk", "hey", "taskset"])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    cores = os.cpu_count() or 1
+    if cores < 2:
+        print("bench: fewer than 2 cores; pinning is shared and figures are pessimistic")
+    os.sched_setaffinity(0, {int(LOAD_CORE) % cores})  # this runner's own stream client
+    pinning = (f"gateway and floor: core {GATEWAY_CORE} (taskset -c {GATEWAY_CORE}); mock "
+               f"upstream, wrk, hey, redis, stream client: core {LOAD_CORE}; --workers 2: "
+               f"cores 0,1")
+    print(f"pinning: {pinning}", flush=True)
+    busy = warn_if_busy()
+    meter = CpuMeter()
+    started = time.monotonic()
+    scenarios = [BY_NAME[n] for n in names if n in BY_NAME]
+    probes: dict[str, str] = {}
+    w2: dict[str, list[float]] | None = None
+    extra: dict[str, Any] = {}
+    with Procs() as procs:
+        mock_port = free_port()
+        procs.start("mock", ["taskset", "-c", LOAD_CORE, sys.executable,
+                             str(BENCH_DIR / "mock_upstream.py"), "--port", str(mock_port),
+                             "--chunks", str(s.chunks), "--chunk-delay-ms",
+                             str(s.chunk_delay_ms)], log=RESULTS / "mock.log")
+        if not wait_port(mock_port):
+            sys.exit("bench: the mock upstream did not start; see bench/results/mock.log")
+        mock = f"http://127.0.0.1:{mock_port}"
+
+        gateways: dict[str, Server] = {}
+        errors: dict[str, str] = {}
+        needed = {sc.gateway for sc in scenarios}
+        for backend in ("memory", "redis"):
+            if f"rl-{backend}" not in needed:
+                continue
+            try:
+                url = start_redis(procs) if backend == "redis" else ""
+                probes[backend] = rate_limit_probe(procs, mock_port, backend, url)
+                gateways[f"rl-{backend}"] = gateway(procs, f"rl-{backend}", mock_port, 1,
+                                                    GATEWAY_CORE, backend, url)
+            except RuntimeError as e:
+                errors[f"chat-rl-{backend}"] = str(e)
+        if "base" in needed:
+            gateways["base"] = gateway(procs, "base", mock_port, 1, GATEWAY_CORE)
+        fl = floor(procs, "floor", mock_port, 1, GATEWAY_CORE)
+        for name, g in list(gateways.items()):
+            try:
+                g.ready()
+            except RuntimeError as e:
+                del gateways[name]
+                errors.update({sc.name: str(e) for sc in scenarios if sc.gateway == name})
+        fl.ready()
+
+        b = Bench(s, mock, fl.base, gateways)
+        b.errors.update(errors)
+        if profile:
+            sc = BY_NAME[profile]
+            if sc.name in b.errors:
+                raise RuntimeError(b.errors[sc.name])
+            b.verify(sc)
+            run_profile(gateways[sc.gateway], b.urls(sc)["gateway"], _body_file(sc.body))
+            return 0
+
+        # The mock alone, driven from the other core: it must be far above the gateway.
+        ob = _body_file(request_body("chat", "bench-openai", False))
+        mock_rps = wrk_rps(mock + PATHS["chat"], ob, 3, s.wrk_conns, GATEWAY_CORE)
+        print(f"mock upstream alone (wrk on core {GATEWAY_CORE}): {mock_rps:.0f} req/s",
+              flush=True)
+        extra["mock_rps"] = mock_rps
+
+        for sc in scenarios:
+            if sc.name in b.errors:
+                continue
+            try:
+                b.verify(sc)
+            except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+                b.errors[sc.name] = f"not timed: {e}"
+                print(f"  {sc.name}: {b.errors[sc.name]}", flush=True)
+        print(f"verified: {', '.join(sc.name for sc in scenarios if sc.name not in b.errors)}"
+              " answer 200 with a correct body (gateway, floor, mock)", flush=True)
+        for rep in range(s.reps):
+            b._cache.clear()
+            for sc in scenarios:
+                if sc.name in b.errors:
+                    continue
+                try:
+                    b.measure(rep, sc)
+                except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+                    b.errors[sc.name] = f"rep {rep + 1}: {e}"
+                    print(f"  {sc.name}: ERROR {b.errors[sc.name]}", flush=True)
+        for g in gateways.values():
+            g.stop()
+        if WORKERS2 in names:
+            try:
+                w2 = workers2(s, procs, mock_port)
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                b.errors[WORKERS2] = str(e)
+    cpu = meter.stop()
+    unbuffered(b, s)
+    table, compact = verdicts(b, w2, s, probes)
+    summary = grid(b, w2, s)
+    elapsed = time.monotonic() - started
+    print()
+    print(f"Gateway / floor per front door (ms above the mock alone; {s.reps} repetition(s), "
+          f"medians):")
+    print(summary)
+    print()
+    print(f"Verdicts (issue 18), median (min–max) over {s.reps} repetition(s), ms:")
+    print(compact)
+    path = write_results("llm", {
+        "settings": s.__dict__, "pinning": pinning, "cpu_busy_before": busy, "cpu": cpu,
+        "elapsed_s": elapsed, "scenarios": {sc.name: sc.about for sc in scenarios},
+        "errors": b.errors, "raw": b.raw, "workers2": w2, "probes": probes,
+        "summary": summary, **extra}, table)
+    print(f"\npinning: {pinning}")
+    print(f"machine: {100 * cpu['others']:.0f}% of all CPUs used by other processes during "
+          f"the run (ours {100 * cpu['ours']:.0f}%, before the start {100 * busy:.0f}%)"
+          + ("  — WARNING: a busy machine; figures are noisy" if cpu["others"] > 0.1 else ""))
+    print(f"took {elapsed / 60:.1f} min; results: {path}")
+    return 1 if b.errors or any(r.verdict == "ERROR" for r in table.rows) else 0
+
+
+def run_profile(gw: Server, url: str, body: Path) -> None:
     """py-spy samples the gateway while wrk saturates it; flame graph + collapsed stacks."""
     pyspy = shutil.which("py-spy")
     if pyspy is None:
@@ -545,36 +1008,36 @@ def summarize_profile(path: Path, top: int = 25) -> None:
         print(f"  {100 * c / total:5.1f}%  {f}")
 
 
-def finish(table: Table, b: Bench, s: Settings, pinning: str, busy: float) -> int:
-    from common import write_results
-
-    print()
-    print(table.render())
-    path = write_results("llm", {"settings": s.__dict__, "pinning": pinning,
-                                 "cpu_busy_before": busy, "raw": b.raw}, table)
-    print(f"\npinning: {pinning}\nresults: {path}")
-    return 1 if any(r.verdict == "ERROR" for r in table.rows) else 0
+def _split(values: list[str]) -> list[str]:
+    return [n for v in values for n in v.split(",") if n]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
-    p.add_argument("--profile", nargs="?", const="openai", choices=["openai", "anthropic"],
-                   help="instead of the figures: a py-spy profile of the gateway under "
-                        "saturating load through that provider kind (default openai; "
-                        "bench/results/profile.svg, profile.txt)")
-    p.add_argument("--skip", action="append", default=[],
-                   choices=["workers2", "rl-memory", "rl-redis"])
+    p.add_argument("--quick", action="store_true",
+                   help="one repetition (the same loads as each repetition of a full run)")
+    p.add_argument("--only", action="append", default=[], metavar="SCENARIO",
+                   help=f"run only these (repeat or comma-separate): {', '.join(ALL_NAMES)}")
+    p.add_argument("--skip", action="append", default=[], metavar="SCENARIO",
+                   help="leave these out (repeat or comma-separate)")
+    p.add_argument("--profile", nargs="?", const="chat", metavar="SCENARIO",
+                   choices=list(BY_NAME),
+                   help="instead of the figures: a py-spy profile of the gateway saturated "
+                        "on that scenario (default chat; bench/results/profile.svg, .txt)")
     a = p.parse_args()
-    s = Settings(reps=a.reps, one_conn_seconds=2 if a.quick else 4,
-                 n_rated=1000 if a.quick else 4000, rate_conns=4, rate_per_conn=125,
-                 wrk_seconds=3 if a.quick else 6, wrk_conns=16, streams=5 if a.quick else 20,
-                 chunks=20, chunk_delay_ms=5.0)
+    names = selected(_split(a.only), _split(a.skip))
+    if a.profile:
+        names = [a.profile]
+    s = Settings(reps=1 if a.quick else a.reps, one_conn_seconds=2, n_rated=2000,
+                 rate_conns=4, rate_per_conn=125, wrk_seconds=4, wrk_conns=16, streams=15,
+                 chunks=20, chunk_delay_ms=2.0)
     try:
-        sys.exit(run(s, a.profile, set(a.skip)))
+        sys.exit(run(s, names, a.profile))
     except KeyboardInterrupt:
         sys.exit("bench: interrupted; everything it started was stopped")
+    except RuntimeError as e:
+        sys.exit(f"bench: {e}")
 
 
 if __name__ == "__main__":

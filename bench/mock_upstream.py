@@ -1,5 +1,6 @@
 """A fast mock LLM upstream for the benchmarks: a raw asyncio HTTP/1.1 server with keep-alive
-answering canned OpenAI chat completions (JSON or SSE) and Anthropic Messages (JSON or SSE).
+answering canned OpenAI chat completions, OpenAI Responses and Anthropic Messages, each as
+JSON or as SSE when the body asks to stream.
 
 It parses only what it must (request line, Content-Length, whether the body asks to stream),
 so one core serves several times what the gateway can; bench/llm.py measures and prints that.
@@ -24,6 +25,30 @@ ANTHROPIC_JSON = (
     b'"content":[{"type":"text","text":"Hello from the mock upstream."}],'
     b'"stop_reason":"end_turn","stop_sequence":null,'
     b'"usage":{"input_tokens":12,"output_tokens":7}}'
+)
+
+_RESPONSE_HEAD = (
+    b'"id":"resp_bench","object":"response","created_at":1700000000,"model":"bench-model",'
+    b'"error":null,"incomplete_details":null,"instructions":null,"max_output_tokens":null,'
+    b'"parallel_tool_calls":true,"previous_response_id":null,"temperature":1.0,'
+    b'"tool_choice":"auto","tools":[],"top_p":1.0,"truncation":"disabled",'
+    b'"text":{"format":{"type":"text"}},"metadata":{}'
+)
+_RESPONSE_USAGE = (
+    b'"usage":{"input_tokens":12,"input_tokens_details":{"cached_tokens":0},'
+    b'"output_tokens":%d,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":%d}'
+)
+
+
+def _response_message(text: bytes, status: bytes = b"completed") -> bytes:
+    return (b'{"type":"message","id":"msg_bench","status":"' + status + b'","role":"assistant",'
+            b'"content":[{"type":"output_text","text":"' + text + b'","annotations":[]}]}')
+
+
+RESPONSES_JSON = (
+    b"{" + _RESPONSE_HEAD + b',"status":"completed","output":['
+    + _response_message(b"Hello from the mock upstream.") + b"],"
+    + _RESPONSE_USAGE % (7, 19) + b"}"
 )
 
 
@@ -63,6 +88,42 @@ def _anthropic_events(n: int) -> list[bytes]:
         ev(b"message_delta", b'{"type":"message_delta","delta":{"stop_reason":"end_turn",'
            b'"stop_sequence":null},"usage":{"output_tokens":%d}}' % n),
         ev(b"message_stop", b'{"type":"message_stop"}'),
+    ]
+    return events
+
+
+def _responses_events(n: int) -> list[bytes]:
+    """The event sequence of a streamed Response with one text message (OpenAI's
+    "Streaming events" reference), each with its sequence_number."""
+    seq = iter(range(1 << 30))
+
+    def ev(name: bytes, fields: bytes) -> bytes:
+        return (b"event: " + name + b'\ndata: {"type":"' + name + b'","sequence_number":%d,'
+                % next(seq) + fields + b"}\n\n")
+
+    text = b"".join(b"tok%d " % i for i in range(n))
+    item = b'"item_id":"msg_bench","output_index":0,"content_index":0'
+    events = [
+        ev(b"response.created", b'"response":{' + _RESPONSE_HEAD
+           + b',"status":"in_progress","output":[],"usage":null}'),
+        ev(b"response.in_progress", b'"response":{' + _RESPONSE_HEAD
+           + b',"status":"in_progress","output":[],"usage":null}'),
+        ev(b"response.output_item.added", b'"output_index":0,"item":{"type":"message",'
+           b'"id":"msg_bench","status":"in_progress","role":"assistant","content":[]}'),
+        ev(b"response.content_part.added", item + b',"part":{"type":"output_text",'
+           b'"text":"","annotations":[]}'),
+    ]
+    for i in range(n):
+        events.append(ev(b"response.output_text.delta",
+                         item + b',"delta":"tok%d ","logprobs":[]' % i))
+    events += [
+        ev(b"response.output_text.done", item + b',"text":"' + text + b'","logprobs":[]'),
+        ev(b"response.content_part.done", item + b',"part":{"type":"output_text","text":"'
+           + text + b'","annotations":[]}'),
+        ev(b"response.output_item.done", b'"output_index":0,"item":' + _response_message(text)),
+        ev(b"response.completed", b'"response":{' + _RESPONSE_HEAD
+           + b',"status":"completed","output":[' + _response_message(text) + b"],"
+           + _RESPONSE_USAGE % (n, 12 + n) + b"}"),
     ]
     return events
 
@@ -132,6 +193,11 @@ class MockProtocol(asyncio.Protocol):
                 self._stream(self.server.anthropic_events)
             else:
                 self.transport.write(self.server.anthropic_json)
+        elif path.endswith(b"/responses"):
+            if stream:
+                self._stream(self.server.responses_events)
+            else:
+                self.transport.write(self.server.responses_json)
         else:
             self.transport.write(NOT_FOUND)
 
@@ -162,6 +228,8 @@ class MockServer:
         self.chunk_delay_s = chunk_delay_s
         self.openai_json = _json_response(OPENAI_JSON)
         self.anthropic_json = _json_response(ANTHROPIC_JSON)
+        self.responses_json = _json_response(RESPONSES_JSON)
+        self.responses_events = _responses_events(chunks)
         self.openai_events = _openai_events(chunks)
         self.anthropic_events = _anthropic_events(chunks)
 
