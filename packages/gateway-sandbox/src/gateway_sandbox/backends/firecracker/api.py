@@ -18,11 +18,13 @@ __all__ = [
     "Entropy",
     "FirecrackerApi",
     "FirecrackerApiError",
+    "InstanceInfo",
     "Logger",
     "MachineConfig",
     "MemBackend",
     "Metrics",
     "NetworkInterface",
+    "NetworkOverride",
     "SnapshotCreate",
     "SnapshotLoad",
     "VmConfig",
@@ -100,10 +102,28 @@ class MemBackend(msgspec.Struct, kw_only=True):
     backend_type: Literal["File", "Uffd"] = "File"
 
 
-class SnapshotLoad(msgspec.Struct, kw_only=True):
+class NetworkOverride(msgspec.Struct, kw_only=True):
+    """A restored VM's interface on another tap than the one its snapshot names."""
+
+    iface_id: str
+    host_dev_name: str
+
+
+class SnapshotLoad(msgspec.Struct, kw_only=True, omit_defaults=True):
     snapshot_path: str
     mem_backend: MemBackend
     resume_vm: bool = False
+    # Left out when empty: releases before the field existed refuse unknown fields.
+    network_overrides: list[NetworkOverride] = msgspec.field(default_factory=list)
+
+
+class InstanceInfo(msgspec.Struct, kw_only=True):
+    """``GET /``: the VM's id and state (``Not started``, ``Running``, ``Paused``)."""
+
+    id: str
+    state: str
+    vmm_version: str = ""
+    app_name: str = ""
 
 
 class VmConfig(msgspec.Struct, kw_only=True):
@@ -112,6 +132,8 @@ class VmConfig(msgspec.Struct, kw_only=True):
     boot_source: BootSource | None = msgspec.field(name="boot-source", default=None)
     drives: list[Drive] = msgspec.field(default_factory=list)
     machine_config: MachineConfig | None = msgspec.field(name="machine-config", default=None)
+    network_interfaces: list[NetworkInterface] = msgspec.field(name="network-interfaces",
+                                                                default_factory=list)
     vsock: Vsock | None = None
 
 
@@ -122,6 +144,7 @@ class _Fault(msgspec.Struct):
 _encoder = msgspec.json.Encoder()
 _fault = msgspec.json.Decoder(_Fault)
 _vm_config = msgspec.json.Decoder(VmConfig)
+_instance_info = msgspec.json.Decoder(InstanceInfo)
 
 
 class FirecrackerApiError(BackendUnavailable):
@@ -210,11 +233,14 @@ class FirecrackerApi:
         await self.put("/snapshot/create",
                        SnapshotCreate(snapshot_path=snapshot_path, mem_file_path=mem_file_path))
 
-    async def snapshot_load(self, snapshot_path: str, mem_file_path: str, *,
-                            resume: bool) -> None:
+    async def snapshot_load(self, snapshot_path: str, mem_file_path: str, *, resume: bool,
+                            network_overrides: list[NetworkOverride] | None = None) -> None:
         await self.put("/snapshot/load", SnapshotLoad(
             snapshot_path=snapshot_path, mem_backend=MemBackend(backend_path=mem_file_path),
-            resume_vm=resume))
+            resume_vm=resume, network_overrides=network_overrides or []))
 
     async def vm_config(self) -> VmConfig:
         return _vm_config.decode(await self._call("GET", "/vm/config"))
+
+    async def instance_info(self) -> InstanceInfo:
+        return _instance_info.decode(await self._call("GET", "/"))

@@ -26,6 +26,7 @@ from gateway_sandbox.backends.firecracker.api import (
     Drive,
     MachineConfig,
     NetworkInterface,
+    NetworkOverride,
     Vsock,
 )
 from gateway_sandbox.backends.firecracker.jailer import Jail, chroot_dir
@@ -53,6 +54,7 @@ __all__ = [
 log = structlog.get_logger("gateway_sandbox")
 
 GUEST_CID = 3
+_IFACE = "eth0"
 # Firecracker adds the virtio-mmio devices itself; init= is the image builder's init.
 # `quiet`: every console byte is a VM exit, and a full boot log costs tens of milliseconds;
 # errors and panics still reach console.log.
@@ -303,18 +305,34 @@ class FirecrackerBackend:
         await api.vsock(Vsock(guest_cid=GUEST_CID, uds_path=VSOCK_UDS))
         await api.entropy()
         if self.cfg.network:
-            vm.tap = f"fc{vm.dir.name[:10]}"
-            await asyncio.to_thread(create_tap, vm.tap)
-            await api.network_interface(NetworkInterface(iface_id="eth0", host_dev_name=vm.tap))
+            tap = await self._new_tap(vm)
+            await api.network_interface(NetworkInterface(iface_id=_IFACE, host_dev_name=tap))
 
-    async def cold_boot(self, label: str, resources: Resources | None = None,
-                        work_drive: Path | None = None) -> FirecrackerVM:
+    async def _new_tap(self, vm: FirecrackerVM) -> str:
+        """A tap of the VM's own (removed by its stop()). Named from the VM's id, not its
+        directory: jailed, every directory is called ``root``."""
+        vm.tap = f"fc{vm.name[:10]}"
+        await asyncio.to_thread(create_tap, vm.tap)
+        return vm.tap
+
+    async def launch(self, label: str, resources: Resources | None = None,
+                     work_drive: Path | None = None) -> FirecrackerVM:
+        """A new VM, configured and started (InstanceStart); its agent is not waited for."""
         vm = self._new_vm(label)
         try:
             await vm.spawn(vm_id=vm.name)
             await self._configure(vm, resources, work_drive)
             assert vm.api is not None
             await vm.api.instance_start()
+        except BaseException:
+            await vm.stop()
+            raise
+        return vm
+
+    async def cold_boot(self, label: str, resources: Resources | None = None,
+                        work_drive: Path | None = None) -> FirecrackerVM:
+        vm = await self.launch(label, resources, work_drive)
+        try:
             await vsock.wait_for_agent(vm, self.agent_port, self.cfg.start_timeout_s)
         except BaseException:
             await vm.stop()
@@ -336,9 +354,15 @@ class FirecrackerBackend:
                 await asyncio.to_thread(vm.provide, str(work_drive), "work.ext4")
             state = await asyncio.to_thread(vm.provide, str(snap.state), "vm.snap")
             memory = await asyncio.to_thread(vm.provide, str(snap.memory), "vm.mem")
-            await vm.api.snapshot_load(state, memory, resume=True)
-            client = await vsock.wait_for_agent(vm, self.agent_port, self.cfg.start_timeout_s,
-                                          keep=True)
+            # The tap named in the snapshot went with the VM that took it (and a clone's
+            # siblings would share it): each restored VM gets its own.
+            overrides: list[NetworkOverride] = []
+            if self.cfg.network:
+                tap = await self._new_tap(vm)
+                overrides.append(NetworkOverride(iface_id=_IFACE, host_dev_name=tap))
+            await vm.api.snapshot_load(state, memory, resume=True, network_overrides=overrides)
+            client = await vsock.wait_for_agent(vm, self.agent_port,
+                                                self.cfg.start_timeout_s, keep=True)
             assert client is not None
             try:
                 if reseed:
