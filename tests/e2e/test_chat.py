@@ -508,3 +508,13 @@ def test_spec_valid_custom_tools_reach_an_openai_upstream_unchanged(
     assert sent["tools"] == tools
     assert sent["messages"] == messages
     assert sent["tool_choice"] == choice
+
+
+def test_allowed_client_headers_reach_a_native_upstream(client: openai.OpenAI,
+                                                        up: FakeUpstream) -> None:
+    client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"OpenAI-Beta": "assistants=v2", "Idempotency-Key": "k-123"})
+    sent = up.requests[-1].headers
+    assert sent["openai-beta"] == "assistants=v2"
+    assert sent["idempotency-key"] == "k-123"

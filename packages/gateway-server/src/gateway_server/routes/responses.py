@@ -19,6 +19,7 @@ from starlette.routing import Route
 from gateway_core.errors import InvalidRequest, NotFound
 from gateway_core.responses_types import ResponsesRequest
 from gateway_llm.dialects.responses import RESPONSES, input_items_of, output_items_of
+from gateway_llm.headers import forwarded_headers
 from gateway_llm.hub import LLMRequest
 from gateway_llm.responses_store import StoredResponse, conversation_items
 from gateway_llm.router import RoutedStream
@@ -78,8 +79,7 @@ async def create_response(request: Request) -> Response:
     max_output = req.max_output_tokens if isinstance(req.max_output_tokens, int) else None
     llm = LLMRequest(RESPONSES, req.model, req, raw, stream=req.stream is True,
                      max_output_tokens=max_output,
-                     headers={k: v for k, v in request.headers.items()
-                              if k.startswith("openai-")})
+                     headers=forwarded_headers(request.headers))
     store = req.store is not False
     routed = await route(request, llm)
     if isinstance(routed, RoutedStream):
