@@ -21,6 +21,7 @@ from gateway_server.middleware import GatewayMiddleware
 from gateway_server.routes import (
     chat,
     completions,
+    e2b,
     embeddings,
     health,
     messages,
@@ -84,6 +85,7 @@ def create_app(config: Config) -> Starlette:
     route_list: list[BaseRoute] = [*health.routes, *models.routes, *chat.routes,
                                    *responses.routes, *messages.routes, *sandboxes.routes,
                                    *completions.routes, *embeddings.routes,
+                                   *e2b.routes(config.server.e2b),
                                    *openai_passthrough.routes]
     templates: dict[object, str] = {}
     for r in route_list:
@@ -102,6 +104,8 @@ def create_app(config: Config) -> Starlette:
             metrics=metrics,
             route_of=route_of,
             access_log=config.logging.access_log,
+            guarded_prefixes=("/v1/", *e2b.guarded_prefixes(config.server.e2b)),
+            render=e2b.error_renderer(config.server.e2b, render_error),
         )],
         exception_handlers={
             GatewayError: _gateway_error,

@@ -37,6 +37,8 @@ class GatewayMiddleware:
         metrics: Metrics,
         route_of: Callable[[Scope], str],
         access_log: bool,
+        guarded_prefixes: tuple[str, ...] = ("/v1/",),
+        render: Callable[[str, GatewayError], tuple[int, bytes]] = render_error,
     ) -> None:
         self.app = app
         self.api_keys = [k.encode() for k in api_keys]
@@ -44,6 +46,9 @@ class GatewayMiddleware:
         self.metrics = metrics
         self.route_of = route_of
         self.access_log = access_log
+        # Paths that need a key: /v1/* and any other API served (E2B's under its prefix).
+        self.guarded_prefixes = guarded_prefixes
+        self.render = render  # (path, error) -> (status, body): each API's own error shape
         # Metric children by (method, route, status): labels() costs a lock and a dict
         # lookup per call; the key space is bounded by the route templates.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
@@ -93,7 +98,7 @@ class GatewayMiddleware:
 
         try:
             error: GatewayError | None = None
-            if self.api_keys and scope["path"].startswith("/v1/"):
+            if self.api_keys and scope["path"].startswith(self.guarded_prefixes):
                 error = self._check_key(authorization)
             if error is None and content_length > self.max_body_bytes:
                 error = PayloadTooLarge(
@@ -101,7 +106,7 @@ class GatewayMiddleware:
                     f"{self.max_body_bytes} bytes."
                 )
             if error is not None:
-                await _send_error(send_wrapper, error, scope["path"], request_id)
+                await _send_error(send_wrapper, error, scope["path"], request_id, self.render)
             else:
                 await self.app(scope, self._capped(body.receive), send_wrapper)
         finally:
@@ -186,8 +191,9 @@ class _BodyState:
         return True
 
 
-async def _send_error(send: Send, error: GatewayError, path: str, request_id: bytes) -> None:
-    status, body = render_error(path, error)
+async def _send_error(send: Send, error: GatewayError, path: str, request_id: bytes,
+                      render: Callable[[str, GatewayError], tuple[int, bytes]]) -> None:
+    status, body = render(path, error)
     headers = list(_JSON)
     if path.startswith(ANTHROPIC_PREFIX):
         headers.append((b"request-id", request_id))

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
-__all__ = ["LoggingConfig", "ServerConfig"]
+__all__ = ["E2BConfig", "LoggingConfig", "ServerConfig"]
+
+
+def _default_templates() -> dict[str, str]:
+    return {"base": "python", "code-interpreter-v1": "python"}
+
+
+class E2BConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """E2B's control-plane REST API (``E2B_API_URL`` = the gateway's URL + ``prefix``),
+    under the gateway's API keys (the SDK sends ``X-API-Key``)."""
+
+    enabled: bool = False
+    prefix: Annotated[str, msgspec.Meta(pattern=r"^(/[A-Za-z0-9._~-]+)+$")] = "/e2b"
+    # E2B template ids -> runtime names; a runtime's own name is a template id as well.
+    templates: dict[str, str] = msgspec.field(default_factory=_default_templates)
+    # Returned as each sandbox's ``domain``; left out, the SDK relies on E2B_SANDBOX_URL.
+    domain: str | None = None
 
 
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -20,6 +36,7 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_body_bytes: int = 10 * 1024 * 1024
     graceful_timeout_s: float = 10.0
     keep_alive_timeout_s: float = 75.0
+    e2b: E2BConfig = msgspec.field(default_factory=E2BConfig)
 
     def __repr__(self) -> str:
         shown = {f: getattr(self, f) for f in self.__struct_fields__ if f != "api_keys"}
