@@ -15,7 +15,7 @@ from msgspec import UNSET, UnsetType
 
 from gateway_core import responses_types as rt
 from gateway_core.errors import GatewayError, InvalidRequest, UpstreamError
-from gateway_core.openai_types import ErrorBodyIn
+from gateway_llm.dialects.chat import error_from_openai
 from gateway_llm.errors import redact
 from gateway_llm.hub import (
     Conversation,
@@ -73,7 +73,6 @@ _lifecycle_usage_decoder = msgspec.json.Decoder(rt.LifecycleUsageOnly)
 _item_event_decoder = msgspec.json.Decoder(rt.ItemEventIn)
 _delta_decoder = msgspec.json.Decoder(rt.DeltaEventIn)
 _error_event_decoder = msgspec.json.Decoder(rt.ErrorEventIn)
-_error_decoder = msgspec.json.Decoder(ErrorBodyIn)
 
 
 class _TypeOnly(msgspec.Struct):
@@ -1351,18 +1350,9 @@ def _error_event(data: bytes) -> GatewayError:
 
 
 def error_from(status: int, body: bytes, provider: str) -> GatewayError:
-    """The upstream's OpenAI-shaped error, kept as it was sent (message, type, code)."""
-    try:
-        detail = _error_decoder.decode(body).error
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        err = GatewayError(f"Provider {provider} answered {status}.", status=status)
-        err.type = "upstream_error"
-        return err
-    message = redact(detail.message) or f"Provider {provider} answered {status}."
-    err = GatewayError(message, param=detail.param, status=status)
-    err.type = detail.type or "upstream_error"
-    err.code = None if detail.code is None else str(detail.code)
-    return err
+    """The upstream's OpenAI-shaped error, kept as it was sent (message, type, code): the
+    same reading as the Chat dialect's, which also knows vLLM's and Ollama's error bodies."""
+    return error_from_openai(status, body, provider)
 
 
 # --- native passthrough ------------------------------------------------------------------
