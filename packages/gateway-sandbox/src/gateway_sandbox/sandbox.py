@@ -154,13 +154,15 @@ class Sandbox:
     def __init__(self, guest: Guest, client: AgentClient, *, policy: SandboxPolicy,
                  on_close: Callable[[str], Awaitable[None]], runtime: str, lifetime_s: float,
                  env: dict[str, str], metadata: dict[str, str], clock: Callable[[], float],
-                 on_timeout: OnTimeout = "delete", resources: Resources | None = None) -> None:
+                 on_timeout: OnTimeout = "delete", resources: Resources | None = None,
+                 template: str = "default") -> None:
         self.guest = guest
         self.client = client
         self.policy = policy
         self._on_close = on_close
         self.id = guest.id
         self.runtime = runtime
+        self.template = template
         self.backend = guest.backend
         self.env = env
         self.metadata = metadata
@@ -209,7 +211,8 @@ class Sandbox:
         return SandboxInfo(id=self.id, runtime=self.runtime, status=self.status,
                            created_at=int(self.created_at), expires_at=int(self.expires_at),
                            backend=self.backend, metadata=dict(self.metadata),
-                           on_timeout=self.on_timeout, resources=self.resources)
+                           on_timeout=self.on_timeout, resources=self.resources,
+                           template=self.template)
 
     def touch(self) -> None:
         """Count an API call as activity: the idle TTL starts again."""
@@ -313,7 +316,7 @@ class Sandbox:
                              env: dict[str, str] | None = None,
                              context_id: str | None = None) -> ContextInfo:
         lang = language or self.runtime
-        rt = self.policy.resolve_runtime(lang, param="language")
+        rt = self.policy.resolve_runtime(lang, param="language", template=self.template)
         if rt.context is None:
             raise InvalidRequest(f"Language {lang!r} has no persistent contexts; use "
                                  "execute without a context.", param="language")
@@ -397,7 +400,7 @@ class Sandbox:
                 cid, label = context_id, ctx.language
             else:
                 label = runtime or self.runtime
-                pol.resolve_runtime(label)
+                pol.resolve_runtime(label, template=self.template)
                 cid = await self._default_context(label)
             msg: Execute | ContextExec = ContextExec(
                 id=self.client.new_id(), context=cid, code=code, timeout_s=timeout,
@@ -406,7 +409,7 @@ class Sandbox:
             hung_after = timeout + pol.limits.interrupt_grace_s + _GRACE_S
         else:
             label = runtime or self.runtime
-            rt = pol.resolve_runtime(label)
+            rt = pol.resolve_runtime(label, template=self.template)
             pol.check_env(env)
             pol.check_stdin(stdin)
             msg = Execute(id=self.client.new_id(), runtime=rt, code=code, timeout_s=timeout,
