@@ -41,6 +41,9 @@ from gateway_sandbox.templates import TemplateNotBuilt
 from tests.sandbox.conftest import make_config
 from tests.sandbox.template_fixture import TINY, TINY_MARKER, build_tiny, template_cache
 
+# The first test may build the tiny template (a debootstrap when nothing is cached: ~80 s).
+pytestmark = pytest.mark.timeout(600)
+
 
 @pytest.fixture(scope="session")
 def tiny_template() -> TemplateImage:
@@ -281,3 +284,38 @@ async def test_firecracker_boots_the_templates_ext4_as_its_root_drive(
     finally:
         await backend.aclose()
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.mark.slow
+async def test_pip_requirements_are_installed_at_build_time(state_dir: Path) -> None:
+    cache = template_cache()
+    config = TemplateConfig(pip=["tomli-w==1.0.0"])
+    recipe = TemplateRecipe.from_config("piptpl", config)
+    try:
+        image = build_template(cache, recipe)
+    except BuildError as exc:
+        if "not reachable" in str(exc) or "needs root" in str(exc):
+            pytest.skip(f"cannot build a pip template here: {exc}")
+        raise
+    # Nothing of the build's (lent) CA bundle is left in the root.
+    assert list((image.root_dir / "run/agent").iterdir()) == []
+    m = await _started(_config(state_dir, {"piptpl": config}))
+    try:
+        sb = await m.create("python", template="piptpl")
+        result = await sb.execute("import tomli_w; print(tomli_w.__file__)")
+        assert result.stdout == \
+            "/usr/local/lib/python3.11/dist-packages/tomli_w/__init__.py\n", result.stderr
+    finally:
+        await asyncio.wait_for(m.aclose(), 60)
+
+
+def test_a_file_through_a_symlink_of_the_root_is_refused(tiny_template: TemplateImage) -> None:
+    # /var/run -> /run in Debian: followed on the build host, the file would land outside.
+    recipe = TemplateRecipe.from_config("link", TemplateConfig(
+        files={"/var/run/agw-escape": secrets.token_hex(8)}))
+    with pytest.raises(BuildError, match="passes through /var/run, a symlink"):
+        build_template(template_cache(), recipe)
+    assert not Path("/run/agw-escape").exists()
+    key = template_key(recipe)
+    assert not any(p.name.startswith(f"template-{key}") and not p.name.endswith(".lock")
+                   for p in templates_root(template_cache()).iterdir())

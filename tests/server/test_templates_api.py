@@ -19,6 +19,9 @@ from gateway_sandbox.image.template import TemplateImage
 from tests.sandbox.template_fixture import TINY_MARKER, build_tiny, template_cache
 from tests.server.test_sandboxes_api import error_of, serve_app
 
+# The first test may build the tiny template (a debootstrap when nothing is cached: ~80 s).
+pytestmark = pytest.mark.timeout(600)
+
 
 @pytest.fixture(scope="session")
 def tiny_template() -> TemplateImage:

@@ -212,7 +212,7 @@ class SandboxManager:
                     self._reserved += 1
                     return warm, "warm"
                 if self._capacity_left() <= 0:
-                    await self._evict_for(pool)
+                    await self._evict_for(None if cold else pool)
                 if self._capacity_left() > 0:
                     self._reserved += 1
                     return None, "cold"

@@ -54,7 +54,7 @@ __all__ = [
 #: ``base`` of a template -> Debian suite.
 BASES: dict[str, str] = {"debian-bookworm": "bookworm"}
 #: Bump when the template build steps change in a way the recipe does not show.
-TEMPLATE_STAGE_VERSION = 1
+TEMPLATE_STAGE_VERSION = 2
 #: What to run to build a template (said in the 409 for one that is not built).
 BUILD_COMMAND = "agentic-gateway sandbox build-image --template {name}"
 # The runtimes' Debian packages beyond python3 (debootstrap does not resolve virtual ones).
@@ -67,6 +67,12 @@ _PASSED_ENV = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PRO
 
 # Where the manifest looks for the runtimes' tools (SandboxConfig.runtime_path's default).
 _GUEST_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+_BUILD_CAPS = ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER",
+               "CAP_FSETID", "CAP_SETUID", "CAP_SETGID", "CAP_SETFCAP", "CAP_KILL", "CAP_MKNOD",
+               "CAP_SYS_CHROOT", "CAP_AUDIT_WRITE")
+# Where the host's CA bundle is seen during a build (GUEST_RUN: a mount point in every root).
+_BUILD_CA = GUEST_RUN + "/build-ca.crt"
 
 TemplateState = Literal["built", "missing", "building"]
 
@@ -195,7 +201,8 @@ def template_state(cache: Path, recipe: TemplateRecipe,
 
 def _jailed(tree: Path, script: str, log: Path, env: dict[str, str]) -> None:
     """Run ``script`` as root inside ``tree`` (bubblewrap, the host's network) — the tree's
-    own apt and pip, not the host's."""
+    own apt and pip, not the host's. The host's pip CA bundle (PIP_CERT or SSL_CERT_FILE: a
+    registry behind a TLS-inspecting proxy) is lent to the build, not put in the image."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise BuildError("`bwrap` not found (apt-get install bubblewrap): the template's apt "
@@ -204,12 +211,22 @@ def _jailed(tree: Path, script: str, log: Path, env: dict[str, str]) -> None:
             "--perms", "1777", "--tmpfs", "/tmp",
             "--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf",
             "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent",
+            # Root for dpkg and apt's privilege drop, without what would reach past the tree
+            # (no CAP_SYS_ADMIN: no mounts; no raw devices, modules or ptrace).
+            "--cap-drop", "ALL", *(a for c in _BUILD_CAPS for a in ("--cap-add", c)),
             "--clearenv", "--setenv", "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:"
             "/usr/bin:/sbin:/bin", "--setenv", "HOME", "/root", "--setenv", "LANG", "C.UTF-8",
             "--setenv", "DEBIAN_FRONTEND", "noninteractive"]
     for k, v in env.items():
         argv += ["--setenv", k, v]
-    run_logged([*argv, "--", "/bin/sh", "-ec", script], log)
+    ca = os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE")
+    if ca and os.path.isfile(ca):
+        argv += ["--ro-bind", ca, _BUILD_CA, "--setenv", "PIP_CERT", _BUILD_CA]
+    try:
+        run_logged([*argv, "--", "/bin/sh", "-ec", script], log)
+    finally:
+        # bwrap made the bind's mount point in the tree; the image keeps no trace of it.
+        (tree / _BUILD_CA.lstrip("/")).unlink(missing_ok=True)
 
 
 def _check_pip_index() -> str | None:
@@ -257,6 +274,8 @@ def build_template(cache: Path, recipe: TemplateRecipe) -> TemplateImage:
 def _build(cache: Path, recipe: TemplateRecipe, key: str, base: Recipe, partial: Path,
            final: Path, log: Path, began: float) -> TemplateImage:
     base_tree = debootstrap_tree(cache, base)
+    for path, _ in recipe.files:
+        _inside(base_tree, path)  # refused before anything is copied
     partial.mkdir(parents=True)
     tree = partial / "root"
     say(f"template {recipe.name}: copying the base root {base_tree.name}")
@@ -282,7 +301,7 @@ def _build(cache: Path, recipe: TemplateRecipe, key: str, base: Recipe, partial:
                 f"--root-user-action=ignore --no-input --progress-bar off {quoted}\n", log,
                 env)
     for path, content in recipe.files:
-        dest = tree / path.lstrip("/")
+        dest = _inside(tree, path)
         dest.parent.mkdir(parents=True, exist_ok=True)
         if dest.is_symlink():
             dest.unlink()  # never write through a link of the base root
@@ -311,6 +330,19 @@ def _build(cache: Path, recipe: TemplateRecipe, key: str, base: Recipe, partial:
     found = find_template(cache, recipe)
     assert found is not None
     return found
+
+
+def _inside(tree: Path, path: str) -> Path:
+    """``path`` in ``tree``, refusing one whose directories pass through a symlink of the
+    root (``/var/run`` -> ``/run``: resolved on the build host, it would land outside)."""
+    parts = path.strip("/").split("/")
+    for i in range(1, len(parts)):
+        d = tree.joinpath(*parts[:i])
+        if d.is_symlink():
+            raise BuildError(f"files: {path} passes through /{'/'.join(parts[:i])}, a "
+                             f"symlink to {os.readlink(d)} in the template's root; give the "
+                             "path without the link")
+    return tree.joinpath(*parts)
 
 
 def _sync(path: Path) -> None:
