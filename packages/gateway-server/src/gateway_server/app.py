@@ -16,6 +16,7 @@ from starlette.types import Scope
 from gateway_core.config import Config
 from gateway_core.errors import GatewayError, NotFound
 from gateway_server.error_shapes import render_error
+from gateway_server.hot_routes import HotRoutes
 from gateway_server.metrics import get_metrics
 from gateway_server.middleware import GatewayMiddleware
 from gateway_server.routes import (
@@ -51,6 +52,13 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
                        code="internal_error")
     status, body = render_error(request.url.path, err)
     return Response(body, status_code=status, media_type="application/json")
+
+
+async def _route_error(request: Request, exc: Exception) -> Response:
+    # What the app's exception handlers answer, for the routes served past Starlette's layers.
+    if isinstance(exc, GatewayError):
+        return await _gateway_error(request, exc)
+    return await _unexpected(request, exc)
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -95,6 +103,11 @@ def create_app(config: Config) -> Starlette:
     def route_of(scope: Scope) -> str:
         return templates.get(scope.get("endpoint"), "<unmatched>")
 
+    # The LLM front doors' POST routes: called straight from the middleware stack.
+    hot = [r for r in [*chat.routes, *responses.routes, *messages.routes, *completions.routes,
+                       *embeddings.routes]
+           if isinstance(r, Route) and r.methods and "POST" in r.methods and "{" not in r.path]
+
     app = Starlette(
         routes=route_list,
         middleware=[Middleware(
@@ -106,7 +119,7 @@ def create_app(config: Config) -> Starlette:
             access_log=config.logging.access_log,
             guarded_prefixes=("/v1/", *e2b.guarded_prefixes(config.server.e2b)),
             render=e2b.error_renderer(config.server.e2b, render_error),
-        )],
+        ), Middleware(HotRoutes, routes=hot, on_error=_route_error)],
         exception_handlers={
             GatewayError: _gateway_error,
             404: _not_found,
