@@ -100,11 +100,15 @@ class ExecuteRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     context: Literal["default"] | None = None
 
 
-class ExecOutput(msgspec.Struct, kw_only=True):
-    """One representation of a cell's value: ``text/plain``, ``image/png`` (base64), ..."""
+class ExecOutput(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One representation of a cell's value: ``text/plain``, ``image/png`` (base64), ...
+    ``bundle`` numbers the object it represents (a display()ed one, a figure, the value);
+    ``value`` marks the representations of the cell's last expression."""
 
     mime: str
     data: str
+    bundle: int = 0
+    value: bool = False
 
 
 class ExecError(msgspec.Struct, kw_only=True):

@@ -272,6 +272,8 @@ class CellError(msgspec.Struct, kw_only=True):
 class CellOutput(msgspec.Struct, kw_only=True):
     mime: str
     data: str
+    bundle: int = 0  # the MIME bundle (one displayed object) this representation is of
+    value: bool = False  # of the bundle of the cell's last expression
 
 
 class Cell(msgspec.Struct, tag_field="type", tag="cell", kw_only=True):

@@ -720,7 +720,8 @@ def _cell_result(cell: Cell, context_id: str | None) -> ExecResult:
     return ExecResult(
         stdout=cell.stdout, stderr=cell.stderr, exit_code=cell.exit_code,
         duration_ms=cell.duration_ms, timed_out=cell.timed_out, truncated=cell.truncated,
-        results=[ExecOutput(mime=r.mime, data=r.data) for r in cell.results],
+        results=[ExecOutput(mime=r.mime, data=r.data, bundle=r.bundle, value=r.value)
+                 for r in cell.results],
         error=ExecError(name=cell.error.name, value=cell.error.value,
                         traceback=cell.error.traceback) if cell.error else None,
         context_id=context_id, restarted=cell.restarted,

@@ -21,7 +21,9 @@ sends ``{"type": "hello", "protocol": 1, ...}``. Requests carry ``id`` and ``op`
 * ``context_create`` {context, language, argv, cwd, env}, ``context_delete``,
   ``context_restart``, ``context_interrupt`` {context} -> ``ok``; ``context_exec`` {context,
   code, timeout_s, grace_s, stream, max_output_bytes} -> chunks, then ``cell`` {stdout,
-  stderr, results: [{mime, data}], error: {name, value, traceback}|null, restarted, ...}.
+  stderr, results: [{mime, data, bundle, value}], error: {name, value, traceback}|null,
+  restarted, ...}: ``bundle`` numbers the MIME bundle (one displayed object) each item is
+  part of, ``value`` marks the bundle of the cell's last expression.
   A context is a long-lived interpreter (``cell_runner`` below, or Node's ``vm``); a timeout
   or interrupt sends it SIGINT, and one that ignores that is killed after ``grace_s`` and
   started afresh (``restarted``).
@@ -473,6 +475,7 @@ def cell_runner(fd_in: int, fd_out: int, token: str) -> int:
     for count, line in enumerate(rfile, 1):
         results.clear()
         error: Optional[JSON] = None
+        value_at: Optional[int] = None  # which bundle is the cell's value
         ns["display"] = display
         filename = "<cell-%d>" % count
         try:
@@ -484,6 +487,7 @@ def cell_runner(fd_in: int, fd_out: int, token: str) -> int:
                 value = _run_cell(ast, loop, code, filename, ns)
                 if value is not None:
                     ns["_"] = value
+                    value_at = len(results)
                     results.append(_mime_bundle(value))
                 results.extend(_figures())
             finally:
@@ -505,7 +509,8 @@ def cell_runner(fd_in: int, fd_out: int, token: str) -> int:
         for fd in (1, 2):
             with contextlib.suppress(OSError):
                 os.write(fd, sentinel)
-        reply = {"results": list(results), "error": error, "execution_count": count}
+        reply = {"results": list(results), "error": error, "execution_count": count,
+                 "value": value_at}
         wfile.write((json.dumps(reply) + "\n").encode())
     return 0
 
@@ -626,6 +631,7 @@ rl.on('line', (line) => { chain = chain.then(async () => {
     const value = await run(JSON.parse(line).code);
     if (value !== undefined) {
       sandbox._ = value;
+      out.value = out.results.length;
       out.results.push({'text/plain': util.inspect(value)});
     }
   } catch (e) {
@@ -877,13 +883,15 @@ class Context:
                 error = {"name": "ContextRestarted",
                          "value": "The context was restarted: %s; its state is lost." % why,
                          "traceback": ""}
+            bundles = (reply.get("results") or []) if reply else []
+            value_at = reply.get("value") if reply else None
             return {"type": "cell", "stdout": cell.out["stdout"].decode("utf-8", "replace"),
                     "stderr": cell.out["stderr"].decode("utf-8", "replace"),
                     "exit_code": 0 if error is None else 1,
                     "duration_ms": int((time.monotonic() - started) * 1000),
                     "timed_out": timed_out, "truncated": cell.truncated,
-                    "results": [{"mime": m, "data": d} for bundle in
-                                (reply.get("results") or [] if reply else [])
+                    "results": [{"mime": m, "data": d, "bundle": i, "value": i == value_at}
+                                for i, bundle in enumerate(bundles)
                                 for m, d in bundle.items()],
                     "error": error, "restarted": restarted, "interrupted": interrupted,
                     "execution_count": int(reply.get("execution_count") or 0) if reply else 0}
