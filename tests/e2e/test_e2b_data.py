@@ -76,6 +76,13 @@ async def test_commands(gateway: str) -> None:
         with pytest.raises(CommandExitException):
             await h.wait()
         assert h.pid not in [p.pid for p in await sb.commands.list()]
+        # stdin: sent to a background command, then closed (EOF ends `cat`).
+        h = await sb.commands.run("cat", background=True, stdin=True)
+        await sb.commands.send_stdin(h.pid, "fed in\n")
+        await sb.commands.close_stdin(h.pid)
+        assert (await h.wait()).stdout == "fed in\n"
+        # Without stdin=True, stdin is closed at once, as envd does.
+        assert (await sb.commands.run("cat; echo end")).stdout == "end\n"
         # envs and cwd (E2B's /home/user is the sandbox's work dir).
         r = await sb.commands.run("echo $GREETING; pwd", envs={"GREETING": "hej"},
                                   cwd="/home/user")
@@ -117,6 +124,21 @@ async def test_files(gateway: str) -> None:
         with pytest.raises(e2b.SandboxException) as outside:
             await sb.files.write("/etc/passwd", "x")
         assert "path" in str(outside.value)
+        # Streamed (file-like: octet-stream) and gzip-compressed uploads.
+        import io
+        await sb.files.write("/home/user/big.bin", io.BytesIO(b"z" * 300_000))
+        assert (await sb.files.get_info("/home/user/big.bin")).size == 300_000
+        await sb.files.write("/home/user/g.txt", "squeezed " * 1000, gzip=True)
+        assert await sb.files.read("/home/user/g.txt") == "squeezed " * 1000
+        async with httpx.AsyncClient(base_url=gateway) as client:
+            r = await client.post("/files", params={"path": "/home/user/x"},
+                                  content=b"not gzip",
+                                  headers={"E2b-Sandbox-Id": sb.sandbox_id,
+                                           "E2b-Sandbox-Port": "49983",
+                                           "X-Access-Token": sb._envd_access_token or "",
+                                           "Content-Type": "application/octet-stream",
+                                           "Content-Encoding": "gzip"})
+            assert r.status_code == 400 and "Content-Encoding" in r.json()["message"]
         # What a file written by the SDK holds, a command sees.
         await sb.files.write("/home/user/data.csv", "x,y\n1,2\n")
         assert (await sb.commands.run("wc -l < data.csv")).stdout.strip() == "2"
@@ -177,7 +199,7 @@ async def test_code_interpreter(gateway: str) -> None:
         ex = await sb.run_code("display('shown'); 'value'")
         assert [(r.text, r.is_main_result) for r in ex.results] == [
             ("'shown'", False), ("'value'", True)]
-        js = await sb.create_code_context(language="javascript")
+        js = await sb.create_code_context(language="javascript", cwd="/home/user")
         assert js.language == "javascript" and js.cwd == "/work"
         await sb.run_code("const y = 40", context=js)
         ex = await sb.run_code("y + 2", context=js)

@@ -27,8 +27,10 @@ from gateway_server.bodies import decode_typed
 __all__ = ["CLIENT_ID", "ENVD_VERSION", "E2BError", "envd_access_token", "error_renderer",
            "guarded_prefixes", "routes"]
 
-# What the SDK reads back; envd's data plane is served elsewhere (E2B_SANDBOX_URL).
-ENVD_VERSION = "0.4.0"
+# What the SDK reads back, and what it gates features on: 0.5.7 has closing stdin (0.5.2)
+# and streamed octet-stream uploads (0.5.7), both served by gateway_server.e2b_data; file
+# metadata (0.6.2) and watch event entries (0.6.3) are not.
+ENVD_VERSION = "0.5.7"
 # E2B ids were once spelled "<sandboxID>-<clientID>"; both spellings are accepted.
 CLIENT_ID = "gateway"
 # Keys each sandbox's envdAccessToken (HMAC of its id): nothing to store, checkable later.
