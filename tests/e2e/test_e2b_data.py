@@ -76,6 +76,15 @@ async def test_commands(gateway: str) -> None:
         with pytest.raises(CommandExitException):
             await h.wait()
         assert h.pid not in [p.pid for p in await sb.commands.list()]
+        # A command past its timeout: the SDK's TimeoutException, the command killed.
+        with pytest.raises(e2b.TimeoutException):
+            await sb.commands.run("sleep 30", timeout=1)
+        for _ in range(100):  # the kill lands as the deadline passes; bounded wait for it
+            if not [p for p in await sb.commands.list() if "sleep 30" in " ".join(p.args)]:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the timed-out command is still running")
         # stdin: sent to a background command, then closed (EOF ends `cat`).
         h = await sb.commands.run("cat", background=True, stdin=True)
         await sb.commands.send_stdin(h.pid, "fed in\n")

@@ -127,12 +127,16 @@ def _keepalive_s(ctx: RequestContext[REQ, RES]) -> float:
     return min(_KEEPALIVE_S, float(raw)) if raw.isdigit() and int(raw) > 0 else _KEEPALIVE_S
 
 
-async def _follow(pid: int, ctx: RequestContext[REQ, RES]
+async def _follow(pid: int, ctx: RequestContext[REQ, RES], *, kill_at_deadline: bool
                   ) -> AsyncIterator[proc.ProcessEvent]:
     """The command's output from its start and live, then its end; keepalives while it is
-    quiet. A background task reads the agent so a keepalive never cancels that read."""
+    quiet. A background task reads the agent so a keepalive never cancels that read. Past
+    the client's deadline (connect-timeout-ms) the stream ends in deadline_exceeded, and a
+    command it started is killed."""
     sb = current_sandbox()
     queue: asyncio.Queue[OutputChunk | CommandInfo | BaseException] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ctx.timeout_ms / 1000 if ctx.timeout_ms else None
 
     async def pump() -> None:
         try:
@@ -145,9 +149,17 @@ async def _follow(pid: int, ctx: RequestContext[REQ, RES]
     interval = _keepalive_s(ctx)
     try:
         while True:
+            wait = interval if deadline is None else min(interval, deadline - loop.time())
             try:
-                item = await asyncio.wait_for(queue.get(), interval)
+                item = await asyncio.wait_for(queue.get(), max(0.0, wait))
             except TimeoutError:
+                if deadline is not None and loop.time() >= deadline:
+                    if kill_at_deadline:
+                        with contextlib.suppress(GatewayError):  # it may have just exited
+                            await sb.signal_command(pid, "KILL")
+                    raise ConnectError(Code.DEADLINE_EXCEEDED,
+                                       f"The command (pid {pid}) ran past the request's "
+                                       "timeout.") from None
                 yield _KEEPALIVE
                 continue
             if isinstance(item, BaseException):
@@ -192,16 +204,19 @@ class ProcessService(proc_connect.Process):
                                  param="process.cmd")
         cmd = shlex.join([cfg.cmd, *cfg.args])
         cwd = to_guest(cfg.cwd, "process.cwd") if cfg.has_field("cwd") and cfg.cwd else None
+        # The client's deadline (connect-timeout-ms) bounds the command: the stream ends in
+        # deadline_exceeded and the agent kills the command then, stream or no stream.
         timeout_ms = ctx.timeout_ms
         sb = current_sandbox()
-        started = await sb.start_command(cmd, cwd=cwd, env=dict(cfg.envs) or None,
-                                         timeout_s=timeout_ms / 1000 if timeout_ms else None)
+        started = await sb.start_command(
+            cmd, cwd=cwd, env=dict(cfg.envs) or None,
+            timeout_s=timeout_ms / 1000 if timeout_ms else None)
         # envd keeps stdin open only when asked (the SDKs send stdin=false by default).
         if request.has_field("stdin") and not request.stdin:
             with contextlib.suppress(GatewayError):  # it may have exited already
                 await sb.command_stdin(started.pid, "", eof=True)
         yield _event(_start_event(started.pid))
-        async for event in _follow(started.pid, ctx):
+        async for event in _follow(started.pid, ctx, kill_at_deadline=True):
             yield _event(event)
 
     async def connect(self, request: proc.ConnectRequest,
@@ -209,7 +224,7 @@ class ProcessService(proc_connect.Process):
                       ) -> AsyncIterator[proc.ConnectResponse]:
         pid = _pid(request.process)
         yield proc.ConnectResponse(event=_start_event(pid))
-        async for event in _follow(pid, ctx):
+        async for event in _follow(pid, ctx, kill_at_deadline=False):
             yield proc.ConnectResponse(event=event)
 
     async def update(self, request: proc.UpdateRequest,
