@@ -148,6 +148,19 @@ async def test_files(gateway: str) -> None:
                                            "Content-Type": "application/octet-stream",
                                            "Content-Encoding": "gzip"})
             assert r.status_code == 400 and "Content-Encoding" in r.json()["message"]
+        # A directory watch: the SDK's stream reports what changed, by name.
+        from e2b import FilesystemEventType
+        seen: list[tuple[str, FilesystemEventType]] = []
+        got = asyncio.Event()
+
+        def on_event(event: e2b.FilesystemEvent) -> None:
+            seen.append((event.name, event.type))
+            got.set()
+        handle = await sb.files.watch_dir("/home/user", on_event, timeout=30)
+        await sb.files.write("/home/user/watched.txt", "w")
+        await asyncio.wait_for(got.wait(), 20)
+        await handle.stop()
+        assert ("watched.txt", FilesystemEventType.CREATE) in seen
         # What a file written by the SDK holds, a command sees.
         await sb.files.write("/home/user/data.csv", "x,y\n1,2\n")
         assert (await sb.commands.run("wc -l < data.csv")).stdout.strip() == "2"
@@ -322,8 +335,22 @@ async def test_connect_rpc_wire(gateway: str) -> None:
             assert "(field: path)" in r.json()["message"]
             r = await c.post("/filesystem.Filesystem/Stat", json={"nope": 1})
             assert r.status_code == 400 and r.json()["code"] == "invalid_argument"
-            r = await c.post("/filesystem.Filesystem/CreateWatcher", json={"path": "/home/user"})
-            assert r.json()["code"] == "unimplemented"
+            # The non-streaming watcher calls (the Python sync SDK's WatchHandle).
+            r = await c.post("/filesystem.Filesystem/CreateWatcher",
+                             json={"path": "/home/user", "recursive": True})
+            wid = r.json()["watcherId"]
+            await sb.files.write("/home/user/deep/new.txt", "n")
+            r = await c.post("/filesystem.Filesystem/GetWatcherEvents",
+                             json={"watcherId": wid})
+            events = {(e["name"], e["type"]) for e in r.json()["events"]}
+            assert ("deep/new.txt", "EVENT_TYPE_CREATE") in events
+            r = await c.post("/filesystem.Filesystem/GetWatcherEvents",
+                             json={"watcherId": wid})
+            assert r.json().get("events", []) == []  # only what changed since
+            await c.post("/filesystem.Filesystem/RemoveWatcher", json={"watcherId": wid})
+            r = await c.post("/filesystem.Filesystem/GetWatcherEvents",
+                             json={"watcherId": wid})
+            assert r.json()["code"] == "not_found" and "watcher_id" in r.json()["message"]
             # A server stream in binary: flags byte + 4-byte length per message, then the
             # end-of-stream message (flag 2) holding no error.
             req = proc.StartRequest(process=proc.ProcessConfig(cmd="/bin/sh",

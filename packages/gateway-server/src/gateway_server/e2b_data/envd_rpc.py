@@ -26,6 +26,7 @@ from gateway_server.e2b_data._envd.filesystem import filesystem_pb as fs
 from gateway_server.e2b_data._envd.process import process_connect as proc_connect
 from gateway_server.e2b_data._envd.process import process_pb as proc
 from gateway_server.e2b_data.scope import connect_error, current_sandbox, from_guest, to_guest
+from gateway_server.e2b_data.watchers import Change, Watchers, diff, look
 
 __all__ = ["ErrorInterceptor", "FilesystemService", "ProcessService", "rpc_apps"]
 
@@ -304,13 +305,25 @@ def entry_info(e: FileEntry) -> fs.EntryInfo:
     return info
 
 
-def _unwatched() -> ConnectError:
-    return ConnectError(Code.UNIMPLEMENTED, "Watching directories is not supported by this "
-                                            "gateway.")
+_EVENT_TYPES = {"create": fs.EventType.CREATE, "write": fs.EventType.WRITE,
+                "remove": fs.EventType.REMOVE, "chmod": fs.EventType.CHMOD}
+# How often a WatchDir stream looks at the directory again.
+_WATCH_POLL_S = 0.5
+
+
+def _fs_event(change: Change, include_entry: bool) -> fs.FilesystemEvent:
+    event = fs.FilesystemEvent(name=change.name, type=_EVENT_TYPES[change.kind])
+    if include_entry and change.entry is not None:
+        event.entry = entry_info(change.entry)
+    return event
 
 
 class FilesystemService(fs_connect.Filesystem):
-    """``filesystem.Filesystem`` over the sandbox's file API (confined to its work dir)."""
+    """``filesystem.Filesystem`` over the sandbox's file API (confined to its work dir);
+    watches compare the directory's listings (gateway_server.e2b_data.watchers)."""
+
+    def __init__(self) -> None:
+        self.watchers = Watchers()
 
     async def stat(self, request: fs.StatRequest,
                    ctx: RequestContext[fs.StatRequest, fs.StatResponse], /) -> fs.StatResponse:
@@ -350,26 +363,55 @@ class FilesystemService(fs_connect.Filesystem):
     async def watch_dir(self, request: fs.WatchDirRequest,
                         ctx: RequestContext[fs.WatchDirRequest, fs.WatchDirResponse], /
                         ) -> AsyncIterator[fs.WatchDirResponse]:
-        raise _unwatched()
-        yield  # pragma: no cover - makes this an async generator
+        sb = current_sandbox()
+        path = to_guest(request.path)
+        seen = await look(sb, path, request.recursive)
+        started: Oneof[Literal["start"], fs.WatchDirResponse.StartEvent] = Oneof(
+            "start", fs.WatchDirResponse.StartEvent())
+        yield fs.WatchDirResponse(event=started)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ctx.timeout_ms / 1000 if ctx.timeout_ms else None
+        keepalive_at = loop.time() + _keepalive_s(ctx)
+        while deadline is None or loop.time() < deadline:
+            await asyncio.sleep(_WATCH_POLL_S)
+            now = await look(sb, path, request.recursive)
+            for change in diff(seen, now):
+                item: Oneof[Literal["filesystem"], fs.FilesystemEvent] = Oneof(
+                    "filesystem", _fs_event(change, request.include_entry))
+                yield fs.WatchDirResponse(event=item)
+            seen = now
+            if loop.time() >= keepalive_at:
+                keepalive_at = loop.time() + _keepalive_s(ctx)
+                alive: Oneof[Literal["keepalive"], fs.WatchDirResponse.KeepAlive] = Oneof(
+                    "keepalive", fs.WatchDirResponse.KeepAlive())
+                yield fs.WatchDirResponse(event=alive)
+        raise ConnectError(Code.DEADLINE_EXCEEDED, f"The watch of {request.path} ran past "
+                                                   "the request's timeout.")
 
     async def create_watcher(self, request: fs.CreateWatcherRequest,
                              ctx: RequestContext[fs.CreateWatcherRequest,
                                                  fs.CreateWatcherResponse], /
                              ) -> fs.CreateWatcherResponse:
-        raise _unwatched()
+        wid = await self.watchers.create(current_sandbox(), to_guest(request.path),
+                                         request.recursive, request.include_entry)
+        return fs.CreateWatcherResponse(watcher_id=wid)
 
     async def get_watcher_events(self, request: fs.GetWatcherEventsRequest,
                                  ctx: RequestContext[fs.GetWatcherEventsRequest,
                                                      fs.GetWatcherEventsResponse], /
                                  ) -> fs.GetWatcherEventsResponse:
-        raise _unwatched()
+        sb = current_sandbox()
+        watch = self.watchers.get(sb, request.watcher_id)
+        changes = await self.watchers.changes(sb, request.watcher_id)
+        return fs.GetWatcherEventsResponse(
+            events=[_fs_event(c, watch.include_entry) for c in changes])
 
     async def remove_watcher(self, request: fs.RemoveWatcherRequest,
                              ctx: RequestContext[fs.RemoveWatcherRequest,
                                                  fs.RemoveWatcherResponse], /
                              ) -> fs.RemoveWatcherResponse:
-        raise _unwatched()
+        self.watchers.remove(current_sandbox(), request.watcher_id)
+        return fs.RemoveWatcherResponse()
 
 
 def rpc_apps() -> list[proc_connect.ProcessASGIApplication
