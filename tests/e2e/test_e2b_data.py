@@ -197,8 +197,15 @@ async def test_lifecycle_and_data_plane_auth(gateway: str) -> None:
         assert r.status_code == 502 and "port 8080 is not open" in r.json()["message"]
         # Without the header, /health is the gateway's own.
         assert (await client.get("/health")).json()["status"] == "ok"
+    # Killed while a command streams: the stream ends with the SDK's error, no hang.
+    h = await sb.commands.run("sleep 60", background=True)
     await sb.kill()
+    with pytest.raises(e2b.SandboxException):
+        await asyncio.wait_for(h.wait(), 30)
     assert not await sb.is_running()
+    with pytest.raises(e2b.SandboxException) as gone:
+        await sb.files.read("/home/user/mark")
+    assert "was not found" in str(gone.value)
     with pytest.raises(AuthenticationException):
         await AsyncSandbox.create(api_key="sk-wrong")
 
