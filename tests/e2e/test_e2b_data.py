@@ -69,6 +69,11 @@ async def test_commands(gateway: str) -> None:
         h = await sb.commands.run("sleep 0.2; echo done", background=True)
         assert h.pid > 0
         assert (await h.wait()).stdout == "done\n"
+        # connect() to a running command by pid: its output so far and to come.
+        h = await sb.commands.run("echo early; sleep 0.3; echo late", background=True)
+        again = await sb.commands.connect(h.pid)
+        assert (await again.wait()).stdout == "early\nlate\n"
+        await h.disconnect()
         # kill() ends a running one; it is gone from the list.
         h = await sb.commands.run("sleep 60", background=True)
         assert h.pid in [p.pid for p in await sb.commands.list()]

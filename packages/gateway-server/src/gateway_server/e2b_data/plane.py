@@ -83,8 +83,13 @@ class DataPlane:
                           f"{sid} (header: X-Access-Token).")
             return
         manager: SandboxManager | None = getattr(scope["app"].state, "sandboxes", None)
+        if manager is None:
+            reason = getattr(scope["app"].state, "sandbox_unavailable_reason", None)
+            await _refuse(scope, send, 503, f"Sandboxes are unavailable: "
+                          f"{reason or 'not configured'}.")
+            return
         try:
-            sb = manager.get(sid) if manager is not None else None
+            sb = manager.get(sid)
         except NotFound:
             sb = None
         if sb is None or sb.status in ("dead", "closed"):
@@ -112,7 +117,8 @@ async def _unknown(scope: Scope, receive: Receive, send: Send) -> None:
 async def _refuse(scope: Scope, send: Send, status: int, message: str) -> None:
     """An error before any handler ran: connect-rpc's JSON for its paths, envd's else."""
     if scope["path"].startswith(_RPC_PREFIXES):
-        code = {401: "unauthenticated", 502: "unavailable"}.get(status, "unknown")
+        code = {401: "unauthenticated", 502: "unavailable", 503: "unavailable"
+                }.get(status, "unknown")
         body = msgspec.json.encode({"code": code, "message": message})
     else:
         body = msgspec.json.encode({"code": status, "message": message})
