@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -311,3 +312,42 @@ def test_resolver_override_needs_allow_private_for_tests() -> None:
     with pytest.raises(ValueError, match="allow_private_for_tests"):
         EgressProxy(EgressConfig(resolve={ALLOWED: "127.0.0.1"}))
     assert SandboxConfig().egress.default_allow == []
+
+
+async def test_firecracker_host_side_is_the_vms_vsock_listener(servers: Upstreams,
+                                                              recorder: Recorder) -> None:
+    """Firecracker turns a guest's vsock connection to host port 3128 into a connection to
+    ``<uds_path>_3128`` in the VM's directory, bytes unchanged (its docs/vsock.md). No guest
+    boots on this host (no hardware KVM), so this connects there as Firecracker would."""
+    from gateway_sandbox.backends.firecracker import FirecrackerBackend
+    from gateway_sandbox.backends.firecracker.backend import FirecrackerGuest
+    from gateway_sandbox.backends.firecracker.vm import FirecrackerVM
+    from gateway_sandbox.guest_layout import EGRESS_VSOCK_PORT
+
+    d = Path(tempfile.mkdtemp(prefix="fce", dir="/tmp"))
+    proxy = EgressProxy(egress_config(), recorder)
+    await proxy.start()
+    try:
+        vm = FirecrackerVM("/usr/bin/firecracker", d / "vm")
+        vm.dir.mkdir()
+        backend = FirecrackerBackend(SandboxConfig(state_dir=str(d / "state")))
+        guest = FirecrackerGuest(backend, "sbx_fc", vm, restored=False)
+        route = guest.egress_route()
+        assert route.host_path == d / "vm" / f"v.sock_{EGRESS_VSOCK_PORT}"
+        assert (route.unix, route.vsock_port) == (None, EGRESS_VSOCK_PORT)
+        allow = proxy.check_allow([ALLOWED])
+        egress = await proxy.attach(guest.id, allow, route.host_path, route.uid)
+        for host, status in ((ALLOWED, b"200"), (DENIED, b"403")):
+            reader, writer = await asyncio.open_unix_connection(str(route.host_path))
+            writer.write(f"GET http://{host}:{servers.http_allowed}/ HTTP/1.1\r\n"
+                         f"Host: {host}\r\n\r\n".encode())
+            await writer.drain()
+            reply = await asyncio.wait_for(reader.read(), 20)
+            writer.close()
+            assert reply.split(b" ")[1] == status, reply
+        await egress.aclose()
+        assert not route.host_path.exists()
+        assert recorder.decisions == ["allowed", "denied"]
+    finally:
+        await proxy.aclose()
+        shutil.rmtree(d, ignore_errors=True)

@@ -34,20 +34,16 @@ class ProxyRequest:
         return self.method == "CONNECT"
 
     def upstream_head(self) -> bytes:
-        """The request as the origin server gets it: origin-form target, one request per
-        connection (``Connection: close``), so every request on it went through the check."""
-        lines = [f"{self.method} {self.target} {self.version}"]
-        has_host = False
+        """The request as the origin server gets it: origin-form target, ``Host`` from the
+        URL that was checked (a different Host header would reach another site on a shared
+        address: domain fronting), one request per connection (``Connection: close``)."""
+        lines = [f"{self.method} {self.target} {self.version}",
+                 f"Host: {self.host}" + ("" if self.port == 80 else f":{self.port}")]
         for name, value in self.headers:
             lower = name.lower()
-            if lower in _HOP:
+            if lower in _HOP or lower == "host":
                 continue
-            has_host = has_host or lower == "host"
             lines.append(f"{name}: {value}")
-        if not has_host:
-            default = 80
-            lines.append(f"Host: {self.host}" + ("" if self.port == default else
-                                                f":{self.port}"))
         lines.append("Connection: close")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
