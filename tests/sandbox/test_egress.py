@@ -351,3 +351,21 @@ async def test_firecracker_host_side_is_the_vms_vsock_listener(servers: Upstream
     finally:
         await proxy.aclose()
         shutil.rmtree(d, ignore_errors=True)
+
+
+async def test_egress_survives_pause_and_resume(egress_manager: SandboxManager,
+                                                servers: Upstreams) -> None:
+    from gateway_sandbox.errors import SandboxConflict
+
+    sb = await egress_manager.create("python", network=[ALLOWED])
+    path = sb.egress.path if sb.egress is not None else None
+    try:
+        await sb.pause()
+    except SandboxConflict as exc:
+        pytest.skip(f"process sandboxes cannot pause here: {exc.message}")
+    await sb.resume()
+    assert sb.egress is not None and sb.egress.path == path
+    out = await run_py(sb, FETCH + f"""
+print(json.dumps(fetch("http://{ALLOWED}:{servers.http_allowed}/again")))
+""")
+    assert out["status"] == 200 and "path /again" in str(out["body"])
