@@ -369,3 +369,41 @@ async def test_egress_survives_pause_and_resume(egress_manager: SandboxManager,
 print(json.dumps(fetch("http://{ALLOWED}:{servers.http_allowed}/again")))
 """)
     assert out["status"] == 200 and "path /again" in str(out["body"])
+
+
+async def test_a_flood_of_idle_connections_is_bounded(state_dir: Path, servers: Upstreams,
+                                                      recorder: Recorder) -> None:
+    # max_connections = 1: past 2 * 1 + 8 at once the proxy closes without reading.
+    manager, proxy = await start(state_dir, egress_config(max_connections=1,
+                                                          connect_timeout_s=60.0), recorder)
+    try:
+        sb = await manager.create("python", network=[ALLOWED])
+        out = await run_py(sb, FETCH + f"""
+import select, socket, time
+socks = [socket.create_connection(("127.0.0.1", 3128), timeout=20) for _ in range(20)]
+# The ones over the limit are closed at once; the others wait for a head (60 s).
+pending, closed, deadline = list(socks), 0, time.monotonic() + 5
+while pending and time.monotonic() < deadline:
+    ready, _, _ = select.select(pending, [], [], max(0.0, deadline - time.monotonic()))
+    for s in ready:
+        pending.remove(s)
+        try:
+            closed += s.recv(1) == b""
+        except OSError:
+            closed += 1
+for s in socks:
+    s.close()
+for _ in range(100):  # the proxy notices the closes
+    after = fetch("http://{ALLOWED}:{servers.http_allowed}/")
+    if after["status"] == 200:
+        break
+    time.sleep(0.1)
+print(json.dumps({{"closed": closed, "after": after}}))
+""")
+        assert out["closed"] == 10
+        after = out["after"]
+        assert isinstance(after, dict) and after["status"] == 200
+        assert recorder.decisions.count("capped") >= 10
+    finally:
+        await manager.aclose()
+        await proxy.aclose()

@@ -158,29 +158,32 @@ class SandboxEgress:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = _Conn()
-        counted = False
         upstream: asyncio.StreamWriter | None = None
         cfg = self._proxy.cfg
         decision: Decision = "error"
         why = ""
+        # Counted from accept, so connections still sending their head count too.
+        self.open += 1
         try:
             try:
+                if self.open > 2 * cfg.max_connections + 8:
+                    # A flood: not even the head is read (the client may see a reset).
+                    raise _Refused("capped", 0, "", f"over {self.open - 1} connections at "
+                                   f"once (cap {cfg.max_connections})")
                 # The head is read first, also when refusing: closing on an unread request
                 # would reset the connection before the client reads the 403.
                 req = await self._read_request(reader)
                 conn.kind = "connect" if req.is_connect else "http"
                 conn.host, conn.port = req.host, req.port
-                if self.open >= cfg.max_connections:
+                if self.open > cfg.max_connections:
                     raise _Refused("capped", 403, "Forbidden",
                                    f"egress refused: this sandbox already has "
-                                   f"{self.open} open connections (the cap is "
+                                   f"{self.open - 1} open connections (the cap is "
                                    f"{cfg.max_connections}); close one and retry.\n")
                 if self.bytes >= cfg.max_bytes:
                     raise _Refused("capped", 403, "Forbidden",
                                    f"egress refused: this sandbox has used its egress "
                                    f"allowance of {cfg.max_bytes} bytes.\n")
-                self.open += 1
-                counted = True
                 self.connections += 1
                 name, addresses = await self._decide(req)
                 conn.host = name
@@ -210,8 +213,7 @@ class SandboxEgress:
         except (OSError, ConnectionError, asyncio.IncompleteReadError) as exc:
             why = why or f"{type(exc).__name__}: {exc}"
         finally:
-            if counted:
-                self.open -= 1
+            self.open -= 1
             for w in (writer, upstream):
                 if w is not None:
                     w.close()
