@@ -1381,7 +1381,10 @@ class EgressForwarder:
                 client, _ = self.sock.accept()
             except OSError:
                 return
-            threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+            try:
+                threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+            except RuntimeError:  # no more threads (the sandbox's process limit): drop it
+                client.close()
 
     def _handle(self, client: socket.socket) -> None:
         try:
@@ -1395,7 +1398,12 @@ class EgressForwarder:
             client.close()
             return
         other = threading.Thread(target=_pump, args=(up, client), daemon=True)
-        other.start()
+        try:
+            other.start()
+        except RuntimeError:
+            client.close()
+            up.close()
+            return
         _pump(client, up)
         other.join()
         client.close()
