@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import structlog.testing
 
 from tests.fakes.egress_upstreams import ALLOWED, DENIED, Upstreams, upstreams
 from tests.server.test_sandboxes_api import error_of, gateway_config, serve_app
@@ -90,14 +91,18 @@ try:
 except urllib.error.HTTPError as e:
     print(e.code, e.read().decode())
 """
-    r = await gateway.post(f"/v1/sandboxes/{info['id']}/execute",
-                           json={"code": code, "runtime": "python"})
+    with structlog.testing.capture_logs() as logs:
+        r = await gateway.post(f"/v1/sandboxes/{info['id']}/execute",
+                               json={"code": code, "runtime": "python"})
     assert r.status_code == 200, r.text
     out = r.json()
     assert out["exit_code"] == 0, out["stderr"]
     lines = out["stdout"].splitlines()
     assert lines[0].startswith("hello from allowed")
     assert lines[1].startswith("403 egress denied: host denied.test is not allowed")
+    decided = {(e["host"], e["decision"]) for e in logs if e["event"] == "sandbox_egress"
+               and e["sandbox"] == info["id"]}
+    assert decided == {(ALLOWED, "allowed"), (DENIED, "denied")}
     after = (await gateway.get("/metrics")).text
     assert counter(after, "allowed") == counter(before, "allowed") + 1
     assert counter(after, "denied") == counter(before, "denied") + 1
