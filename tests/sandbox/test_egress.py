@@ -408,3 +408,23 @@ print(json.dumps({{"closed": closed, "after": after}}))
     finally:
         await manager.aclose()
         await proxy.aclose()
+
+
+async def test_curl_uses_the_proxy_variables(egress_manager: SandboxManager,
+                                             servers: Upstreams) -> None:
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    sb = await egress_manager.create("python", network=[ALLOWED])
+    await sb.write_file("ca.pem", servers.ca.read_bytes())
+    res = await sb.execute(
+        "import subprocess\n"
+        f"for url in ('http://{ALLOWED}:{servers.http_allowed}/c',"
+        f" 'https://{ALLOWED}:{servers.https}/c', 'http://{DENIED}:{servers.http_denied}/'):\n"
+        "    p = subprocess.run(['curl', '-sS', '--cacert', 'ca.pem', url],"
+        " capture_output=True, text=True)\n"
+        "    print(p.stdout.splitlines()[0] if p.stdout else p.stderr.strip())\n",
+        runtime="python", timeout_s=60)
+    assert res.exit_code == 0, res.stderr
+    plain, tls, denied = res.stdout.splitlines()
+    assert plain.startswith("hello from allowed") and tls.startswith("hello from tls")
+    assert denied.startswith(f"egress denied: host {DENIED} is not allowed")
