@@ -64,3 +64,11 @@ class SandboxMetrics:
     def on_execute(self, runtime: str, outcome: str, seconds: float) -> None:
         self.m.sandbox_executions.labels(runtime, outcome).inc()
         self.m.sandbox_execution.labels(runtime).observe(seconds)
+
+    # The egress proxy's observer (gateway_sandbox.egress.EgressObserver).
+    def on_egress(self, decision: str) -> None:
+        self.m.sandbox_egress.labels(decision).inc()
+
+    def on_egress_bytes(self, sent: int, received: int) -> None:
+        self.m.sandbox_egress_bytes.labels("sent").inc(sent)
+        self.m.sandbox_egress_bytes.labels("received").inc(received)

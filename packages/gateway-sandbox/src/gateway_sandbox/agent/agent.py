@@ -31,6 +31,9 @@ sends ``{"type": "hello", "protocol": 1, ...}``. Requests carry ``id`` and ``op`
   ``/bin/sh -c``; ``proc_list`` -> ``procs``; ``proc_get`` {pid} -> ``proc`` with output so
   far; ``proc_follow`` {pid} -> output so far and live as chunks, then ``proc`` at exit
   (``cancel`` stops following); ``proc_stdin`` {pid, data, eof}; ``proc_signal`` {pid, signal}
+* ``egress_start`` {port, unix | vsock_port} -> ``ok``: listen on 127.0.0.1:port (bringing
+  ``lo`` up if it is down) and forward each connection, bytes unchanged, to the gateway's
+  egress proxy on the Unix socket ``unix`` or the host's vsock port ``vsock_port``
 
 Failures answer ``error`` {code, message}. A malformed frame closes that connection only.
 """
@@ -57,6 +60,7 @@ __all__ = [
     "Agent",
     "Capture",
     "Connection",
+    "EgressForwarder",
     "Execution",
     "JSON",
     "MAX_FRAME",
@@ -1032,7 +1036,7 @@ class Agent:
     OPS = frozenset(("write_file", "read_file", "list", "stat", "remove", "mkdir", "move",
                      "context_create", "context_delete", "context_restart",
                      "context_interrupt", "proc_start", "proc_list", "proc_get", "proc_stdin",
-                     "proc_signal"))
+                     "proc_signal", "egress_start"))
     MAX_FINISHED = 256  # exited background commands kept for their status
     live: ClassVar[Set[Agent]] = set()
 
@@ -1045,6 +1049,7 @@ class Agent:
         self.contexts: Dict[str, Context] = {}
         self.procs: Dict[int, Proc] = {}
         self.lock = threading.Lock()
+        self.egress = None  # type: Optional[EgressForwarder]
         Agent.live.add(self)
 
     def resolve(self, path: Any, allow_root: bool = False) -> str:
@@ -1308,6 +1313,125 @@ class Agent:
             raise OpError("bad_signal", "unknown signal %r" % req["signal"])
         self.proc(req["pid"]).signal(sig)
         return {}
+
+
+    # ---- egress ----
+
+    def op_egress_start(self, req: JSON) -> JSON:
+        port = req["port"]
+        unix = req.get("unix")
+        vsock_port = req.get("vsock_port")
+        if not isinstance(port, int) or (unix is None) == (vsock_port is None):
+            raise OpError("bad_request", "egress_start needs a port and one of unix, "
+                          "vsock_port")
+        with self.lock:
+            if self.egress is None:
+                forwarder = EgressForwarder(port, unix, vsock_port)
+                forwarder.start()
+                self.egress = forwarder
+        return {}
+
+
+def _loopback_up() -> None:
+    """Set ``lo`` up (a VM's init may leave it down); the kernel then gives it 127.0.0.1."""
+    import fcntl
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifr = struct.pack("16sh", b"lo", 0)
+        flags = struct.unpack("16sh", fcntl.ioctl(s, siocgifflags, ifr)[:18])[1]
+        fcntl.ioctl(s, siocsifflags, struct.pack("16sh", b"lo", flags | iff_up))
+
+
+class EgressForwarder:
+    """127.0.0.1:port inside the guest -> the gateway's egress proxy. The proxy decides;
+    this only carries bytes (so code inside may point HTTP_PROXY at loopback)."""
+
+    def __init__(self, port: int, unix: Optional[str], vsock_port: Optional[int]) -> None:
+        self.port = port
+        self.unix = unix
+        self.vsock_port = vsock_port
+        self.sock = None  # type: Optional[socket.socket]
+
+    def start(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", self.port))
+        except OSError as exc:
+            if exc.errno != 99:  # EADDRNOTAVAIL: no 127.0.0.1 yet
+                sock.close()
+                raise
+            _loopback_up()
+            sock.bind(("127.0.0.1", self.port))
+        sock.listen(64)
+        self.sock = sock
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _upstream(self) -> socket.socket:
+        if self.unix is not None:
+            up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            target = self.unix  # type: Any
+        else:
+            up = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+            target = (socket.VMADDR_CID_HOST, self.vsock_port)
+        try:
+            up.connect(target)
+        except OSError:
+            up.close()
+            raise
+        return up
+
+    def _accept(self) -> None:
+        assert self.sock is not None
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+            except RuntimeError:  # no more threads (the sandbox's process limit): drop it
+                client.close()
+
+    def _handle(self, client: socket.socket) -> None:
+        try:
+            up = self._upstream()
+        except OSError as exc:
+            body = ("egress proxy unreachable from the sandbox: %s\n" % exc).encode()
+            with contextlib.suppress(OSError):
+                client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\n"
+                               b"Content-Length: %d\r\nConnection: close\r\n\r\n"
+                               % len(body) + body)
+            client.close()
+            return
+        other = threading.Thread(target=_pump, args=(up, client), daemon=True)
+        try:
+            other.start()
+        except RuntimeError:
+            client.close()
+            up.close()
+            return
+        _pump(client, up)
+        other.join()
+        client.close()
+        up.close()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    """Copy until EOF (then half-close ``dst``) or an error (then shut both down)."""
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                with contextlib.suppress(OSError):
+                    dst.shutdown(socket.SHUT_WR)
+                return
+            dst.sendall(data)
+    except OSError:
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
 
 
 def _io_error(what: str, path: str, exc: OSError) -> OpError:

@@ -154,7 +154,8 @@ async def create_sandbox(request: Request) -> Response:
     req = await _decode(_create_decoder, request)
     sb = await manager.create(req.runtime, timeout_s=req.timeout_s, env=req.env,
                               metadata=req.metadata, on_timeout=req.on_timeout, cpus=req.cpus,
-                              memory_mb=req.memory_mb, disk_mb=req.disk_mb)
+                              memory_mb=req.memory_mb, disk_mb=req.disk_mb,
+                              network=None if req.network is None else req.network.allow)
     return _json(sb.info(), 201)
 
 
