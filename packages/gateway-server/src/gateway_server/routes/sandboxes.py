@@ -158,7 +158,8 @@ async def create_sandbox(request: Request) -> Response:
     sb = await manager.create(req.runtime, timeout_s=req.timeout_s, env=req.env,
                               metadata=req.metadata, on_timeout=req.on_timeout, cpus=req.cpus,
                               memory_mb=req.memory_mb, disk_mb=req.disk_mb,
-                              template=req.template)
+                              template=req.template,
+                              network=None if req.network is None else req.network.allow)
     return _json(sb.info(), 201)
 
 
