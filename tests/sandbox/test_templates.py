@@ -224,6 +224,7 @@ def test_a_failed_build_leaves_no_image(tiny_template: TemplateImage) -> None:
     key = template_key(bad)
     with pytest.raises(BuildError) as exc:
         build_template(cache, bad)
+    build_lock_path(cache, key).unlink(missing_ok=True)  # a random recipe: not kept
     assert "agw-no-such-package" in str(exc.value) and "log:" in str(exc.value)
     left = [p.name for p in templates_root(cache).iterdir()
             if p.name.startswith(f"template-{key}") and not p.name.endswith(".lock")]
@@ -317,5 +318,39 @@ def test_a_file_through_a_symlink_of_the_root_is_refused(tiny_template: Template
         build_template(template_cache(), recipe)
     assert not Path("/run/agw-escape").exists()
     key = template_key(recipe)
+    build_lock_path(template_cache(), key).unlink(missing_ok=True)  # a random recipe
     assert not any(p.name.startswith(f"template-{key}") and not p.name.endswith(".lock")
                    for p in templates_root(template_cache()).iterdir())
+
+
+async def test_a_template_sandbox_reaches_allowed_hosts_through_the_proxy(
+        tiny_template: TemplateImage, state_dir: Path) -> None:
+    """Templates and egress together: the template's root, the proxy's allow-list."""
+    from gateway_sandbox.egress import EgressProxy
+    from tests.fakes.egress_upstreams import ALLOWED, DENIED, upstreams
+    from tests.sandbox.test_egress import FETCH, Recorder, egress_config, run_py
+
+    egress = egress_config()
+    cfg = msgspec.structs.replace(_config(state_dir, {"tiny": TINY}), egress=egress)
+    with tempfile.TemporaryDirectory() as d, upstreams(Path(d)) as servers:
+        proxy = EgressProxy(egress, Recorder())
+        await proxy.start()
+        m = SandboxManager.from_config(cfg, egress=proxy)
+        try:
+            try:
+                await m.start()
+            except BackendUnavailable as exc:
+                pytest.skip(f"bubblewrap jails are unavailable here: {exc.message}")
+            sb = await m.create("python", template="tiny", network=[ALLOWED])
+            assert sb.info().template == "tiny"
+            out = await run_py(sb, FETCH + f"""
+import termcolor
+print(json.dumps({{"ok": fetch("http://{ALLOWED}:{servers.http_allowed}/"),
+                  "no": fetch("http://{DENIED}:{servers.http_denied}/")}}))
+""")
+            ok, no = out["ok"], out["no"]
+            assert isinstance(ok, dict) and isinstance(no, dict)
+            assert ok["status"] == 200 and no["status"] == 403
+        finally:
+            await asyncio.wait_for(m.aclose(), 60)
+            await proxy.aclose()
