@@ -30,6 +30,7 @@ from gateway_core.config.llm import (
 )
 from gateway_core.config.sandbox import EgressConfig, PoolConfig, SandboxConfig, SandboxLimits
 from gateway_core.config.server import LoggingConfig, ServerConfig
+from gateway_core.config.telemetry import TelemetryConfig, TraceProtocol
 from gateway_core.errors import ConfigError
 from gateway_core.host_patterns import parse_pattern, within_any
 
@@ -51,6 +52,8 @@ __all__ = [
     "SandboxConfig",
     "SandboxLimits",
     "ServerConfig",
+    "TelemetryConfig",
+    "TraceProtocol",
     "KNOWN_PROVIDERS",
     "load_config",
     "parse_config",
@@ -71,6 +74,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     llm: LLMConfig = msgspec.field(default_factory=LLMConfig)
     rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
     sandbox: SandboxConfig = msgspec.field(default_factory=SandboxConfig)
+    telemetry: TelemetryConfig = msgspec.field(default_factory=TelemetryConfig)
 
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
