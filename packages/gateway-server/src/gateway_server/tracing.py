@@ -311,7 +311,7 @@ class Tracing:
         method = scope["method"]
         attributes: dict[str, str | int] = {
             "http.request.method": method, "url.path": scope["path"],
-            "url.scheme": scope.get("scheme", "http"), "gateway.request_id": request_id,
+            "gateway.request_id": request_id,
         }
         client = scope.get("client")
         if client:
@@ -331,7 +331,6 @@ def _provider_facts(name: str, kind: str, base_url: str | None,
         parts = urlsplit(base_url)
         if parts.hostname:
             server["server.address"] = parts.hostname
-            server["server.port"] = parts.port or (443 if parts.scheme == "https" else 80)
     return (name if name in _WELL_KNOWN else kind), server
 
 
@@ -339,17 +338,25 @@ def _ns(seconds_ago: float = 0.0) -> int:
     return time.time_ns() - int(seconds_ago * 1e9)
 
 
+Attributes = dict[str, "str | int | float | bool | list[str]"]
+
+
 class RequestSpan:
     """One request's spans: the server span, and the upstream attempt now open (kept open
-    after its answer until the tokens and the answer's facts are on it)."""
+    after its answer until the tokens and the answer's facts are on it). What is learnt
+    along the way is gathered in dicts and set once per span (each set costs a lock and a
+    check per value in the SDK)."""
 
-    __slots__ = ("_attempt", "_attempt_end", "_last", "_reason", "span", "token", "tracing")
+    __slots__ = ("_attempt", "_attempt_end", "_last", "_later", "_pending", "_reason", "span",
+                 "token", "tracing")
 
     def __init__(self, tracing: Tracing, span: Span) -> None:
         self.tracing = tracing
         self.span = span
         self.token: object | None = None
+        self._later: Attributes = {}  # the server span's, set when it ends
         self._attempt: Span | None = None
+        self._pending: Attributes = {}  # the open attempt's, set when it ends
         self._attempt_end: int | None = None  # when a non-streamed attempt's answer came
         self._last: tuple[str, str] | None = None  # (deployment, outcome) of the last attempt
         self._reason: str | None = None  # why the coming attempt moved to another deployment
@@ -365,11 +372,10 @@ class RequestSpan:
         self._end_attempt()
         gen_provider, server = self.tracing.provider_facts(provider)
         operation = _OPERATIONS.get(api, api)
-        attributes: dict[str, str | int | bool] = {
+        attributes: Attributes = {
             "gen_ai.operation.name": operation, "gen_ai.provider.name": gen_provider,
             "gen_ai.request.model": model, "gateway.provider": provider,
-            "gateway.deployment": deployment, "gateway.api": api, "gateway.attempt": attempt,
-            **server,
+            "gateway.deployment": deployment, "gateway.attempt": attempt, **server,
         }
         if self._last is not None:
             last_deployment, last_outcome = self._last
@@ -392,24 +398,24 @@ class RequestSpan:
             self.attempt_start(provider, model, api, deployment, 0, start_time=_ns(seconds))
             span = self._attempt
             assert span is not None
-        span.set_attribute("gateway.outcome", outcome)
+        pending = self._pending
+        pending["gateway.outcome"] = outcome
         self._last = (deployment, outcome)
         if outcome == "ok":
             if stream:
-                span.set_attribute("gen_ai.response.time_to_first_chunk", seconds)
+                pending["gen_ai.response.time_to_first_chunk"] = seconds
             else:
                 self._attempt_end = _ns()
             return  # left open for the tokens and the answer
-        span.set_attribute("error.type", outcome)
+        pending["error.type"] = outcome
         if outcome != "cancelled":
             span.set_status(Status(StatusCode.ERROR))
         self._end_attempt()
 
     def tokens(self, usage: Usage) -> None:
-        span = self._attempt
-        if span is not None:
-            span.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
+        if self._attempt is not None:
+            self._pending["gen_ai.usage.input_tokens"] = usage.input_tokens
+            self._pending["gen_ai.usage.output_tokens"] = usage.output_tokens
 
     def event(self, name: str, attributes: dict[str, str | int]) -> None:
         self.span.add_event(name, attributes)
@@ -421,19 +427,22 @@ class RequestSpan:
     def _end_attempt(self) -> None:
         span, self._attempt = self._attempt, None
         if span is not None:
+            if self._pending:
+                span.set_attributes(self._pending)
+                self._pending = {}
             end, self._attempt_end = self._attempt_end, None
             span.end(end_time=end)
 
     # --- the front door's facts ----------------------------------------------------------
 
     def request(self, llm: LLMRequest) -> None:
-        self.span.set_attribute("gen_ai.operation.name",
-                                _OPERATIONS.get(llm.dialect.name, llm.dialect.name))
-        self.span.set_attribute("gen_ai.request.model", llm.model)
-        self.span.set_attribute("gen_ai.request.stream", llm.stream)
+        later = self._later
+        later["gen_ai.operation.name"] = _OPERATIONS.get(llm.dialect.name, llm.dialect.name)
+        later["gen_ai.request.model"] = llm.model
+        later["gen_ai.request.stream"] = llm.stream
         capture = self.tracing.capture
         if capture is not None:
-            self.span.set_attribute("gen_ai.input.messages", capture.request(llm.raw))
+            later["gen_ai.input.messages"] = capture.request(llm.raw)
 
     def routed(self, routed: RoutedCompletion | RoutedStream, body: bytes | None) -> None:
         if body is None:
@@ -442,42 +451,44 @@ class RequestSpan:
             answer = _answer.decode(body)
         except (msgspec.DecodeError, msgspec.ValidationError):
             return
-        span = self._attempt
-        for s in (span, self.span) if span is not None else (self.span,):
-            if answer.model:
-                s.set_attribute("gen_ai.response.model", answer.model)
-            if answer.id:
-                s.set_attribute("gen_ai.response.id", answer.id)
-            reasons = _finish_reasons(answer)
-            if reasons:
-                s.set_attribute("gen_ai.response.finish_reasons", reasons)
+        # The answer's facts belong to the attempt that gave it (the GenAI span).
+        facts = self._pending if self._attempt is not None else self._later
+        if answer.model:
+            facts["gen_ai.response.model"] = answer.model
+        if answer.id:
+            facts["gen_ai.response.id"] = answer.id
+        reasons = _finish_reasons(answer)
+        if reasons:
+            facts["gen_ai.response.finish_reasons"] = reasons
         capture = self.tracing.capture
         if capture is not None:
             output = capture.response(answer)
             if output is not None:
-                self.span.set_attribute("gen_ai.output.messages", output)
+                self._later["gen_ai.output.messages"] = output
 
     # --- the end -----------------------------------------------------------------------
 
     def finish(self, record: RequestRecord, method: str, route: str, status: int) -> None:
         self._end_attempt()
         span = self.span
+        later = self._later
         if route != "<unmatched>":
             span.update_name(f"{method} {route}")
-            span.set_attribute("http.route", route)
-        span.set_attribute("http.response.status_code", status)
-        fields = record.log_fields()
-        for key in ("key", "alias", "provider", "model", "deployment", "attempts",
-                    "upstream_outcome", "overhead_ms", "sandbox_id"):
-            value = fields.get(key)
-            if value is not None and isinstance(value, (str, int, float)):
-                span.set_attribute(f"gateway.{key}", value)
-        if record.input_tokens is not None:
-            span.set_attribute("gen_ai.usage.input_tokens", record.input_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", record.output_tokens or 0)
+            later["http.route"] = route
+        later["http.response.status_code"] = status
+        if record.key_name is not None:
+            later["gateway.key"] = record.key_name
+        if record.attempts:
+            later["gateway.attempts"] = record.attempts
+            later["gateway.upstream_outcome"] = record.upstream_outcome or ""
+        if record.overhead_ms is not None:
+            later["gateway.overhead_ms"] = record.overhead_ms
+        if record.sandbox_id is not None:
+            later["gateway.sandbox.id"] = record.sandbox_id
         if status >= 500:
-            span.set_attribute("error.type", str(status))
+            later["error.type"] = str(status)
             span.set_status(Status(StatusCode.ERROR))
+        span.set_attributes(later)
         span.end()
         if self.token is not None:
             # Detached in another context: nothing to restore there.
