@@ -57,5 +57,5 @@ def test_protocol_and_endpoint_from_the_environment_when_the_config_leaves_them_
 
 
 def test_a_protocol_the_exporters_do_not_speak_is_a_clear_error() -> None:
-    with pytest.raises(ConfigError, match="telemetry.protocol: 'http/json'"):
+    with pytest.raises(ConfigError, match=r"telemetry\.protocol: 'http/json'"):
         _tracing(TelemetryConfig(enabled=True), {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
