@@ -51,6 +51,8 @@ capture_content = {"true" if capture else "false"}
 capture_max_chars = 200
 export_timeout_s = 2
 {sandbox}
+[rate_limit]
+enabled = true
 [llm]
 max_retries = 1
 backoff_base_s = 0.01
@@ -61,10 +63,19 @@ failures = 1000
 kind = "openai"
 base_url = "{up.openai_base_url}"
 api_key = "{OPENAI_KEY}"
+rpm = 100000
 [llm.providers.backup]
 kind = "openai"
 base_url = "{backup.openai_base_url}"
 api_key = "{OPENAI_KEY}"
+[llm.providers.tiny]
+kind = "openai"
+base_url = "{up.openai_base_url}"
+api_key = "{OPENAI_KEY}"
+rpm = 1
+[llm.models.tiny]
+provider = "tiny"
+model = "gpt-4o"
 [llm.models.gpt-4o]
 provider = "oai"
 [llm.models.safe]
@@ -142,9 +153,12 @@ def test_retry_then_failover_is_one_trace_under_the_clients_traceparent(
     assert a["gen_ai.request.model"] == "safe"
     assert a["gateway.key"] == "key-1"  # its index in server.api_keys, never the key
     assert a["gateway.attempts"] == 3
-    assert [e[0] for e in root.events] == ["gateway.failover"]
-    assert root.events[0][1] == {"from": "oai/gpt-4o", "to": "backup/gpt-4o-mini",
-                                 "reason": "status_500"}
+    # Each admission to oai (its rpm) is an event, then the failover.
+    admitted = {"provider": "oai", "limit": "requests", "decision": "admitted"}
+    assert [(n, {k: v for k, v in e.items() if k != "remaining"}) for n, e in root.events] == [
+        ("gateway.rate_limit", admitted), ("gateway.rate_limit", admitted),
+        ("gateway.failover", {"from": "oai/gpt-4o", "to": "backup/gpt-4o-mini",
+                              "reason": "status_500"})]
 
     attempts = sorted((s for s in spans if s.kind == CLIENT),
                       key=lambda s: s.attributes["gateway.attempt"])
@@ -322,7 +336,7 @@ def test_tracing_off_sends_no_trace_context_upstream(
     up, backup = upstreams
     up.reset()
     cfg = config(up, backup, "http://127.0.0.1:9/v1/traces", None).replace(
-        "enabled = true", "enabled = false")
+        "[telemetry]\nenabled = true", "[telemetry]\nenabled = false")
     with GatewayProcess(cfg, env={k: v for k, v in os.environ.items()
                                   if not k.startswith("OTEL_")}) as gw:
         tp, _, _ = traceparent()
@@ -363,7 +377,7 @@ def test_grpc_export(upstreams: tuple[FakeUpstream, FakeUpstream]) -> None:
     up.reset()
     with FakeGRPCCollector() as c:
         cfg = config(up, backup, c.endpoint, None).replace(
-            "enabled = true", 'enabled = true\nprotocol = "grpc"')
+            "[telemetry]\nenabled = true", '[telemetry]\nenabled = true\nprotocol = "grpc"')
         with GatewayProcess(cfg, env=ENV) as gw:
             tp, trace_id, _ = traceparent()
             r = httpx.post(gw.url + "/v1/chat/completions", headers=headers(tp), timeout=20,
@@ -375,3 +389,23 @@ def test_grpc_export(upstreams: tuple[FakeUpstream, FakeUpstream]) -> None:
             assert c.headers[-1]["x-collector-token"] == "tok-123"
             ready = httpx.get(gw.url + "/health/ready").json()["telemetry"]
             assert ready["protocol"] == "grpc" and ready["exported_spans"] >= 2
+
+
+def test_a_rate_limit_refusal_is_an_event_and_its_answer_has_an_overhead(
+        gateway: GatewayProcess, collector: FakeCollector) -> None:
+    statuses, trace_ids = [], []
+    for _ in range(2):  # tiny allows one request a minute
+        tp, trace_id, _ = traceparent()
+        r = httpx.post(gateway.url + "/v1/chat/completions", headers=headers(tp), timeout=20,
+                       json={"model": "tiny", "messages": [{"role": "user", "content": "x"}]})
+        statuses.append(r.status_code)
+        trace_ids.append(trace_id)
+        assert float(r.headers["x-gateway-overhead-ms"]) >= 0
+    assert statuses == [200, 429]
+    spans = in_trace(collector.wait_for(
+        lambda ss: any(s.kind == SERVER and s.trace_id == trace_ids[1] for s in ss)),
+        trace_ids[1])
+    (root,) = spans  # refused before any attempt
+    assert root.attributes["http.response.status_code"] == 429
+    assert root.events == [("gateway.rate_limit", {"provider": "tiny", "limit": "requests",
+                                                   "decision": "denied"})]

@@ -40,7 +40,7 @@ class RouterMetrics:
         children[1].observe(seconds)
         record = current_record()
         if record is not None:
-            record.attempted(provider, model, deployment, outcome, seconds)
+            record.attempted(api, provider, model, deployment, outcome, seconds)
 
     def failover(self, from_: str, to: str, reason: str) -> None:
         self.m.llm_failovers.labels(from_, to, reason).inc()

@@ -47,8 +47,10 @@ class RequestRecord:
     sandbox_outcome: str | None = None
     span: RequestSpan | None = None  # the request's trace while tracing is on
 
-    def attempted(self, provider: str, model: str, deployment: str, outcome: str,
+    def attempted(self, api: str, provider: str, model: str, deployment: str, outcome: str,
                   seconds: float) -> None:
+        if self.api is None:  # a route that calls upstreams without a front door
+            self.api = api
         self.attempts += 1
         self.provider = provider
         self.model = model
@@ -61,8 +63,9 @@ class RequestRecord:
         self.output_tokens = (self.output_tokens or 0) + output_tokens
 
     def overhead_s(self, now: float) -> float | None:
-        """The gateway's own share of the time to the response (None: no upstream call)."""
-        if not self.attempts:
+        """The gateway's own share of the time to the response (None: not an LLM request:
+        no front door routed it and no upstream was called)."""
+        if self.api is None:
             return None
         return max(0.0, now - self.start - self.upstream_s)
 
@@ -73,8 +76,9 @@ class RequestRecord:
             out["key"] = self.key_name
         if self.alias is not None:
             out["alias"] = self.alias
-        if self.attempts:
+        if self.api is not None:
             out["api"] = self.api
+        if self.attempts:
             out["provider"] = self.provider
             out["model"] = self.model
             out["deployment"] = self.deployment
