@@ -220,10 +220,15 @@ def test_a_stream_span_has_its_time_to_first_chunk(
     assert attempt.attributes["gateway.outcome"] == "ok"
 
 
-def test_sandbox_create_and_execute_join_the_trace(
+def test_model_call_and_sandbox_run_in_one_trace(
         gateway: GatewayProcess, collector: FakeCollector) -> None:
+    """An agent's step: the model call, then the sandbox that runs its tool call, all under
+    the agent's one traceparent."""
     tp, trace_id, _ = traceparent()
     h = headers(tp)
+    r = httpx.post(gateway.url + "/v1/chat/completions", headers=h, timeout=20, json={
+        "model": "gpt-4o", "messages": [{"role": "user", "content": "write code"}]})
+    assert r.status_code == 200
     r = httpx.post(gateway.url + "/v1/sandboxes", headers=h, json={"runtime": "python"},
                    timeout=60)
     assert r.status_code in (200, 201), r.text
@@ -235,8 +240,9 @@ def test_sandbox_create_and_execute_join_the_trace(
     finally:
         httpx.delete(f"{gateway.url}/v1/sandboxes/{sid}", headers=h, timeout=30)
     spans = in_trace(collector.wait_for(lambda ss: len(
-        [s for s in ss if s.trace_id == trace_id and s.kind == SERVER]) >= 3), trace_id)
+        [s for s in ss if s.trace_id == trace_id and s.kind == SERVER]) >= 4), trace_id)
     by_name = {s.name: s for s in spans}
+    assert by_name["chat gpt-4o"].kind == CLIENT  # the model call's upstream attempt
     create, execute = by_name["sandbox.create"], by_name["sandbox.execute"]
     servers = {s.span_id: s for s in spans if s.kind == SERVER}
     assert servers[create.parent_span_id].name == "POST /v1/sandboxes"

@@ -17,12 +17,14 @@ import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from contextvars import Token
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import msgspec
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -353,7 +355,7 @@ class RequestSpan:
     def __init__(self, tracing: Tracing, span: Span) -> None:
         self.tracing = tracing
         self.span = span
-        self.token: object | None = None
+        self.token: Token[Context] | None = None
         self._later: Attributes = {}  # the server span's, set when it ends
         self._attempt: Span | None = None
         self._pending: Attributes = {}  # the open attempt's, set when it ends
@@ -493,7 +495,7 @@ class RequestSpan:
         if self.token is not None:
             # Detached in another context: nothing to restore there.
             with contextlib.suppress(ValueError):
-                otel_context.detach(self.token)  # type: ignore[arg-type]
+                otel_context.detach(self.token)
             self.token = None
 
 
