@@ -309,7 +309,12 @@ class Tracing:
 
     def begin(self, scope: Scope, record: RequestRecord, request_id: str) -> RequestSpan:
         """Open the server span (continuing the client's trace) and make it current."""
-        parent = _propagator.extract(scope, getter=_getter)
+        # Most requests carry no trace context: the propagator only runs when one does.
+        parent = None
+        for name, _ in scope["headers"]:
+            if name == b"traceparent":
+                parent = _propagator.extract(scope, getter=_getter)
+                break
         method = scope["method"]
         attributes: dict[str, str | int] = {
             "http.request.method": method, "url.path": scope["path"],
@@ -321,7 +326,7 @@ class Tracing:
         span = self.tracer.start_span(method, context=parent, kind=SpanKind.SERVER,
                                       attributes=attributes)
         rs = RequestSpan(self, span)
-        rs.token = otel_context.attach(trace.set_span_in_context(span))
+        rs.token = otel_context.attach(rs.context)
         record.span = rs
         return rs
 
@@ -349,12 +354,13 @@ class RequestSpan:
     along the way is gathered in dicts and set once per span (each set costs a lock and a
     check per value in the SDK)."""
 
-    __slots__ = ("_attempt", "_attempt_end", "_last", "_later", "_pending", "_reason", "span",
-                 "token", "tracing")
+    __slots__ = ("_attempt", "_attempt_end", "_last", "_later", "_pending", "_reason",
+                 "context", "span", "token", "tracing")
 
     def __init__(self, tracing: Tracing, span: Span) -> None:
         self.tracing = tracing
         self.span = span
+        self.context = trace.set_span_in_context(span)  # the parent of the request's spans
         self.token: Token[Context] | None = None
         self._later: Attributes = {}  # the server span's, set when it ends
         self._attempt: Span | None = None
@@ -387,7 +393,7 @@ class RequestSpan:
                 attributes["gateway.failover_reason"] = self._reason or last_outcome
         self._reason = None
         self._attempt = span = self.tracing.tracer.start_span(
-            f"{operation} {model}", context=trace.set_span_in_context(self.span),
+            f"{operation} {model}", context=self.context,
             kind=SpanKind.CLIENT, attributes=attributes, start_time=start_time)
         carrier: dict[str, str] = {}
         _propagator.inject(carrier, context=trace.set_span_in_context(span))
@@ -575,7 +581,7 @@ class TracingSandboxObserver:
         record = current_record()
         parent = None
         if record is not None and record.span is not None:
-            parent = trace.set_span_in_context(record.span.span)
+            parent = record.span.context
         span = self.tracing.tracer.start_span(name, context=parent, kind=SpanKind.INTERNAL,
                                               attributes=attributes, start_time=_ns(seconds))
         if error:
