@@ -315,12 +315,16 @@ def test_a_collector_that_is_down_costs_a_counter(
     with FakeCollector() as c:
         dead = c.endpoint  # closed when the block ends
     env: dict[str, Any] = dict(ENV)
-    with GatewayProcess(config(up, backup, dead, None), env=env) as gw:
-        for _ in range(3):
-            r = httpx.post(gw.url + "/v1/chat/completions", headers=headers(traceparent()[0]),
-                           timeout=20, json={"model": "gpt-4o", "messages": [
-                               {"role": "user", "content": "hi"}]})
-            assert r.status_code == 200
+    # A small queue that fills while the exporter retries: spans are dropped, silently.
+    cfg = config(up, backup, dead, None).replace("export_timeout_s = 2",
+                                                 "export_timeout_s = 2\nmax_queue_size = 64")
+    with GatewayProcess(cfg, env=env) as gw:
+        with httpx.Client(base_url=gw.url, timeout=20) as client:
+            for _ in range(300):
+                r = client.post("/v1/chat/completions", headers=headers(traceparent()[0]),
+                                json={"model": "gpt-4o", "messages": [
+                                    {"role": "user", "content": "hi"}]})
+                assert r.status_code == 200
         deadline = time.monotonic() + 15
         ready: dict[str, Any] = {}
         while time.monotonic() < deadline:
@@ -333,8 +337,10 @@ def test_a_collector_that_is_down_costs_a_counter(
         assert ready["telemetry"]["last_export_ok"] is False
         metrics = httpx.get(gw.url + "/metrics").text
         assert 'gateway_trace_exports_total{result="failed"}' in metrics
-        # Not one log line per failed batch.
-        assert "Failed to export" not in gw.logs() and "Traceback" not in gw.logs()
+        # Not one log line per failed batch or dropped span.
+        logs = gw.logs()
+        assert "Failed to export" not in logs and "Traceback" not in logs
+        assert "Queue full" not in logs and "opentelemetry" not in logs
 
 
 def test_tracing_off_sends_no_trace_context_upstream(

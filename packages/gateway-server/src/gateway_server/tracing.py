@@ -265,8 +265,10 @@ class Tracing:
         self.protocol = _protocol(cfg, env)
         self.endpoint = cfg.endpoint or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") \
             or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        # A collector that is down is shown in readiness and counted, not logged per batch.
+        # A collector that is down is shown in readiness and counted, not logged per batch
+        # (the exporters' retries) nor per span (the batch processor's "Queue full").
         logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
+        logging.getLogger("opentelemetry.sdk._shared_internal").setLevel(logging.ERROR)
         attributes: dict[str, str] = {"service.version": __version__}
         service = cfg.service_name or env.get("OTEL_SERVICE_NAME")
         attributes["service.name"] = service or "agentic-gateway"
