@@ -201,3 +201,25 @@ def test_bad_template_names_the_key(tmp_path: Path, change: tuple[str, str],
     message = str(info.value)
     assert expected in message, message
     assert "\n" not in message
+
+
+def test_telemetry_is_off_by_default_and_checked(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "[server]\nport = 1\n"), env={})
+    assert cfg.telemetry.enabled is False and cfg.telemetry.capture_content is False
+    cfg = load_config(write(tmp_path, """
+[telemetry]
+enabled = true
+protocol = "grpc"
+endpoint = "http://collector:4317"
+headers = { authorization = "Bearer ${OTLP_TOKEN}" }
+sample_ratio = 0.25
+"""), env={"OTLP_TOKEN": "tok-secret"})
+    t = cfg.telemetry
+    assert t.enabled and t.protocol == "grpc" and t.sample_ratio == 0.25
+    assert t.headers == {"authorization": "Bearer tok-secret"}
+    assert "tok-secret" not in repr(t)
+    for bad, where in (('protocol = "http/json"', "telemetry.protocol"),
+                       ("sample_ratio = 2.0", "telemetry.sample_ratio"),
+                       ("capture_contents = true", "capture_contents")):
+        with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
+            load_config(write(tmp_path, f"[telemetry]\n{bad}\n"), env={})

@@ -383,7 +383,8 @@ class SandboxManager:
             self._reserved -= 1
             self._changed()
         seconds = time.monotonic() - t0
-        self.observer.on_start(self.backend.name, kind, seconds)
+        self.observer.on_start(self.backend.name, kind, seconds, sandbox_id=sb.id,
+                               runtime=runtime)
         log.info("sandbox_created", id=sb.id, runtime=runtime, template=name, kind=kind,
                  ms=round(seconds * 1000, 1))
         return sb

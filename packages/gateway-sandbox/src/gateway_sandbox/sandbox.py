@@ -9,7 +9,7 @@ import contextlib
 import posixpath
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
 
 import msgspec
 
@@ -279,6 +279,28 @@ class Sandbox:
     async def pause(self) -> None:
         """Freeze the guest (no CPU; a VM's memory goes to disk); files, contexts and
         background commands are kept. It is deleted max_paused_s after, unless extended."""
+        async with self._observed("pause"):
+            await self._pause()
+
+    async def resume(self) -> None:
+        async with self._observed("resume"):
+            await self._resume()
+
+    @contextlib.asynccontextmanager
+    async def _observed(self, action: str) -> AsyncIterator[None]:
+        started = time.monotonic()
+        outcome = "cancelled"
+        try:
+            yield
+            outcome = "ok"
+        except Exception as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            self.policy.observer.on_lifecycle(action, outcome, time.monotonic() - started,
+                                              sandbox_id=self.id)
+
+    async def _pause(self) -> None:
         async with self._state_lock:
             self._check_alive()
             if self.paused:
@@ -293,7 +315,7 @@ class Sandbox:
             self.paused_at = now
             self.deadline = max(self.deadline, now + self.policy.max_paused_s)
 
-    async def resume(self) -> None:
+    async def _resume(self) -> None:
         async with self._state_lock:
             self._check_alive()
             if not self.paused:
@@ -468,6 +490,8 @@ class Sandbox:
             self.touch()
             started = time.monotonic()
             outcome = "failed"
+            exit_code: int | None = None
+            timed_out = False
             finished = False
             try:
                 queue = await self.client.send(msg)
@@ -486,6 +510,7 @@ class Sandbox:
                             finished = True
                             outcome = ("timeout" if item.timed_out else
                                        "ok" if item.exit_code == 0 else "error")
+                            exit_code, timed_out = item.exit_code, item.timed_out
                             yield ExecResult(stdout=item.stdout, stderr=item.stderr,
                                              exit_code=item.exit_code,
                                              duration_ms=item.duration_ms,
@@ -496,6 +521,8 @@ class Sandbox:
                             finished = True
                             outcome = ("timeout" if item.timed_out else
                                        "ok" if item.error is None else "error")
+                            timed_out = item.timed_out
+                            exit_code = item.exit_code
                             if item.restarted and context_id in self.contexts:
                                 self.contexts[context_id].restarts += 1
                             yield _cell_result(item, context_id)
@@ -519,7 +546,9 @@ class Sandbox:
                     from None
             finally:
                 self.touch()
-                self.policy.observer.on_execute(label, outcome, time.monotonic() - started)
+                self.policy.observer.on_execute(label, outcome, time.monotonic() - started,
+                                                sandbox_id=self.id, exit_code=exit_code,
+                                                timed_out=timed_out)
 
     async def _cancel(self, target: int) -> None:
         with contextlib.suppress(ConnectionLost, TimeoutError):

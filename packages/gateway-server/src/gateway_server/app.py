@@ -123,6 +123,7 @@ def create_app(config: Config) -> Starlette:
             access_log=config.logging.access_log,
             guarded_prefixes=("/v1/", *e2b.guarded_prefixes(config.server.e2b)),
             render=e2b.error_renderer(config.server.e2b, render_error),
+            tracing=state.tracing,
         ), Middleware(HotRoutes, routes=hot, on_error=_route_error),
            Middleware(DataPlane, cfg=config.server.e2b, port_routes=data_plane)],
         exception_handlers={

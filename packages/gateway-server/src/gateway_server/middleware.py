@@ -1,5 +1,7 @@
 """The one ASGI middleware in front of every route: request id, bearer-key auth on /v1/*,
-request body cap, and per request one metrics update and one access log line."""
+request body cap, and per request one metrics update and one access log line (with what
+the request's record gathered: key name, alias, provider, tokens, overhead, trace id). A
+client that went away before the response started is recorded as 499, not 500."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import hmac
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import structlog
 from prometheus_client import Counter, Histogram
@@ -16,8 +19,16 @@ from gateway_core.errors import AuthenticationError, GatewayError, PayloadTooLar
 from gateway_server.error_shapes import ANTHROPIC_PREFIX, render_error
 from gateway_server.logs import access_line
 from gateway_server.metrics import Metrics
+from gateway_server.request_record import RequestRecord, bind_record
 
-__all__ = ["GatewayMiddleware"]
+if TYPE_CHECKING:
+    from gateway_server.tracing import Tracing
+
+__all__ = ["CLIENT_CLOSED", "OVERHEAD_HEADER", "GatewayMiddleware"]
+
+OVERHEAD_HEADER = b"x-gateway-overhead-ms"
+CLIENT_CLOSED = 499  # nginx's "client closed request"
+_UNTRACED = ("/health", "/metrics")  # probes and scrapes: no spans
 
 _JSON = [(b"content-type", b"application/json")]
 
@@ -38,6 +49,7 @@ class GatewayMiddleware:
         access_log: bool,
         guarded_prefixes: tuple[str, ...] = ("/v1/",),
         render: Callable[[str, GatewayError], tuple[int, bytes]] = render_error,
+        tracing: Tracing | None = None,
     ) -> None:
         self.app = app
         self.api_keys = [k.encode() for k in api_keys]
@@ -51,6 +63,8 @@ class GatewayMiddleware:
         # Metric children by (method, route, status): labels() costs a lock and a dict
         # lookup per call; the key space is bounded by the route templates.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._overhead: dict[tuple[str | None, str | None], Histogram] = {}
+        self.tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,7 +90,13 @@ class GatewayMiddleware:
         scope.setdefault("state", {})["request_id"] = rid
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=rid)
+        record = RequestRecord(start)
+        bind_record(record)
+        span = None
+        if self.tracing is not None and not scope["path"].startswith(_UNTRACED):
+            span = self.tracing.begin(scope, record, rid)
         status = 500
+        started = False
         anthropic = scope["path"].startswith(ANTHROPIC_PREFIX)
 
         # A body nobody read yet (an error answered before the route read it): drained
@@ -85,10 +105,16 @@ class GatewayMiddleware:
         body = _BodyState(receive, content_length > 0 or chunked, self.max_body_bytes)
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                started = True
+                status = CLIENT_CLOSED if body.client_closed else message["status"]
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+                overhead = record.overhead_s(time.perf_counter())
+                if overhead is not None:
+                    self._observe_overhead(record, overhead)
+                    message["headers"].append(
+                        (OVERHEAD_HEADER, str(record.overhead_ms).encode()))
                 if status >= 400 and body.unread and not await body.drain(self.max_body_bytes):
                     message["headers"].append((b"connection", b"close"))
                 if anthropic:
@@ -98,7 +124,7 @@ class GatewayMiddleware:
         try:
             error: GatewayError | None = None
             if self.api_keys and scope["path"].startswith(self.guarded_prefixes):
-                error = self._check_key(authorization)
+                error = self._check_key(authorization, record)
             if error is None and content_length > self.max_body_bytes:
                 error = PayloadTooLarge(
                     f"Request body of {content_length} bytes exceeds the limit of "
@@ -110,6 +136,8 @@ class GatewayMiddleware:
                 await self.app(scope, body.receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - start
+            if not started and body.client_closed:
+                status = CLIENT_CLOSED
             route = self.route_of(scope)
             method = scope["method"]
             children = self._children.get((method, route, status))
@@ -119,11 +147,27 @@ class GatewayMiddleware:
                 self._children[(method, route, status)] = children
             children[0].inc()
             children[1].observe(elapsed)
+            if span is not None:
+                span.finish(record, method, route, status)
             if self.access_log:
-                access_line({"method": method, "route": route, "path": scope["path"],
-                             "status": status, "ms": round(elapsed * 1000, 3)})
+                fields: dict[str, object] = {"method": method, "route": route,
+                                             "path": scope["path"], "status": status,
+                                             "ms": round(elapsed * 1000, 3)}
+                fields.update(record.log_fields())
+                if span is not None:
+                    fields["trace_id"] = span.trace_id
+                access_line(fields)
 
-    def _check_key(self, header: bytes) -> GatewayError | None:
+    def _observe_overhead(self, record: RequestRecord, seconds: float) -> None:
+        record.overhead_ms = round(seconds * 1000, 3)
+        key = (record.api, record.provider)
+        child = self._overhead.get(key)
+        if child is None:
+            child = self.metrics.llm_overhead.labels(record.api or "-", record.provider or "-")
+            self._overhead[key] = child
+        child.observe(seconds)
+
+    def _check_key(self, header: bytes, record: RequestRecord) -> GatewayError | None:
         if not header:
             return AuthenticationError(
                 "Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key"
@@ -134,11 +178,13 @@ class GatewayMiddleware:
         elif scheme.lower() != b"bearer":
             return AuthenticationError("The Authorization header must use the Bearer scheme.")
         key = key.strip()
-        ok = False
-        for candidate in self.api_keys:
+        matched = -1
+        for i, candidate in enumerate(self.api_keys):
             # Compare against every key so the time taken does not tell which one matched.
-            ok |= hmac.compare_digest(key, candidate)
-        if ok:
+            if hmac.compare_digest(key, candidate):
+                matched = i
+        if matched >= 0:
+            record.key_name = f"key-{matched}"  # its index in server.api_keys, never the key
             return None
         return AuthenticationError("Incorrect API key provided.")
 
@@ -146,16 +192,17 @@ class GatewayMiddleware:
 
 class _BodyState:
     """The app's receive: the request body capped at ``limit`` bytes (a chunked body has no
-    Content-Length to check first), whether it was read to its end, and a bounded drain of
-    what is left."""
+    Content-Length to check first), whether it was read to its end, a bounded drain of what
+    is left, and whether the client disconnected."""
 
-    __slots__ = ("_receive", "limit", "seen", "unread")
+    __slots__ = ("_receive", "client_closed", "limit", "seen", "unread")
 
     def __init__(self, receive: Receive, has_body: bool, limit: int) -> None:
         self._receive = receive
         self.unread = has_body
         self.seen = 0
         self.limit = limit
+        self.client_closed = False
 
     async def _next(self) -> Message:
         message = await self._receive()
@@ -165,6 +212,8 @@ class _BodyState:
                 self.unread = False
         else:
             self.unread = False
+            if message["type"] == "http.disconnect":
+                self.client_closed = True
         return message
 
     async def receive(self) -> Message:

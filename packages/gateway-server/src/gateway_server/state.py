@@ -3,6 +3,7 @@ sandbox manager with its pool, the metrics — started and stopped by the app's 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -10,7 +11,7 @@ import structlog
 
 from gateway_core.config import Config
 from gateway_llm.responses_store import ResponseStore, store_from_config
-from gateway_llm.router import Router
+from gateway_llm.router import Router, RouterObserver
 from gateway_server.metrics import Metrics
 from gateway_server.observers import RouterMetrics
 
@@ -19,6 +20,8 @@ __all__ = ["GatewayState"]
 if TYPE_CHECKING:
     from gateway_sandbox import SandboxManager
     from gateway_sandbox.egress import EgressProxy
+    from gateway_sandbox.observer import SandboxObserver
+    from gateway_server.tracing import Tracing
 
 log = structlog.get_logger("gateway")
 
@@ -28,8 +31,15 @@ class GatewayState:
         self.config = config
         self.metrics = metrics
         self.started_at = int(time.time())
-        self.router = Router.from_config(config.llm, config.rate_limit,
-                                         observer=RouterMetrics(metrics))
+        self.tracing: Tracing | None = None
+        observer: RouterObserver = RouterMetrics(metrics)
+        if config.telemetry.enabled:
+            from gateway_server.tracing import Tracing, TracingRouterObserver
+
+            self.tracing = Tracing(config.telemetry, metrics, config.llm,
+                                   secrets=_secrets(config))
+            observer = TracingRouterObserver(observer)
+        self.router = Router.from_config(config.llm, config.rate_limit, observer=observer)
         self.responses: ResponseStore = store_from_config(config.llm.responses)
         self.sandboxes: SandboxManager | None = None
         self.egress: EgressProxy | None = None
@@ -57,8 +67,14 @@ class GatewayState:
                 # Started before the sandboxes and closed after them (aclose below).
                 self.egress = EgressProxy(self.config.sandbox.egress, observer)
                 await self.egress.start()
-            manager = SandboxManager.from_config(self.config.sandbox, observer=observer,
+            traced: SandboxObserver = observer
+            if self.tracing is not None:
+                from gateway_server.tracing import TracingSandboxObserver
+
+                traced = TracingSandboxObserver(observer, self.tracing)
+            manager = SandboxManager.from_config(self.config.sandbox, observer=traced,
                                                  egress=self.egress)
+            observer.backend = manager.backend_name
             await manager.start()
         except Exception as exc:  # noqa: BLE001 - the LLM side must keep working
             self.sandbox_unavailable_reason = f"{type(exc).__name__}: {exc}"
@@ -89,6 +105,9 @@ class GatewayState:
                 await self.responses.aclose()
             finally:
                 await self.router.aclose()
+                if self.tracing is not None:
+                    # Flushes the spans still queued (within the export timeout).
+                    await asyncio.to_thread(self.tracing.shutdown)
         log.info("gateway_stopped")
 
     def refresh_gauges(self) -> None:
@@ -107,4 +126,13 @@ class GatewayState:
             "status": "ready" if self.ready else "not_ready",
             "llm": {**self.router.health(), "responses_store": self.responses.health()},
             "sandbox": sandbox,
+            "telemetry": {"enabled": False} if self.tracing is None
+            else self.tracing.health(),
         }
+
+
+def _secrets(config: Config) -> list[str]:
+    """Strings never to show in captured content: the gateway's and providers' keys."""
+    keys = [*config.server.api_keys]
+    keys.extend(pc.api_key for pc in config.llm.providers.values() if pc.api_key)
+    return keys

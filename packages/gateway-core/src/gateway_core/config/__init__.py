@@ -37,6 +37,7 @@ from gateway_core.config.sandbox import (
     TemplatePoolConfig,
 )
 from gateway_core.config.server import LoggingConfig, ServerConfig
+from gateway_core.config.telemetry import TelemetryConfig, TraceProtocol
 from gateway_core.errors import ConfigError
 from gateway_core.host_patterns import parse_pattern, within_any
 
@@ -58,8 +59,10 @@ __all__ = [
     "SandboxConfig",
     "SandboxLimits",
     "ServerConfig",
+    "TelemetryConfig",
     "TemplateConfig",
     "TemplatePoolConfig",
+    "TraceProtocol",
     "KNOWN_PROVIDERS",
     "load_config",
     "parse_config",
@@ -80,6 +83,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     llm: LLMConfig = msgspec.field(default_factory=LLMConfig)
     rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
     sandbox: SandboxConfig = msgspec.field(default_factory=SandboxConfig)
+    telemetry: TelemetryConfig = msgspec.field(default_factory=TelemetryConfig)
 
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

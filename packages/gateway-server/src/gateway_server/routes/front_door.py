@@ -14,6 +14,7 @@ from starlette.responses import Response, StreamingResponse
 from gateway_core.errors import InvalidRequest
 from gateway_llm.hub import LLMRequest
 from gateway_llm.router import Routed, RoutedCompletion, RoutedStream
+from gateway_server.request_record import note_request, note_routed
 from gateway_server.state import GatewayState
 
 __all__ = ["TIMEOUT_HEADER", "routed_headers", "serve", "timeout_of", "until_disconnect"]
@@ -51,9 +52,15 @@ async def route(request: Request, llm: LLMRequest) -> RoutedCompletion | RoutedS
     """Route the request (whole or streamed) until it has an answer or its first output."""
     state: GatewayState = request.app.state.gateway
     timeout_s = timeout_of(request)
+    note_request(llm)
+    routed: RoutedCompletion | RoutedStream
     if llm.stream:
-        return await until_disconnect(request, state.router.stream(llm, timeout_s=timeout_s))
-    return await until_disconnect(request, state.router.complete(llm, timeout_s=timeout_s))
+        routed = await until_disconnect(request, state.router.stream(llm, timeout_s=timeout_s))
+    else:
+        routed = await until_disconnect(request, state.router.complete(llm,
+                                                                       timeout_s=timeout_s))
+    note_routed(routed)
+    return routed
 
 
 async def serve(request: Request, llm: LLMRequest) -> Response:
