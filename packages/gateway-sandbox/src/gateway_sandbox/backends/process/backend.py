@@ -18,6 +18,7 @@ from gateway_core.config.sandbox import SandboxConfig
 from gateway_core.sandbox_types import Resources
 from gateway_sandbox.agent import AGENT_PATH
 from gateway_sandbox.backends.base import EgressRoute
+from gateway_sandbox.backends.descriptors import cloexec_above_stderr
 from gateway_sandbox.backends.process.cgroups import CgroupLimits, CgroupManager, kill_and_remove
 from gateway_sandbox.errors import BackendUnavailable, SandboxConflict
 from gateway_sandbox.guest_layout import EGRESS_SOCKET, GUEST_TMPDIR, GUEST_WORKDIR
@@ -560,6 +561,7 @@ def _jail_setup(procs_files: list[str], rlimits: dict[str, int],
     pid_line = b"0\n"  # "0" means "the writing process" in cgroup.procs
 
     def setup() -> None:
+        cloexec_above_stderr()
         for f in procs_files:
             try:
                 fd = os.open(f, os.O_WRONLY)
