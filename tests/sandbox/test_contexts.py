@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import subprocess
 
 import pytest
 
@@ -140,16 +139,14 @@ async def test_streamed_cell_and_cancel(manager: SandboxManager) -> None:
     assert plain(r) == ["1"]
 
 
-def _has_matplotlib() -> bool:
-    probe = subprocess.run(["python3", "-c", "import matplotlib"], capture_output=True,
-                           check=False)
-    return probe.returncode == 0
-
-
 async def test_matplotlib_figure_as_png(manager: SandboxManager) -> None:
-    if not await asyncio.to_thread(_has_matplotlib):
-        pytest.skip("matplotlib is not installed for the guest's python3")
     sb = await manager.create("python")
+    # The sandbox's own python3 (the host's system one on the process backend) is asked.
+    probe = await sb.execute("import importlib.util as u\n"
+                             "print(u.find_spec('matplotlib') is not None)")
+    if probe.stdout.strip() != "True":
+        pytest.skip("matplotlib is not installed for the sandbox's python3 "
+                    "(apt-get install python3-matplotlib)")
     ctx = await sb.create_context()
     r = await sb.execute("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nNone",
                          context_id=ctx.id, timeout_s=60)

@@ -29,7 +29,7 @@ from gateway_sandbox.image.template import TemplateImage
 # Host /etc files a runtime may need; the rest of /etc (keys, shadow, configs) stays out.
 _ETC_BITS = ("alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ssl",
              "ca-certificates", "passwd", "group", "nsswitch.conf", "localtime", "mime.types",
-             "os-release")
+             "os-release", "fonts", "matplotlibrc")
 _SYSTEM_DIRS = ("usr", "lib", "lib32", "lib64", "libx32", "bin", "sbin")
 
 
