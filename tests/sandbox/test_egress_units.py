@@ -141,6 +141,14 @@ def test_config_checks() -> None:
         parse_config(egress(default_allow=["pypi.org", "http://x"]))
     with pytest.raises(ConfigError, match=r"sandbox\.egress\.default_allow\[0\].*allow_cap"):
         parse_config(egress(default_allow=["github.com"], allow_cap=["pypi.org"]))
+    tpl = {"sandbox": {"egress": {"allow_cap": ["*.test"]},
+                       "templates": {"t": {"network_allow": ["a.test", "pypi.org"]}}}}
+    with pytest.raises(ConfigError, match=r"sandbox\.templates\.t\.network_allow\[1\].*cap"):
+        parse_config(tpl)
+    with pytest.raises(ConfigError, match=r"sandbox\.templates\.t\.network_allow\[0\]"):
+        parse_config({"sandbox": {"templates": {"t": {"network_allow": ["http://x"]}}}})
+    assert parse_config({"sandbox": {"templates": {"t": {"network_allow": ["a.test"]}}}}
+                        ).sandbox.templates["t"].network_allow == ["a.test"]
     with pytest.raises(ConfigError, match=r"sandbox\.egress\.resolve.*allow_private_for_tests"):
         parse_config(egress(resolve={"allowed.test": "127.0.0.1"}))
     with pytest.raises(ConfigError, match=r"sandbox\.egress\.resolve\.allowed\.test"):

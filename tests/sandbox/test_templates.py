@@ -325,13 +325,15 @@ def test_a_file_through_a_symlink_of_the_root_is_refused(tiny_template: Template
 
 async def test_a_template_sandbox_reaches_allowed_hosts_through_the_proxy(
         tiny_template: TemplateImage, state_dir: Path) -> None:
-    """Templates and egress together: the template's root, the proxy's allow-list."""
+    """Templates and egress together: the template's root, the proxy's allow-list (the
+    template's own network_allow when the create says nothing of network)."""
     from gateway_sandbox.egress import EgressProxy
     from tests.fakes.egress_upstreams import ALLOWED, DENIED, upstreams
     from tests.sandbox.test_egress import FETCH, Recorder, egress_config, run_py
 
     egress = egress_config()
-    cfg = msgspec.structs.replace(_config(state_dir, {"tiny": TINY}), egress=egress)
+    tiny = msgspec.structs.replace(TINY, network_allow=[ALLOWED])  # same recipe, same build
+    cfg = msgspec.structs.replace(_config(state_dir, {"tiny": tiny}), egress=egress)
     with tempfile.TemporaryDirectory() as d, upstreams(Path(d)) as servers:
         proxy = EgressProxy(egress, Recorder())
         await proxy.start()
@@ -341,8 +343,13 @@ async def test_a_template_sandbox_reaches_allowed_hosts_through_the_proxy(
                 await m.start()
             except BackendUnavailable as exc:
                 pytest.skip(f"bubblewrap jails are unavailable here: {exc.message}")
-            sb = await m.create("python", template="tiny", network=[ALLOWED])
-            assert sb.info().template == "tiny"
+            closed = await m.create("python", template="tiny", network=[])
+            assert closed.info().network is None
+            await m.delete(closed.id)
+            sb = await m.create("python", template="tiny")
+            info = sb.info()
+            assert info.template == "tiny"
+            assert info.network is not None and info.network.allow == [ALLOWED]
             out = await run_py(sb, FETCH + f"""
 import termcolor
 print(json.dumps({{"ok": fetch("http://{ALLOWED}:{servers.http_allowed}/"),

@@ -344,7 +344,7 @@ class SandboxManager:
         own root), warm from its pool when one is ready (a cold start when it asks for
         resources other than the defaults). ``timeout_s`` is its lifetime (default and cap:
         max_lifetime_s). ``network``: hosts it may reach through the egress proxy (None: the
-        config's default_allow; empty: none)."""
+        template's network_allow, else the config's default_allow; empty: none)."""
         if not self._started or self._closed:
             raise BackendUnavailable("The sandbox manager is not running.")
         pol = self.policy
@@ -355,6 +355,8 @@ class SandboxManager:
         lifetime = pol.check_lifetime(timeout_s)
         pol.check_env(env)
         resources = pol.check_resources(cpus, memory_mb, disk_mb)
+        if network is None and image is not None:
+            network = self.templates.configs[name].network_allow  # None: the global default
         allow = self._check_network(network)
         custom = resources != pol.default_resources()
         t0 = time.monotonic()

@@ -364,24 +364,18 @@ def _check(config: Config, source: str) -> None:
         raise fail("sandbox", "max_paused_s and limits.interrupt_grace_s must be > 0")
     _check_egress(sb.egress, fail)
     _check_templates(sb, source)
+    for name, t in sb.templates.items():
+        _check_allow_entries(f"sandbox.templates.{name}.network_allow", t.network_allow or [],
+                             sb.egress, fail)
 
 
 def _check_egress(eg: EgressConfig, fail: Callable[[str, str], ConfigError]) -> None:
     where = "sandbox.egress"
-    caps = []
-    for key, entries in (("default_allow", eg.default_allow), ("allow_cap", eg.allow_cap or [])):
-        for i, entry in enumerate(entries):
-            pattern = parse_pattern(entry)
-            if pattern is None:
-                raise fail(f"{where}.{key}[{i}]", f"{entry!r} is not a host name or a '*.' "
-                           "wildcard (e.g. 'pypi.org', '*.githubusercontent.com')")
-            if key == "allow_cap":
-                caps.append(pattern)
-    if eg.allow_cap is not None:
-        for i, entry in enumerate(eg.default_allow):
-            pattern = parse_pattern(entry)
-            if pattern is not None and not within_any(pattern, caps):
-                raise fail(f"{where}.default_allow[{i}]", f"{entry!r} is outside allow_cap")
+    for i, entry in enumerate(eg.allow_cap or []):
+        if parse_pattern(entry) is None:
+            raise fail(f"{where}.allow_cap[{i}]", f"{entry!r} is not a host name or a '*.' "
+                       "wildcard (e.g. 'pypi.org', '*.githubusercontent.com')")
+    _check_allow_entries(f"{where}.default_allow", eg.default_allow, eg, fail)
     for key in ("max_allow_entries", "max_connections", "max_bytes"):
         if getattr(eg, key) < 1:
             raise fail(f"{where}.{key}", f"{getattr(eg, key)}; expected >= 1")
@@ -404,6 +398,19 @@ def _check_egress(eg: EgressConfig, fail: Callable[[str, str], ConfigError]) -> 
 # Guest paths a template's file would be hidden under (mounted over in every guest).
 _MOUNTED_OVER = ("/proc", "/sys", "/dev", "/work", "/tmp", "/run")
 _MAX_TEMPLATE_FILES_BYTES = 1024 * 1024
+
+
+def _check_allow_entries(where: str, entries: list[str], eg: EgressConfig,
+                         fail: Callable[[str, str], ConfigError]) -> None:
+    """A configured allow-list: host names or '*.' wildcards, each within allow_cap."""
+    caps = [p for p in map(parse_pattern, eg.allow_cap or []) if p is not None]
+    for i, entry in enumerate(entries):
+        pattern = parse_pattern(entry)
+        if pattern is None:
+            raise fail(f"{where}[{i}]", f"{entry!r} is not a host name or a '*.' wildcard "
+                       "(e.g. 'pypi.org', '*.githubusercontent.com')")
+        if eg.allow_cap is not None and not within_any(pattern, caps):
+            raise fail(f"{where}[{i}]", f"{entry!r} is outside sandbox.egress.allow_cap")
 
 
 def _check_templates(sb: SandboxConfig, source: str) -> None:

@@ -75,6 +75,9 @@ class TemplateConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # The runtimes it offers; python is the agent's own and always installed.
     runtimes: list[RuntimeName] = msgspec.field(default_factory=lambda: ["python"])
     pool: TemplatePoolConfig = msgspec.field(default_factory=TemplatePoolConfig)
+    # The allow-list of a sandbox from this template whose create says nothing of network
+    # (unset: [sandbox.egress] default_allow). Not part of the image: no rebuild on change.
+    network_allow: list[str] | None = None
 
 
 class EgressConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
