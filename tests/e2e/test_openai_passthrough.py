@@ -246,7 +246,8 @@ def test_admin_routes_are_not_passed_through(client: openai.OpenAI, up: FakeUpst
 
 
 def test_gateway_routes_keep_their_405(gateway: GatewayProcess) -> None:
-    for path in ("/v1/embeddings", "/v1/chat/completions", "/v1/messages"):
+    # (GET /v1/chat/completions lists stored completions: passed through.)
+    for path in ("/v1/embeddings", "/v1/messages", "/v1/completions"):
         r = httpx.get(gateway.url + path, headers={"authorization": f"Bearer {GATEWAY_KEY}"})
         assert r.status_code == 405, path
 
@@ -292,7 +293,9 @@ def test_returned_headers_policy(upstream: dict[str, str], limits: bool, content
 
 
 def test_forwarded_headers_policy() -> None:
+    # OpenAI-Project is a candidate here; the provider's client_organization decides
+    # (upstream_headers, tests/e2e/test_openai_passthrough_config.py).
     assert forwarded_headers({"openai-beta": "assistants=v2", "idempotency-key": "k",
                               "authorization": "Bearer gw", "openai-project": "p",
                               "x-stainless-lang": "python"}) == {
-        "openai-beta": "assistants=v2", "idempotency-key": "k"}
+        "openai-beta": "assistants=v2", "idempotency-key": "k", "openai-project": "p"}
