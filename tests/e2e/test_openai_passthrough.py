@@ -214,7 +214,8 @@ def test_big_download_streams(gateway: GatewayProcess, up: FakeUpstream) -> None
             if got % (8 * 1024 * 1024) < len(chunk):
                 peak = max(peak, _rss_kib(pid))
     assert got == size
-    assert max(peak, _rss_kib(pid)) - before < 16 * 1024, (before, peak)
+    # Measured here: about 1 MiB on the first 50 MB, nothing on the next ones.
+    assert max(peak, _rss_kib(pid)) - before < 8 * 1024, (before, peak)
 
 
 def test_wrong_key_on_a_big_upload_is_a_401_not_a_reset(gateway: GatewayProcess,

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from gateway_llm.headers import forwarded_headers, upstream_headers
-from tests.fakes.upstream import ADMIN_KEY, OPENAI_KEY, Fail, FakeUpstream
+from tests.fakes.upstream import ADMIN_KEY, OPENAI_KEY, Fail, FakeUpstream, PlainJson
 from tests.gateway_process import GatewayProcess, free_port
 from tests.redis_fixture import redis_server
 
@@ -223,6 +223,35 @@ def test_stored_chat_completions_list_passes_through(client: openai.OpenAI,
     page = client.chat.completions.list(limit=2)
     assert page.data == []
     assert [(q.method, q.path) for q in up.requests] == [("GET", "/v1/chat/completions")]
+
+
+def test_previous_response_made_at_the_provider_goes_along(client: openai.OpenAI,
+                                                           gateway: GatewayProcess,
+                                                           up: FakeUpstream) -> None:
+    def stored() -> int:
+        ready = httpx.get(gateway.url + "/health/ready").json()
+        return int(ready["llm"]["responses_store"]["items"])
+
+    # A response made at the provider itself, not through the gateway.
+    made = httpx.post(up.openai_base_url + "/responses", json={
+        "model": "gpt-4o", "input": "remember alpha"},
+        headers={"authorization": f"Bearer {OPENAI_KEY}"}).json()
+    before = stored()
+    second = client.responses.create(model="openai/gpt-4o", input="and beta",
+                                     previous_response_id=made["id"])
+    assert second.output_text == "echo: and beta"
+    sent = [r for r in up.requests if r.path == "/v1/responses"][-1]
+    assert sent.body["previous_response_id"] == made["id"]
+    # Not a conversation the gateway saw whole: it stores nothing of it.
+    assert stored() == before
+
+
+def test_a_completions_stream_answered_as_json_is_replayed(client: openai.OpenAI,
+                                                           up: FakeUpstream) -> None:
+    up.script(PlainJson(), kind="completions")
+    chunks = list(client.completions.create(model="openai/gpt-3.5-turbo-instruct",
+                                            prompt="say hi", stream=True))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == "echo: say hi"
 
 
 def test_header_policy_unit() -> None:
