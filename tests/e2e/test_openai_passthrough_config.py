@@ -280,6 +280,20 @@ def test_disabled_passthrough_is_a_404(ups: tuple[FakeUpstream, FakeUpstream, Fa
     assert not ups[0].requests
 
 
+def test_gateway_limits_apply_to_passthrough_calls(
+        ups: tuple[FakeUpstream, FakeUpstream, FakeUpstream]) -> None:
+    up = ups[0]
+    up.reset()
+    limited = config(*ups) + "[rate_limit]\nenabled = true\nrequests_per_minute = 2\n"
+    with GatewayProcess(limited) as gw:
+        got = [httpx.get(gw.url + "/v1/files", headers=AUTH) for _ in range(3)]
+    assert [r.status_code for r in got] == [200, 200, 429]
+    assert len(_sent(up, "/v1/files")) == 2
+    # The gateway's limit answers for the rate headers, not the upstream's.
+    assert got[0].headers["x-ratelimit-limit-requests"] == "2"
+    assert int(got[2].headers["retry-after"]) >= 1
+
+
 def test_ids_route_back_across_gateways_sharing_redis(
         ups: tuple[FakeUpstream, FakeUpstream, FakeUpstream]) -> None:
     up, other, _ = ups

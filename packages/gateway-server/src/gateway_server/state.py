@@ -129,7 +129,8 @@ class GatewayState:
             sandbox = {"available": False, "reason": self.sandbox_unavailable_reason}
         return {
             "status": "ready" if self.ready else "not_ready",
-            "llm": {**self.router.health(), "responses_store": self.responses.health()},
+            "llm": {**self.router.health(), "responses_store": self.responses.health(),
+                    "object_owners": self.object_owners.health()},
             "sandbox": sandbox,
             "telemetry": {"enabled": False} if self.tracing is None
             else self.tracing.health(),
