@@ -34,7 +34,7 @@ from gateway_core.errors import (
 )
 from gateway_llm.circuit import Permit
 from gateway_llm.errors import AttemptFailed, classify_status
-from gateway_llm.hub import Usage
+from gateway_llm.hub import DialectName, Usage
 from gateway_llm.limiter import Admission, Denied
 from gateway_llm.passthrough import (
     ForwardFailed,
@@ -568,19 +568,22 @@ def _endpoint(template: str, by_model: bool) -> Callable[[Request], Awaitable[Re
     return passthrough
 
 
-async def relay(request: Request) -> Response | None:
+async def relay(request: Request, *, serving: DialectName | None = None) -> Response | None:
     """This request passed through as the pass-through routes pass theirs (to the provider
     that created the object its path names, else the pass-through provider), or None when
-    ``[llm.passthrough]`` does not serve its path: for a gateway route that serves what it
-    knows itself (stored responses) and hands the rest on."""
+    ``[llm.passthrough]`` does not serve its path or the pass-through provider does not
+    serve API ``serving`` natively: for a gateway route that serves what it knows itself
+    (stored responses) and hands the rest on."""
     state: GatewayState = request.app.state.gateway
     rel = request.url.path.removeprefix("/v1")
     pt = state.config.llm.passthrough
     if not _served(pt, rel):
         return None
     try:
-        _default_provider(state.router, pt)
+        default = _default_provider(state.router, pt)
     except NotFound:
+        return None
+    if serving is not None and not default.serves(serving):
         return None
     body = _Body(request)
     out = await _outgoing(request, state, rel, False, body)

@@ -71,9 +71,11 @@ async def create_response(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
     body = await request.body()
     raw = decode_raw(body)
-    if "model" not in raw and (passed := await openai_passthrough.relay(request)) is not None:
+    if "model" not in raw:
         # No model to route by (a stored prompt names it): the pass-through provider's.
-        return passed
+        passed = await openai_passthrough.relay(request, serving="responses")
+        if passed is not None:
+            return passed
     req = decode_typed(_request_decoder, body)
     if not req.model:
         raise InvalidRequest("'model' must not be empty.", param="model")
@@ -163,7 +165,7 @@ async def get_response(request: Request) -> Response:
     if stored is None:
         # Not one the gateway stored (made at the provider itself, e.g. in the background,
         # or without a model): the pass-through provider's answer, where there is one.
-        if (passed := await openai_passthrough.relay(request)) is not None:
+        if (passed := await openai_passthrough.relay(request, serving="responses")) is not None:
             return passed
         raise _unknown_response(response_id)
     return Response(bytes(stored.response), media_type="application/json")
@@ -173,7 +175,7 @@ async def delete_response(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
     response_id = request.path_params["response_id"]
     if not await state.responses.delete(response_id):
-        if (passed := await openai_passthrough.relay(request)) is not None:
+        if (passed := await openai_passthrough.relay(request, serving="responses")) is not None:
             return passed
         raise _unknown_response(response_id)
     return Response(_encode({"id": response_id, "object": "response.deleted",
@@ -204,7 +206,7 @@ async def list_input_items(request: Request) -> Response:
     response_id = request.path_params["response_id"]
     stored = await state.responses.get(response_id)
     if stored is None:
-        if (passed := await openai_passthrough.relay(request)) is not None:
+        if (passed := await openai_passthrough.relay(request, serving="responses")) is not None:
             return passed
         raise _unknown_response(response_id)
     q = request.query_params
