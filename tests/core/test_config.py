@@ -223,3 +223,36 @@ sample_ratio = 0.25
                        ("capture_contents = true", "capture_contents")):
         with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
             load_config(write(tmp_path, f"[telemetry]\n{bad}\n"), env={})
+
+
+PASSTHROUGH = """\
+[llm.providers.openai]
+api_key = "sk-provider"
+[llm.providers.anthropic]
+api_key = "sk-ant"
+[llm.passthrough]
+"""
+
+
+@pytest.mark.parametrize(("section", "field", "says"), [
+    ('provider = "anthropic"', "llm.passthrough.provider", "OpenAI-kind"),
+    ('provider = "nope"', "llm.passthrough.provider", "OpenAI-kind"),
+    ('allow = ["files"]', "llm.passthrough.allow[0]", "relative to /v1"),
+    ('deny = ["/v1/files"]', "llm.passthrough.deny[0]", "relative to /v1"),
+    ("admin = true", "llm.passthrough.admin_key", "admin key"),
+    ('admin = true\nadmin_key = "sk-provider"', "llm.passthrough.admin_key", "separate"),
+])
+def test_passthrough_config_errors_name_the_field(tmp_path: Path, section: str, field: str,
+                                                  says: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, PASSTHROUGH + section + "\n"), env={})
+    assert f"`{field}`" in str(err.value) and says in str(err.value)
+
+
+def test_passthrough_config_defaults_and_secret(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, PASSTHROUGH + 'deny = ["/fine_tuning"]\nadmin = true\n'
+                                      'admin_key = "sk-admin-secret"\n'), env={})
+    pt = cfg.llm.passthrough
+    assert pt.enabled and pt.provider is None and pt.deny == ["/fine_tuning"] and pt.admin
+    assert "sk-admin-secret" not in repr(cfg)
+    assert cfg.llm.providers["openai"].client_organization is False

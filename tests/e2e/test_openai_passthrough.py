@@ -214,7 +214,8 @@ def test_big_download_streams(gateway: GatewayProcess, up: FakeUpstream) -> None
             if got % (8 * 1024 * 1024) < len(chunk):
                 peak = max(peak, _rss_kib(pid))
     assert got == size
-    assert max(peak, _rss_kib(pid)) - before < 16 * 1024, (before, peak)
+    # Measured here: about 1 MiB on the first 50 MB, nothing on the next ones.
+    assert max(peak, _rss_kib(pid)) - before < 8 * 1024, (before, peak)
 
 
 def test_wrong_key_on_a_big_upload_is_a_401_not_a_reset(gateway: GatewayProcess,
@@ -246,7 +247,8 @@ def test_admin_routes_are_not_passed_through(client: openai.OpenAI, up: FakeUpst
 
 
 def test_gateway_routes_keep_their_405(gateway: GatewayProcess) -> None:
-    for path in ("/v1/embeddings", "/v1/chat/completions", "/v1/messages"):
+    # (GET /v1/chat/completions lists stored completions: passed through.)
+    for path in ("/v1/embeddings", "/v1/messages", "/v1/completions"):
         r = httpx.get(gateway.url + path, headers={"authorization": f"Bearer {GATEWAY_KEY}"})
         assert r.status_code == 405, path
 
@@ -292,7 +294,9 @@ def test_returned_headers_policy(upstream: dict[str, str], limits: bool, content
 
 
 def test_forwarded_headers_policy() -> None:
+    # OpenAI-Project is a candidate here; the provider's client_organization decides
+    # (upstream_headers, tests/e2e/test_openai_passthrough_config.py).
     assert forwarded_headers({"openai-beta": "assistants=v2", "idempotency-key": "k",
                               "authorization": "Bearer gw", "openai-project": "p",
                               "x-stainless-lang": "python"}) == {
-        "openai-beta": "assistants=v2", "idempotency-key": "k"}
+        "openai-beta": "assistants=v2", "idempotency-key": "k", "openai-project": "p"}

@@ -164,7 +164,9 @@ def test_stream_events(client: openai.OpenAI, fakes: tuple[FakeUpstream, FakeUps
     assert final.response.usage is not None and final.response.usage.output_tokens > 0
     assert final.response.output_text == "echo: one two three four"
     sent = _sent(fakes, model)
-    assert sent.headers.get("accept") == "text/event-stream"
+    # Native: the client's Accept as it sent it; translated: the gateway asks for a stream.
+    expected = "application/json" if model == "native" else "text/event-stream"
+    assert sent.headers.get("accept") == expected
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -31,6 +31,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 __all__ = [
+    "ADMIN_KEY",
     "ANTHROPIC_KEY",
     "OPENAI_KEY",
     "CutStream",
@@ -51,9 +52,12 @@ __all__ = [
 
 OPENAI_KEY = "sk-openai-test"
 ANTHROPIC_KEY = "sk-ant-test"
+# What the Admin API (/v1/organization/*) takes instead of OPENAI_KEY.
+ADMIN_KEY = "sk-admin-test"
 
-# "openai" is Chat Completions, "responses" is OpenAI's Responses API.
-Kind = Literal["openai", "responses", "anthropic", "completions", "embeddings"]
+# "openai" is Chat Completions, "responses" is OpenAI's Responses API, "platform" every
+# route of _PlatformAPI (files, images, ...: only Fail steps apply there).
+Kind = Literal["openai", "responses", "anthropic", "completions", "embeddings", "platform"]
 
 
 # --- scripted steps: each one is consumed by exactly one chat/responses/messages request ---
@@ -724,7 +728,8 @@ class FakeUpstream:
                                                          "responses": deque(),
                                                          "anthropic": deque(),
                                                          "completions": deque(),
-                                                         "embeddings": deque()}
+                                                         "embeddings": deque(),
+                                                         "platform": deque()}
         # Stored responses (store: true, the API's default) for previous_response_id: the
         # conversation each one ends, its input items followed by its output items.
         self._stored: dict[str, list[Any]] = {}
@@ -1665,6 +1670,8 @@ class _PlatformAPI:
         r.add_post("/v1/vector_stores", self._create_vector_store)
         r.add_get("/v1/vector_stores", self._list_vector_stores)
         r.add_get("/v1/chat/completions/{completion_id}", self._stored_completion)
+        r.add_get("/v1/chat/completions", self._list_stored_completions)
+        r.add_get("/v1/organization/users", self._admin_users)
 
     @staticmethod
     def _headers() -> dict[str, str]:
@@ -1675,11 +1682,24 @@ class _PlatformAPI:
     def _json(self, payload: Any, status: int = 200) -> web.Response:
         return _json_response(status, json.dumps(payload).encode(), self._headers())
 
-    async def _auth(self, request: web.Request) -> web.Response | None:
+    async def _auth(self, request: web.Request, key: str | None = None) -> web.Response | None:
         await self.up._record(None, request)
-        if request.headers.get("authorization") != f"Bearer {self.up.openai_key}":
+        if request.headers.get("authorization") != f"Bearer {key or self.up.openai_key}":
             return self.up._openai_unauthorized(request)
+        with self.up._lock:  # its own queue only: a shared step is for an LLM call
+            queue = self.up._queues["platform"]
+            step = queue.popleft() if queue else None
+        if isinstance(step, Fail):
+            return _json_response(step.status, step.body or openai_error_body(
+                step.status, step.message or f"scripted {step.status}"),
+                {**self._headers(), **step.headers})
         return None
+
+    async def _admin_users(self, request: web.Request) -> web.StreamResponse:
+        if (denied := await self._auth(request, ADMIN_KEY)) is not None:
+            return denied
+        return self._json({"object": "list", "data": [], "first_id": None, "last_id": None,
+                           "has_more": False})
 
     @staticmethod
     async def _form(request: web.Request) -> dict[str, tuple[str | None, bytes]]:
@@ -1856,6 +1876,12 @@ class _PlatformAPI:
                            "has_more": len(data) > limit,
                            "first_id": data[0]["id"] if data else None,
                            "last_id": data[:limit][-1]["id"] if data else None})
+
+    async def _list_stored_completions(self, request: web.Request) -> web.StreamResponse:
+        if (denied := await self._auth(request)) is not None:
+            return denied
+        return self._json({"object": "list", "data": [], "first_id": None, "last_id": None,
+                           "has_more": False})
 
     async def _stored_completion(self, request: web.Request) -> web.StreamResponse:
         if (denied := await self._auth(request)) is not None:

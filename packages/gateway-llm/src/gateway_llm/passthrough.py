@@ -14,17 +14,20 @@ from typing import Literal
 import aiohttp
 
 from gateway_core.errors import UpstreamTimeout
+from gateway_llm.errors import AttemptFailed
 from gateway_llm.headers import (
     FORWARDED_REQUEST_HEADERS,
     UPSTREAM_REQUEST_ID,
     forwarded_headers,
     returned_headers,
+    upstream_headers,
 )
 from gateway_llm.providers.base import HTTPProvider, connection_failed
 
 __all__ = [
     "FORWARDED_REQUEST_HEADERS",
     "UPSTREAM_REQUEST_ID",
+    "ForwardFailed",
     "MultipartField",
     "boundary_of",
     "find_multipart_field",
@@ -38,6 +41,16 @@ __all__ = [
 _PROVIDER_BODY_HEADERS = frozenset({"content-type", "accept"})
 
 
+class ForwardFailed(Exception):
+    """One pass-through attempt got no response. ``body_sent``: whether the upstream may
+    have seen (part of) the request, i.e. whether sending it again could repeat it."""
+
+    def __init__(self, failure: AttemptFailed, *, body_sent: bool) -> None:
+        super().__init__(failure.error.message)
+        self.failure = failure
+        self.body_sent = body_sent
+
+
 async def forward(
     provider: HTTPProvider,
     method: str,
@@ -45,16 +58,25 @@ async def forward(
     query: str,
     headers: Mapping[str, str],
     body: bytes | AsyncIterable[bytes] | None,
+    *,
+    forwarded: Mapping[str, str] | None = None,
+    authorization: str | None = None,
 ) -> aiohttp.ClientResponse:
     """Send one request to ``provider``'s base URL + ``path`` (relative to /v1) and return
     once the response headers are in (first-byte timeout). ``headers`` are the client's
-    content headers and forwarded ones; the provider's key and configured headers are added.
-    The caller reads the body (``iter_body``) and releases the response. Transport failures
-    raise the GatewayError a failed attempt would (502 / 504)."""
+    content headers; ``forwarded`` its allow-listed ones (``forwarded_headers``), sent as
+    the provider's policy says (``upstream_headers``); the provider's key and configured
+    headers are added (``authorization`` replaces the key: the Admin API's own). The
+    caller reads the body (``iter_body``) and releases the response. Transport failures
+    raise ForwardFailed (502 / 504 for the client)."""
     url = provider.base_url + path
     if query:
         url += "?" + query
-    sent = {k: v for k, v in provider.headers.items() if k not in _PROVIDER_BODY_HEADERS}
+    base = {k: v for k, v in provider.headers.items() if k not in _PROVIDER_BODY_HEADERS}
+    if authorization is not None:
+        base["authorization"] = authorization
+    sent = upstream_headers(base, forwarded or {},
+                            client_organization=provider.config.client_organization)
     sent.update(headers)
     budget = provider.config.first_byte_timeout_s
     data: object = body
@@ -65,10 +87,16 @@ async def forward(
             return await provider.session.request(method, url, data=data, headers=sent,
                                                   allow_redirects=False)
     except TimeoutError:
-        raise UpstreamTimeout(
-            f"Provider {provider.name} sent no response within {budget:.1f}s.") from None
+        failure = AttemptFailed(
+            UpstreamTimeout(f"Provider {provider.name} sent no response within "
+                            f"{budget:.1f}s."),
+            reason="first_byte_timeout", retryable=True, failover=True)
+        raise ForwardFailed(failure, body_sent=True) from None
+    except aiohttp.ClientConnectorError as exc:
+        # No connection was made: nothing of the request left the gateway.
+        raise ForwardFailed(connection_failed(provider.name, exc), body_sent=False) from None
     except aiohttp.ClientError as exc:
-        raise connection_failed(provider.name, exc).error from None
+        raise ForwardFailed(connection_failed(provider.name, exc), body_sent=True) from None
 
 
 async def _aiohttp_body(body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:

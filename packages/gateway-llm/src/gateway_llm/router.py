@@ -664,6 +664,32 @@ class Router:
                 # The deployment failed: keep the request counted, give the tokens back.
                 await limiter.settle(admission, 0)
 
+    # --- raw attempts (the OpenAI pass-through) ------------------------------------------
+    # The pass-through relays bytes instead of a Call, so it walks the deployments itself;
+    # these keep its attempts in the same breakers, stats and metrics as the router's own.
+
+    def raw_admit(self, d: Deployment) -> Permit | None:
+        """A breaker permit for one raw attempt at ``d`` (None: its circuit is open)."""
+        return d.breaker.admit()
+
+    def raw_failed(self, d: Deployment, permit: Permit, failure: AttemptFailed, took: float,
+                   *, count: bool, api: str) -> None:
+        self._failed(d, permit, failure, count, 1, took, api)
+
+    def raw_succeeded(self, d: Deployment, permit: Permit, took: float, *, count: bool,
+                      api: str) -> None:
+        d.stats.observe_latency(took, self.clock())
+        self._succeeded(d, permit, count, 1, took, None, api)
+
+    def max_retries(self, d: Deployment) -> int:
+        """How many times one request may retry ``d`` after its first attempt."""
+        return self._max_retries(d)
+
+    def backoff(self, retry: int, retry_after: float | None) -> float:
+        """Seconds before retry number ``retry`` (0-based): the upstream's Retry-After, else
+        exponential with full jitter."""
+        return self._backoff(retry, retry_after)
+
     def _max_retries(self, d: Deployment) -> int:
         n = d.provider.config.max_retries
         return self.config.max_retries if n is None else n

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from gateway_core.config import Config
+from gateway_llm.object_owners import ObjectOwners, owners_from_config
 from gateway_llm.responses_store import ResponseStore, store_from_config
 from gateway_llm.router import Router, RouterObserver
 from gateway_server.metrics import Metrics
@@ -41,6 +42,8 @@ class GatewayState:
             observer = TracingRouterObserver(observer)
         self.router = Router.from_config(config.llm, config.rate_limit, observer=observer)
         self.responses: ResponseStore = store_from_config(config.llm.responses)
+        # Which provider holds an object created through the OpenAI pass-through.
+        self.object_owners: ObjectOwners = owners_from_config(config.llm, config.rate_limit)
         self.sandboxes: SandboxManager | None = None
         self.egress: EgressProxy | None = None
         self.sandbox_unavailable_reason: str | None = "sandboxes are disabled in the config"
@@ -49,6 +52,7 @@ class GatewayState:
     async def start(self) -> None:
         await self.router.start()
         await self.responses.start()
+        await self.object_owners.start()
         if self.config.sandbox.enabled:
             await self._start_sandboxes()
         self.ready = True
@@ -102,6 +106,7 @@ class GatewayState:
                     await egress.aclose()
         finally:
             try:
+                await self.object_owners.aclose()
                 await self.responses.aclose()
             finally:
                 await self.router.aclose()
@@ -124,7 +129,8 @@ class GatewayState:
             sandbox = {"available": False, "reason": self.sandbox_unavailable_reason}
         return {
             "status": "ready" if self.ready else "not_ready",
-            "llm": {**self.router.health(), "responses_store": self.responses.health()},
+            "llm": {**self.router.health(), "responses_store": self.responses.health(),
+                    "object_owners": self.object_owners.health()},
             "sandbox": sandbox,
             "telemetry": {"enabled": False} if self.tracing is None
             else self.tracing.health(),

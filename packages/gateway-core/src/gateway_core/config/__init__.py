@@ -22,6 +22,7 @@ from gateway_core.config.llm import (
     DeploymentConfig,
     LLMConfig,
     ModelConfig,
+    PassthroughConfig,
     ProviderConfig,
     ProviderKind,
     RateLimitConfig,
@@ -50,6 +51,7 @@ __all__ = [
     "LLMConfig",
     "LoggingConfig",
     "ModelConfig",
+    "PassthroughConfig",
     "PoolConfig",
     "ProviderConfig",
     "ProviderKind",
@@ -319,6 +321,8 @@ def _check(config: Config, source: str) -> None:
         for i, fb in enumerate(m.fallbacks):
             _check_fallback(config, source, f"{where}.fallbacks[{i}]", fb)
 
+    _check_passthrough(config, source)
+
     rs = llm.responses
     if rs.max_items < 1 or rs.max_age_s <= 0:
         raise fail("llm.responses", f"max_items = {rs.max_items}, max_age_s = {rs.max_age_s}; "
@@ -482,6 +486,32 @@ def _check_deployments(config: Config, source: str, alias: str, m: ModelConfig,
     if resolved and all(d.weight == 0 for d in resolved):
         raise _fail(source, f"{where}.deployments",
                     "every weight is 0; expected at least one deployment with weight > 0")
+
+
+def _check_passthrough(config: Config, source: str) -> None:
+    pt = config.llm.passthrough
+    providers = config.llm.providers
+    if pt.provider is not None:
+        p = providers.get(pt.provider)
+        if p is None or p.kind != "openai" or not p.enabled:
+            openai_kind = sorted(n for n, c in providers.items()
+                                 if c.kind == "openai" and c.enabled)
+            raise _fail(source, "llm.passthrough.provider",
+                        f"{pt.provider!r} is not an enabled OpenAI-kind provider; expected "
+                        f"one of {openai_kind}")
+    for key in ("allow", "deny"):
+        for i, prefix in enumerate(getattr(pt, key)):
+            if not prefix.startswith("/") or prefix.startswith("/v1/") or prefix == "/":
+                raise _fail(source, f"llm.passthrough.{key}[{i}]",
+                            f"{prefix!r}; expected a route prefix relative to /v1 such as "
+                            '"/files"')
+    if pt.admin and not pt.admin_key:
+        raise _fail(source, "llm.passthrough.admin_key",
+                    "empty while admin = true; expected an OpenAI admin key (never the "
+                    "provider's own key)")
+    if pt.admin and any(pt.admin_key == p.api_key for p in providers.values()):
+        raise _fail(source, "llm.passthrough.admin_key",
+                    "is a provider's api_key; expected a separate admin key")
 
 
 def _check_fallback(config: Config, source: str, where: str, fb: str) -> None:

@@ -11,6 +11,7 @@ __all__ = [
     "DeploymentConfig",
     "LLMConfig",
     "ModelConfig",
+    "PassthroughConfig",
     "ProviderConfig",
     "ProviderKind",
     "RateLimitConfig",
@@ -51,6 +52,9 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # OpenAI kind: serve /v1/responses natively (passthrough) or translate it to Chat
     # Completions. Defaults to native for the provider named "openai", translate otherwise.
     responses: Literal["native", "translate"] | None = None
+    # OpenAI kind: let clients choose whose bill a call goes on (their OpenAI-Organization
+    # and OpenAI-Project headers forwarded, over any set in ``headers``). Off: dropped.
+    client_organization: bool = False
 
     def __repr__(self) -> str:
         # Keys never reach logs, not even through a repr of the config.
@@ -152,6 +156,31 @@ class ResponsesConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             f"{k}={v!r}" for k, v in shown.items()) + ")"
 
 
+class PassthroughConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """[llm.passthrough]: the OpenAI routes the gateway does not implement itself (files,
+    batches, images, audio, vector stores, ...), passed through to an OpenAI-kind provider.
+    Prefixes are relative to /v1 ("/files", "/vector_stores"); a path is served when it is
+    under an ``allow`` prefix (an empty list allows all) and under no ``deny`` prefix."""
+
+    enabled: bool = True
+    # Where routes without a model go (files, batches, ...): an OpenAI-kind provider. Left
+    # out: the one named "openai", else the first OpenAI-kind one.
+    provider: str | None = None
+    allow: list[str] = msgspec.field(default_factory=list)
+    deny: list[str] = msgspec.field(default_factory=list)
+    # The Admin API (/v1/organization/*) is passed through only when ``admin = true`` and
+    # ``admin_key`` holds an admin key (never the provider's own key). Every gateway key
+    # can then reach it: keep it off unless the gateway's keys are the admins'.
+    admin: bool = False
+    admin_key: str = ""
+
+    def __repr__(self) -> str:
+        shown = {f: getattr(self, f) for f in self.__struct_fields__ if f != "admin_key"}
+        key = "'***'" if self.admin_key else "''"
+        return f"PassthroughConfig(admin_key={key}, " + ", ".join(
+            f"{k}={v!r}" for k, v in shown.items()) + ")"
+
+
 class CooldownConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The circuit breaker of each deployment. It opens when, within window_s, at least
     min_requests client requests reached the deployment and failure_rate of them failed
@@ -181,6 +210,7 @@ class LLMConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     default_max_tokens: int = 4096
     cooldown: CooldownConfig = msgspec.field(default_factory=CooldownConfig)
     responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
+    passthrough: PassthroughConfig = msgspec.field(default_factory=PassthroughConfig)
 
 
 class RateLimitConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -32,6 +32,7 @@ from gateway_llm.hub import (
     Message,
     Opaque,
     Outbound,
+    Part,
     Result,
     Start,
     Text,
@@ -208,6 +209,25 @@ class CompletionsStreamEncoder:
 # --- the dialect ---------------------------------------------------------------------------
 
 
+class _WholeChoice(msgspec.Struct):
+    text: str = ""
+    index: int = 0
+    finish_reason: str | None = None
+
+
+class _Whole(msgspec.Struct):
+    """A text completion read leniently (logprobs and unknown fields ignored)."""
+
+    id: str = ""
+    created: int = 0
+    model: str = ""
+    choices: list[_WholeChoice] = msgspec.field(default_factory=list)
+    usage: CompletionUsage | None = None
+
+
+_whole_decoder = msgspec.json.Decoder(_Whole)
+
+
 def _not_upstream() -> InvalidRequest:
     return InvalidRequest("The legacy completions API is not a completions upstream of any "
                           "provider kind; it is only passed through natively.")
@@ -239,7 +259,19 @@ class CompletionsDialect:
         raise _not_upstream()
 
     def decode_result(self, body: bytes, outbound: Outbound) -> Result:
-        raise _not_upstream()
+        """A whole text completion, for a native stream the upstream answered as one JSON
+        body (it ignored ``stream``): replayed as the stream the client asked for."""
+        whole = _whole_decoder.decode(body)
+        choice = next((c for c in whole.choices if c.index == 0),
+                      whole.choices[0] if whole.choices else None)
+        finish: FinishReason = "stop"
+        if choice is not None and choice.finish_reason in ("length", "content_filter"):
+            finish = "length" if choice.finish_reason == "length" else "content_filter"
+        usage = None if whole.usage is None else Usage(
+            input_tokens=whole.usage.prompt_tokens, output_tokens=whole.usage.completion_tokens)
+        parts: list[Part] = [Text(text=choice.text)] if choice is not None and choice.text else []
+        return Result(id=whole.id, model=whole.model, parts=parts, finish=finish,
+                      usage=usage, created=whole.created)
 
     def stream_decoder(self, outbound: Outbound) -> StreamDecoder:
         raise _not_upstream()

@@ -17,7 +17,7 @@ import structlog
 from gateway_core.config import ProviderConfig
 from gateway_core.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway_llm.errors import AttemptFailed, classify_status
-from gateway_llm.headers import forwarded_headers, returned_headers
+from gateway_llm.headers import forwarded_headers, returned_headers, upstream_headers
 from gateway_llm.hub import (
     Dialect,
     DialectName,
@@ -185,9 +185,14 @@ class HTTPProvider:
         native passthrough forwards)."""
         headers = self.headers
         forwarded = call.request.headers
-        if forwarded and self.kind == "openai" and dialect in self.native:
-            headers = {**headers, **forwarded_headers(forwarded)}
-        if stream:
+        native = bool(forwarded) and self.kind == "openai" and dialect in self.native
+        if native:
+            headers = upstream_headers(headers, forwarded_headers(forwarded),
+                                       client_organization=self.config.client_organization)
+        same_api = native and call.request.dialect.name == dialect
+        if stream and not (same_api and "accept" in forwarded):
+            # A call passed through to the same API keeps the client's Accept, as the
+            # upstream would have seen it; a translated one asks for a stream.
             headers = {**headers, "accept": "text/event-stream"}
         return headers
 

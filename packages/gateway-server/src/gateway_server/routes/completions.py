@@ -12,6 +12,7 @@ from gateway_core.completions_types import CompletionRequest, prompt_kind
 from gateway_core.errors import InvalidRequest
 from gateway_core.openai_types import StreamOptions
 from gateway_llm.dialects.completions import COMPLETIONS
+from gateway_llm.headers import forwarded_headers
 from gateway_llm.hub import LLMRequest
 from gateway_server.bodies import decode_raw, decode_typed
 from gateway_server.routes.front_door import serve
@@ -34,7 +35,8 @@ def _validate(req: CompletionRequest) -> None:
         raise InvalidRequest("'n' must be at least 1.", param="n")
 
 
-def llm_request(req: CompletionRequest, raw: dict[str, object]) -> LLMRequest:
+def llm_request(req: CompletionRequest, raw: dict[str, object],
+                headers: dict[str, str] | None = None) -> LLMRequest:
     include_usage = (isinstance(req.stream_options, StreamOptions)
                      and req.stream_options.include_usage is True)
     n = req.n if isinstance(req.n, int) else 1
@@ -43,7 +45,7 @@ def llm_request(req: CompletionRequest, raw: dict[str, object]) -> LLMRequest:
     return LLMRequest(COMPLETIONS, req.model, req, raw, stream=req.stream is True,
                       include_usage=include_usage,
                       max_output_tokens=req.max_tokens if isinstance(req.max_tokens, int)
-                      else None, n=n * prompts)
+                      else None, n=n * prompts, headers=headers or {})
 
 
 async def completions(request: Request) -> Response:
@@ -51,7 +53,7 @@ async def completions(request: Request) -> Response:
     raw = decode_raw(body)
     req = decode_typed(_request_decoder, body)
     _validate(req)
-    return await serve(request, llm_request(req, raw))
+    return await serve(request, llm_request(req, raw, forwarded_headers(request.headers)))
 
 
 routes = [Route("/v1/completions", completions, methods=["POST"])]

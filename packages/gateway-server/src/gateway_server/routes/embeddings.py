@@ -11,6 +11,7 @@ from starlette.routing import Route
 from gateway_core.completions_types import EmbeddingRequest, prompt_kind
 from gateway_core.errors import InvalidRequest
 from gateway_llm.dialects.embeddings import EMBEDDINGS, is_empty
+from gateway_llm.headers import forwarded_headers
 from gateway_llm.hub import LLMRequest
 from gateway_server.bodies import decode_raw, decode_typed
 from gateway_server.routes.front_door import serve
@@ -36,7 +37,8 @@ async def embeddings(request: Request) -> Response:
     req = decode_typed(_request_decoder, body)
     _validate(req)
     # An embedding produces no output tokens: the reservation is the input's estimate.
-    llm = LLMRequest(EMBEDDINGS, req.model, req, raw, max_output_tokens=0)
+    llm = LLMRequest(EMBEDDINGS, req.model, req, raw, max_output_tokens=0,
+                     headers=forwarded_headers(request.headers))
     return await serve(request, llm)
 
 

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway_core.errors import InvalidRequest, NotFound
+from gateway_core.errors import GatewayError, InvalidRequest, NotFound
 from gateway_core.responses_types import ResponsesRequest
 from gateway_llm.dialects.responses import RESPONSES, input_items_of, output_items_of
 from gateway_llm.headers import forwarded_headers
@@ -24,6 +24,7 @@ from gateway_llm.hub import LLMRequest
 from gateway_llm.responses_store import StoredResponse, conversation_items
 from gateway_llm.router import RoutedStream
 from gateway_server.bodies import decode_raw, decode_typed, field_of
+from gateway_server.routes import openai_passthrough
 from gateway_server.routes.front_door import respond, route, routed_headers
 from gateway_server.state import GatewayState
 
@@ -49,6 +50,15 @@ def _unknown_response(response_id: str, param: str | None = None) -> NotFound:
                     code="response_not_found")
 
 
+def _all_native(state: GatewayState, model: str) -> bool:
+    """Whether every deployment the model may reach serves Responses natively."""
+    try:
+        chain = state.router.chain(model)
+    except GatewayError:
+        return False
+    return bool(chain) and all(d.provider.serves("responses") for d in chain)
+
+
 def _typed(raw: dict[str, object]) -> ResponsesRequest:
     try:
         return msgspec.convert(raw, ResponsesRequest, strict=False)
@@ -61,26 +71,38 @@ async def create_response(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
     body = await request.body()
     raw = decode_raw(body)
+    if "model" not in raw:
+        # No model to route by (a stored prompt names it): the pass-through provider's.
+        passed = await openai_passthrough.relay(request, serving="responses")
+        if passed is not None:
+            return passed
     req = decode_typed(_request_decoder, body)
     if not req.model:
         raise InvalidRequest("'model' must not be empty.", param="model")
     previous = req.previous_response_id if isinstance(req.previous_response_id, str) else None
     items = input_items_of(raw)
+    upstream_previous = False
     if previous is not None:
         stored = await state.responses.get(previous)
-        if stored is None:
+        if stored is not None:
+            items = conversation_items(stored) + items
+            raw = {k: v for k, v in raw.items() if k != "previous_response_id"}
+            raw["input"] = items
+            req = _typed(raw)
+        elif _all_native(state, req.model):
+            # Not one the gateway stored (made at the provider itself): every deployment of
+            # the model serves Responses natively, so it goes along for the provider to
+            # expand; the gateway stores nothing of a conversation it cannot see whole.
+            upstream_previous = True
+        else:
             raise _unknown_response(previous, "previous_response_id")
-        items = conversation_items(stored) + items
-        raw = {k: v for k, v in raw.items() if k != "previous_response_id"}
-        raw["input"] = items
-        req = _typed(raw)
     if not items:
         raise InvalidRequest("'input' must contain at least one item.", param="input")
     max_output = req.max_output_tokens if isinstance(req.max_output_tokens, int) else None
     llm = LLMRequest(RESPONSES, req.model, req, raw, stream=req.stream is True,
                      max_output_tokens=max_output,
                      headers=forwarded_headers(request.headers))
-    store = req.store is not False
+    store = req.store is not False and not upstream_previous
     routed = await route(request, llm)
     if isinstance(routed, RoutedStream):
         if not store:
@@ -141,6 +163,10 @@ async def get_response(request: Request) -> Response:
     response_id = request.path_params["response_id"]
     stored = await state.responses.get(response_id)
     if stored is None:
+        # Not one the gateway stored (made at the provider itself, e.g. in the background,
+        # or without a model): the pass-through provider's answer, where there is one.
+        if (passed := await openai_passthrough.relay(request, serving="responses")) is not None:
+            return passed
         raise _unknown_response(response_id)
     return Response(bytes(stored.response), media_type="application/json")
 
@@ -149,6 +175,8 @@ async def delete_response(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
     response_id = request.path_params["response_id"]
     if not await state.responses.delete(response_id):
+        if (passed := await openai_passthrough.relay(request, serving="responses")) is not None:
+            return passed
         raise _unknown_response(response_id)
     return Response(_encode({"id": response_id, "object": "response.deleted",
                              "deleted": True}), media_type="application/json")
@@ -178,6 +206,8 @@ async def list_input_items(request: Request) -> Response:
     response_id = request.path_params["response_id"]
     stored = await state.responses.get(response_id)
     if stored is None:
+        if (passed := await openai_passthrough.relay(request, serving="responses")) is not None:
+            return passed
         raise _unknown_response(response_id)
     q = request.query_params
     order = q.get("order", "desc")
