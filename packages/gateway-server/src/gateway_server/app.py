@@ -19,6 +19,7 @@ from gateway_server.error_shapes import render_error
 from gateway_server.metrics import get_metrics
 from gateway_server.middleware import GatewayMiddleware
 from gateway_server.routes import (
+    admin,
     chat,
     completions,
     e2b,
@@ -85,7 +86,7 @@ def create_app(config: Config) -> Starlette:
     route_list: list[BaseRoute] = [*health.routes, *models.routes, *chat.routes,
                                    *responses.routes, *messages.routes, *sandboxes.routes,
                                    *completions.routes, *embeddings.routes,
-                                   *e2b.routes(config.server.e2b),
+                                   *e2b.routes(config.server.e2b), *admin.routes,
                                    *openai_passthrough.routes]
     templates: dict[object, str] = {}
     for r in route_list:
@@ -106,6 +107,8 @@ def create_app(config: Config) -> Starlette:
             access_log=config.logging.access_log,
             guarded_prefixes=("/v1/", *e2b.guarded_prefixes(config.server.e2b)),
             render=e2b.error_renderer(config.server.e2b, render_error),
+            admin_keys=config.server.admin_keys,
+            authenticate=None if state.access is None else state.access.keys.lookup,
         )],
         exception_handlers={
             GatewayError: _gateway_error,

@@ -94,6 +94,14 @@ class Metrics:
             "gateway_sandbox_execution_seconds", "Execution round trip.",
             ["runtime"], buckets=_LATENCY_BUCKETS,
         )
+        self.usage_dropped = Counter(
+            "gateway_usage_dropped_total", "Usage records dropped because the database "
+            "stayed unreachable past [storage] max_pending.",
+        )
+        self.usage_write_errors = Counter(
+            "gateway_usage_write_errors_total", "Failed writes of a batch of usage records "
+            "(kept and retried).",
+        )
 
     def render(self) -> tuple[bytes, str]:
         if self.multiprocess:

@@ -1,18 +1,28 @@
-"""The one ASGI middleware in front of every route: request id, bearer-key auth on /v1/*,
-request body cap, and per request one metrics update and one access log line."""
+"""The one ASGI middleware in front of every route: request id, bearer-key auth on /v1/*
+and /admin/* (static keys, admin keys, virtual keys; the caller goes into the scope's state
+as ``principal``), request body cap, and per request one metrics update and one access log
+line."""
 
 from __future__ import annotations
 
 import hmac
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway_core.errors import AuthenticationError, GatewayError, PayloadTooLarge
+from gateway_core.errors import (
+    AuthenticationError,
+    GatewayError,
+    PayloadTooLarge,
+    PermissionDenied,
+    ServiceUnavailable,
+)
+from gateway_server.access.keys import KEY_PREFIX
+from gateway_server.access.records import ADMIN, OPEN, STATIC, Principal
 from gateway_server.error_shapes import ANTHROPIC_PREFIX, render_error
 from gateway_server.metrics import Metrics
 
@@ -21,6 +31,8 @@ __all__ = ["GatewayMiddleware"]
 log = structlog.get_logger("gateway.access")
 
 _JSON = [(b"content-type", b"application/json")]
+ADMIN_PREFIX = "/admin/"
+_VIRTUAL = KEY_PREFIX.encode()
 
 
 def _valid_request_id(value: bytes) -> bool:
@@ -39,9 +51,15 @@ class GatewayMiddleware:
         access_log: bool,
         guarded_prefixes: tuple[str, ...] = ("/v1/",),
         render: Callable[[str, GatewayError], tuple[int, bytes]] = render_error,
+        admin_keys: list[str] | None = None,
+        authenticate: Callable[[bytes], Awaitable[Principal | None]] | None = None,
     ) -> None:
         self.app = app
         self.api_keys = [k.encode() for k in api_keys]
+        self.admin_keys = [k.encode() for k in admin_keys or ()]
+        # Virtual keys: the key store's cached lookup (None without [storage]).
+        self.authenticate = authenticate
+        self.auth_on = bool(self.api_keys or self.admin_keys or authenticate)
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
         self.route_of = route_of
@@ -98,8 +116,16 @@ class GatewayMiddleware:
 
         try:
             error: GatewayError | None = None
-            if self.api_keys and scope["path"].startswith(self.guarded_prefixes):
-                error = self._check_key(authorization)
+            path = scope["path"]
+            principal = OPEN
+            if path.startswith(ADMIN_PREFIX):
+                principal, error = await self._check_key(authorization)
+                if error is None and not principal.admin:
+                    error = PermissionDenied("The admin API needs one of server.admin_keys.",
+                                             code="admin_key_required")
+            elif self.auth_on and path.startswith(self.guarded_prefixes):
+                principal, error = await self._check_key(authorization)
+            scope["state"]["principal"] = principal
             if error is None and content_length > self.max_body_bytes:
                 error = PayloadTooLarge(
                     f"Request body of {content_length} bytes exceeds the limit of "
@@ -124,24 +150,39 @@ class GatewayMiddleware:
                 log.info("request", method=method, route=route, path=scope["path"],
                          status=status, ms=round(elapsed * 1000, 3))
 
-    def _check_key(self, header: bytes) -> GatewayError | None:
+    async def _check_key(self, header: bytes) -> tuple[Principal, GatewayError | None]:
         if not header:
-            return AuthenticationError(
+            return OPEN, AuthenticationError(
                 "Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key"
             )
         scheme, _, key = header.partition(b" ")
         if not key:  # x-api-key style: the whole value is the key
             key = scheme
         elif scheme.lower() != b"bearer":
-            return AuthenticationError("The Authorization header must use the Bearer scheme.")
+            return OPEN, AuthenticationError(
+                "The Authorization header must use the Bearer scheme.")
         key = key.strip()
-        ok = False
+        static = admin = False
+        # Compare against every key so the time taken does not tell which one matched.
         for candidate in self.api_keys:
-            # Compare against every key so the time taken does not tell which one matched.
-            ok |= hmac.compare_digest(key, candidate)
-        if ok:
-            return None
-        return AuthenticationError("Incorrect API key provided.")
+            static |= hmac.compare_digest(key, candidate)
+        for candidate in self.admin_keys:
+            admin |= hmac.compare_digest(key, candidate)
+        if admin:
+            return ADMIN, None
+        if static:
+            return STATIC, None
+        if self.authenticate is not None and key.startswith(_VIRTUAL):
+            try:
+                principal = await self.authenticate(key)
+            except Exception as exc:  # noqa: BLE001 - the database's errors, whatever driver
+                log.error("key_store_unavailable", error=type(exc).__name__)
+                return OPEN, ServiceUnavailable(
+                    "The key store is unavailable; try again shortly.",
+                    code="key_store_unavailable", headers={"retry-after": "1"})
+            if principal is not None:
+                return principal, None
+        return OPEN, AuthenticationError("Incorrect API key provided.")
 
     def _capped(self, receive: Receive) -> Receive:
         limit = self.max_body_bytes

@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING
 import structlog
 
 from gateway_core.config import Config
+from gateway_llm.prices import Prices
 from gateway_llm.responses_store import ResponseStore, store_from_config
 from gateway_llm.router import Router
+from gateway_server.access import AccessControl
 from gateway_server.metrics import Metrics
 from gateway_server.observers import RouterMetrics
 
@@ -27,8 +29,15 @@ class GatewayState:
         self.config = config
         self.metrics = metrics
         self.started_at = int(time.time())
+        self.prices = Prices(config.llm.models)
+        storage = config.key_store
+        # Virtual keys, teams and usage records ([storage], or admin_keys set).
+        self.access: AccessControl | None = None if storage is None else AccessControl(
+            config, storage, self.prices, on_drop=lambda n: metrics.usage_dropped.inc(n),
+            on_error=metrics.usage_write_errors.inc)
         self.router = Router.from_config(config.llm, config.rate_limit,
-                                         observer=RouterMetrics(metrics))
+                                         observer=RouterMetrics(metrics),
+                                         charges=self.access is not None)
         self.responses: ResponseStore = store_from_config(config.llm.responses)
         self.sandboxes: SandboxManager | None = None
         self.sandbox_unavailable_reason: str | None = "sandboxes are disabled in the config"
@@ -37,6 +46,8 @@ class GatewayState:
     async def start(self) -> None:
         await self.router.start()
         await self.responses.start()
+        if self.access is not None:
+            await self.access.start()
         if self.config.sandbox.enabled:
             await self._start_sandboxes()
         self.ready = True
@@ -73,7 +84,12 @@ class GatewayState:
             try:
                 await self.responses.aclose()
             finally:
-                await self.router.aclose()
+                try:
+                    await self.router.aclose()
+                finally:
+                    # Last: the usage of every request that finished gets written.
+                    if self.access is not None:
+                        await self.access.aclose()
         log.info("gateway_stopped")
 
     def refresh_gauges(self) -> None:
@@ -92,4 +108,5 @@ class GatewayState:
             "status": "ready" if self.ready else "not_ready",
             "llm": {**self.router.health(), "responses_store": self.responses.health()},
             "sandbox": sandbox,
+            **({} if self.access is None else {"access": self.access.health()}),
         }

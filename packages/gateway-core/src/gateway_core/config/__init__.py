@@ -29,6 +29,7 @@ from gateway_core.config.llm import (
 )
 from gateway_core.config.sandbox import PoolConfig, SandboxConfig, SandboxLimits
 from gateway_core.config.server import LoggingConfig, ServerConfig
+from gateway_core.config.storage import StorageConfig
 from gateway_core.errors import ConfigError
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "SandboxConfig",
     "SandboxLimits",
     "ServerConfig",
+    "StorageConfig",
     "KNOWN_PROVIDERS",
     "load_config",
     "parse_config",
@@ -68,6 +70,15 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     llm: LLMConfig = msgspec.field(default_factory=LLMConfig)
     rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
     sandbox: SandboxConfig = msgspec.field(default_factory=SandboxConfig)
+    # Virtual keys, teams and usage records; on when present or when admin_keys are set.
+    storage: StorageConfig | None = None
+
+    @property
+    def key_store(self) -> StorageConfig | None:
+        """The storage config in force: [storage], or its defaults once admin keys exist."""
+        if self.storage is None and self.server.admin_keys:
+            return StorageConfig()
+        return self.storage
 
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -196,6 +207,10 @@ def _check(config: Config, source: str) -> None:
     for i, key in enumerate(s.api_keys):
         if not key.strip():
             raise fail(f"server.api_keys[{i}]", "empty key (an unset ${VAR}?); expected a key")
+    for i, key in enumerate(s.admin_keys):
+        if not key.strip():
+            raise fail(f"server.admin_keys[{i}]",
+                       "empty key (an unset ${VAR}?); expected a key")
 
     llm = config.llm
     if llm.max_retries < 0:

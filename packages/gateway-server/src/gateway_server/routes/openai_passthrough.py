@@ -24,6 +24,7 @@ from gateway_core.errors import (
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
+    PermissionDenied,
     RateLimited,
 )
 from gateway_llm.hub import Usage
@@ -38,6 +39,7 @@ from gateway_llm.passthrough import (
 )
 from gateway_llm.providers.base import HTTPProvider, read_body
 from gateway_llm.router import Deployment, Router
+from gateway_server.access.records import Principal
 from gateway_server.state import GatewayState
 
 __all__ = ["MODEL_ROUTES", "TEMPLATES", "routes"]
@@ -352,6 +354,11 @@ def _endpoint(template: str, by_model: bool) -> Callable[[Request], Awaitable[Re
         rel = request.url.path.removeprefix("/v1")
         if rel_template == "/{path:path}":
             _not_served(request, rel.split("/")[1] in _ROOTS)
+        principal = request.scope.get("state", {}).get("principal")
+        if isinstance(principal, Principal) and principal.limited:
+            # Spend here is neither reserved nor metered per key: not for virtual keys.
+            raise PermissionDenied("Virtual keys cannot use the pass-through OpenAI "
+                                   f"endpoints ({rel_template}).", code="not_allowed_for_key")
         body = _Body(request)
         out = await _outgoing(request, router, rel, by_model and request.method == "POST",
                               body)

@@ -34,6 +34,7 @@ from gateway_core.sandbox_types import (
     TimeoutRequest,
 )
 from gateway_sandbox import Sandbox, SandboxManager
+from gateway_server import sandbox_access
 from gateway_server.bodies import decode_typed
 
 __all__ = [
@@ -76,6 +77,7 @@ def _manager(request: Request) -> SandboxManager:
 
 
 def _sandbox(request: Request) -> Sandbox:
+    sandbox_access.check_visible(request, request.path_params["id"])
     sb = _manager(request).get(request.path_params["id"])
     sb.touch()
     return sb
@@ -152,9 +154,11 @@ async def _last(events: AsyncGenerator[OutputChunk | ExecResult, None]) -> ExecR
 async def create_sandbox(request: Request) -> Response:
     manager = _manager(request)
     req = await _decode(_create_decoder, request)
+    sandbox_access.check_quota(request, manager)
     sb = await manager.create(req.runtime, timeout_s=req.timeout_s, env=req.env,
                               metadata=req.metadata, on_timeout=req.on_timeout, cpus=req.cpus,
                               memory_mb=req.memory_mb, disk_mb=req.disk_mb)
+    await sandbox_access.created(request, manager, sb)
     return _json(sb.info(), 201)
 
 
@@ -163,7 +167,8 @@ async def list_sandboxes(request: Request) -> Response:
     # ?metadata.key=value filters; several are ANDed.
     want = {k[len("metadata."):]: v for k, v in request.query_params.items()
             if k.startswith("metadata.")}
-    return _json(SandboxList(data=[sb.info() for sb in manager.list(want)]))
+    found = sandbox_access.visible(request, manager.list(want))
+    return _json(SandboxList(data=[sb.info() for sb in found]))
 
 
 async def get_sandbox(request: Request) -> Response:
@@ -171,7 +176,10 @@ async def get_sandbox(request: Request) -> Response:
 
 
 async def delete_sandbox(request: Request) -> Response:
-    await _manager(request).delete(request.path_params["id"])
+    manager = _manager(request)
+    sandbox_access.check_visible(request, request.path_params["id"])
+    await manager.delete(request.path_params["id"])
+    await sandbox_access.deleted(request, request.path_params["id"])
     return Response(status_code=204)
 
 
