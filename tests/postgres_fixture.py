@@ -61,6 +61,23 @@ class PostgresServer:
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         return self
 
+    def halt(self) -> None:
+        """Stop the server, keeping its data (``resume`` starts it again, same port)."""
+        pg_ctl = _bin("pg_ctl")
+        assert pg_ctl is not None
+        subprocess.run(self._cmd(pg_ctl, "-D", os.path.join(self.dir, "data"), "-m", "fast",
+                                 "-w", "stop"), check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE)
+
+    def resume(self) -> None:
+        pg_ctl = _bin("pg_ctl")
+        assert pg_ctl is not None
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        subprocess.run(self._cmd(pg_ctl, "-D", os.path.join(self.dir, "data"), "-o", options,
+                                 "-l", os.path.join(self.dir, "log"), "-w", "-t", "30",
+                                 "start"), check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE)
+
     def stop(self) -> None:
         if not self.dir:
             return

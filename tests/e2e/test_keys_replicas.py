@@ -92,7 +92,7 @@ def test_budget_holds_across_two_processes(
             with httpx.Client(base_url=a.url, headers=_auth(ADMIN), timeout=30) as api_a:
                 api_a.get("/admin/usage")  # flushes a's waiting records
             rows = api.get("/admin/usage", params={"key": key["id"]}).json()["data"]
-            if rows and rows[0]["requests"] == 3 * n or time.monotonic() > deadline:
+            if (rows and rows[0]["requests"] == 3 * n) or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
     assert rows[0]["requests"] == 3 * n and rows[0]["errors"] == 2 * n

@@ -208,8 +208,19 @@ class KeyStore:
         digest = hash_secret(secret)
         now = self.clock()
         hit = self._cache.get(digest)
-        if hit is None or now - hit.loaded_at > self._ttl():
+        if hit is None:
             hit = await self._load(digest, now)
+        elif now - hit.loaded_at > self._ttl():
+            try:
+                hit = await self._load(digest, now)
+            except Exception as exc:  # noqa: BLE001 - any driver's error
+                # The database is down: nothing can be revoked meanwhile either, so the
+                # last known state stands (a key never seen gets 503 instead).
+                if self.last_error is None:
+                    log.warning("key_store_unreachable_serving_cached",
+                                error=type(exc).__name__)
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                hit.loaded_at = now
         p = hit.principal
         if p is not None and p.expires_at is not None and p.expires_at <= self.wall_clock():
             return None

@@ -47,10 +47,27 @@ class UsageRecord(msgspec.Struct, kw_only=True):
     latency_ms: float = 0.0
     status: int = 200
 
-    def row(self) -> dict[str, object]:
-        out = msgspec.structs.asdict(self)
-        out["day"] = datetime.datetime.fromtimestamp(self.ts, datetime.UTC).strftime("%Y-%m-%d")
-        return out
+    def row(self) -> tuple[object, ...]:
+        """The values in the order of ``_COLUMNS``."""
+        day = datetime.datetime.fromtimestamp(self.ts, datetime.UTC).strftime("%Y-%m-%d")
+        return (*msgspec.structs.astuple(self), day)
+
+
+_COLUMNS = (*UsageRecord.__struct_fields__, "day")
+
+
+def _insert_sql(paramstyle: str) -> str:
+    """One INSERT in the driver's own parameter style: executemany over plain tuples skips
+    SQLAlchemy's per-row parameter processing (about half the cost of a record)."""
+    if paramstyle == "qmark":
+        marks = ["?"] * len(_COLUMNS)
+    elif paramstyle == "numeric_dollar":
+        marks = [f"${i + 1}" for i in range(len(_COLUMNS))]
+    elif paramstyle == "format":
+        marks = ["%s"] * len(_COLUMNS)
+    else:
+        raise RuntimeError(f"unexpected DB-API paramstyle {paramstyle!r}")
+    return f"INSERT INTO usage ({', '.join(_COLUMNS)}) VALUES ({', '.join(marks)})"
 
 
 class UsageRow(msgspec.Struct, kw_only=True):
@@ -134,7 +151,8 @@ class UsageRecorder:
                      for _ in range(min(self.batch_size, len(self._pending)))]
             try:
                 async with self.db.engine.begin() as conn:
-                    await conn.execute(usage.insert(), [r.row() for r in batch])
+                    await conn.exec_driver_sql(_insert_sql(conn.dialect.paramstyle),
+                                               [r.row() for r in batch])
             except Exception as exc:  # noqa: BLE001 - any database failure: keep, retry
                 self._pending.extendleft(reversed(batch))
                 while len(self._pending) > self.max_pending:
