@@ -257,59 +257,76 @@ class MemoryLimitStore:
         return {"backend": "memory", "healthy": True}
 
 
-# The same GCRA in Lua, over every limit of a reservation at once. Times in milliseconds
-# from Redis' own clock (so every gateway host agrees), unless the caller passes now_ms.
-# Four arguments per key: kind (0 GCRA, 1 counter), then interval and window (GCRA) or
-# amount and time-to-live (counter; 0: none), then the cost. For each key the answer
-# carries how far its TAT is ahead of now (GCRA) or what is used (counter).
+# The same GCRA in Lua, over every limit of a reservation at once, for a batch of
+# reservations (each atomic, taken in order: the ones that waited while the previous call
+# was in flight). Times in milliseconds from Redis' own clock (so every gateway host
+# agrees), unless the caller passes now_ms. ARGV: now, the number of reservations, then per
+# reservation its number of keys and four arguments per key: kind (0 GCRA, 1 counter),
+# then interval and window (GCRA) or amount and time-to-live (counter; 0: none), then the
+# cost. Per reservation the answer is admitted, the denied key's index, the retry-after,
+# and per key how far its TAT is ahead of now (GCRA) or what is used (counter).
 _RESERVE = """
 local now = tonumber(ARGV[1])
 if now < 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 end
-local n = #KEYS
-local new = {}
-local function state(j)
-  local b = 1 + (j - 1) * 4
-  local v = redis.call('GET', KEYS[j])
+local function state(key, b)
+  local v = redis.call('GET', key)
   if tonumber(ARGV[b + 1]) == 1 then return string.format('%.0f', tonumber(v or 0)) end
   return tostring(math.max(0, tonumber(v or now) - now))
 end
-for i = 1, n do
-  local b = 1 + (i - 1) * 4
-  local kind = tonumber(ARGV[b + 1])
-  local a = tonumber(ARGV[b + 2])
-  local w = tonumber(ARGV[b + 3])
-  local cost = tonumber(ARGV[b + 4])
-  local retry = nil
-  if kind == 1 then
-    local used = tonumber(redis.call('GET', KEYS[i]) or 0)
-    if used + cost > a then retry = w else new[i] = used + cost end
+local out = {}
+local k = 0
+local a = 3
+for r = 1, tonumber(ARGV[2]) do
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  local new = {}
+  local denied = 0
+  local retry = '0'
+  for i = 1, n do
+    local b = a + (i - 1) * 4 - 1
+    local kind = tonumber(ARGV[b + 1])
+    local x = tonumber(ARGV[b + 2])
+    local w = tonumber(ARGV[b + 3])
+    local cost = tonumber(ARGV[b + 4])
+    if kind == 1 then
+      local used = tonumber(redis.call('GET', KEYS[k + i]) or 0)
+      if used + cost > x then denied = i; retry = tostring(w) else new[i] = used + cost end
+    else
+      local tat = tonumber(redis.call('GET', KEYS[k + i]) or now)
+      if tat < now then tat = now end
+      local nt = tat + cost * x
+      if nt - w > now then denied = i; retry = tostring(nt - w - now) else new[i] = nt end
+    end
+    if denied > 0 then break end
+  end
+  if denied > 0 then
+    table.insert(out, 0)
+    table.insert(out, denied)
+    table.insert(out, retry)
+    for j = 1, n do table.insert(out, state(KEYS[k + j], a + (j - 1) * 4 - 1)) end
   else
-    local tat = tonumber(redis.call('GET', KEYS[i]) or now)
-    if tat < now then tat = now end
-    local nt = tat + cost * a
-    if nt - w > now then retry = nt - w - now else new[i] = nt end
+    table.insert(out, 1)
+    table.insert(out, 0)
+    table.insert(out, '0')
+    for i = 1, n do
+      local b = a + (i - 1) * 4 - 1
+      local w = tonumber(ARGV[b + 3])
+      if tonumber(ARGV[b + 1]) == 1 then
+        local v = string.format('%.0f', new[i])
+        if w > 0 then redis.call('SET', KEYS[k + i], v, 'PX', w)
+        else redis.call('SET', KEYS[k + i], v) end
+        table.insert(out, v)
+      else
+        redis.call('SET', KEYS[k + i], tostring(new[i]), 'PX', math.ceil(new[i] - now + w))
+        table.insert(out, tostring(new[i] - now))
+      end
+    end
   end
-  if retry ~= nil then
-    local out = {0, i, tostring(retry)}
-    for j = 1, n do table.insert(out, state(j)) end
-    return out
-  end
-end
-local out = {1, 0, '0'}
-for i = 1, n do
-  local b = 1 + (i - 1) * 4
-  local w = tonumber(ARGV[b + 3])
-  if tonumber(ARGV[b + 1]) == 1 then
-    local v = string.format('%.0f', new[i])
-    if w > 0 then redis.call('SET', KEYS[i], v, 'PX', w) else redis.call('SET', KEYS[i], v) end
-    table.insert(out, v)
-  else
-    redis.call('SET', KEYS[i], tostring(new[i]), 'PX', math.ceil(new[i] - now + w))
-    table.insert(out, tostring(new[i] - now))
-  end
+  k = k + n
+  a = a + 4 * n
 end
 return out
 """
@@ -342,8 +359,13 @@ return 1
 class RedisLimitStore:
     """Budgets shared by every process and host using one Redis. Each operation is one
     server-side script, so a reservation over several limits is atomic; keys expire once
-    their window has passed. Every call is bounded by ``timeout_s``."""
+    their window has passed. Every call is bounded by ``timeout_s``.
 
+    Reservations that arrive while one is in flight wait for it and then go together, in
+    one script call (each still atomic, in arrival order): under load one round trip
+    carries many requests, idle each goes alone at once."""
+
+    _BATCH = 64  # reservations per script call
     def __init__(self, url: str, *, timeout_s: float = 0.25, key_prefix: str = "agw:rl:",
                  clock: Callable[[], float] | None = None) -> None:
         self.url = url
@@ -354,6 +376,8 @@ class RedisLimitStore:
         self._reserve: object | None = None
         self._adjust: object | None = None
         self.last_error: str | None = None
+        self._queue: list[tuple[Sequence[Limit], Sequence[int], asyncio.Future[Decision]]] = []
+        self._pump: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         import redis.asyncio as aioredis
@@ -377,6 +401,10 @@ class RedisLimitStore:
             log.warning("ratelimit_store_unreachable_at_start", error=self.last_error)
 
     async def aclose(self) -> None:
+        if self._pump is not None:
+            pump, self._pump = self._pump, None
+            with contextlib.suppress(Exception):
+                await pump
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()  # type: ignore[attr-defined]
@@ -388,14 +416,18 @@ class RedisLimitStore:
     def _args(self, limits: Sequence[Limit], amounts: Sequence[int]) -> tuple[list[str], list[str]]:
         keys = [self.key_prefix + limit.key for limit in limits]
         args = [repr(self._now_ms())]
-        wall = time.time()
+        self._limit_args(args, limits, amounts, time.time())
+        return keys, args
+
+    @staticmethod
+    def _limit_args(args: list[str], limits: Sequence[Limit], amounts: Sequence[int],
+                    wall: float) -> None:
         for limit, amount in zip(limits, amounts, strict=False):
             if limit.counter:
                 args += ["1", str(limit.amount), str(limit.ttl_ms(wall)), str(amount)]
             else:
                 args += ["0", repr(limit.interval * 1000), repr(limit.window_s * 1000),
                          str(amount)]
-        return keys, args
 
     async def _call(self, script: object, keys: list[str], args: list[str]) -> list[object]:
         if script is None:
@@ -415,8 +447,45 @@ class RedisLimitStore:
         return list(result) if isinstance(result, list) else [1]
 
     async def reserve(self, limits: Sequence[Limit], costs: Sequence[int]) -> Decision:
-        keys, args = self._args(limits, costs)
-        out = await self._call(self._reserve, keys, args)
+        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self._queue.append((limits, costs, future))
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.get_running_loop().create_task(self._send())
+        return await future
+
+    async def _send(self) -> None:
+        """Send what waits, a batch per script call, until nothing does."""
+        while self._queue:
+            batch = [item for item in self._queue[:self._BATCH] if not item[2].done()]
+            del self._queue[:self._BATCH]
+            if not batch:
+                continue
+            keys: list[str] = []
+            args = [repr(self._now_ms()), str(len(batch))]
+            wall = time.time()
+            for limits, costs, _ in batch:
+                keys += [self.key_prefix + limit.key for limit in limits]
+                args.append(str(len(limits)))
+                self._limit_args(args, limits, costs, wall)
+            try:
+                out = await self._call(self._reserve, keys, args)
+            except BaseException as exc:
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc if isinstance(exc, Exception)
+                                             else LimitStoreUnavailable("cancelled"))
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            at = 0
+            for limits, _, future in batch:
+                part = out[at:at + 3 + len(limits)]
+                at += 3 + len(limits)
+                if not future.done():
+                    future.set_result(self._decision(limits, part))
+
+    @staticmethod
+    def _decision(limits: Sequence[Limit], out: list[object]) -> Decision:
         admitted = int(out[0]) == 1  # type: ignore[call-overload]
         values = [float(x) for x in out[3:]]  # type: ignore[arg-type]
         denied = int(out[1]) - 1  # type: ignore[call-overload]

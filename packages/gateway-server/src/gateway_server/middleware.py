@@ -59,7 +59,9 @@ class GatewayMiddleware:
         self.admin_keys = [k.encode() for k in admin_keys or ()]
         # Virtual keys: the key store's cached lookup (None without [storage]).
         self.authenticate = authenticate
-        self.auth_on = bool(self.api_keys or self.admin_keys or authenticate)
+        # Keys are required once any static or admin key is configured; a gateway without
+        # either (loopback only) still resolves a virtual key when one is presented.
+        self.auth_on = bool(self.api_keys or self.admin_keys)
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
         self.route_of = route_of
@@ -123,7 +125,8 @@ class GatewayMiddleware:
                 if error is None and not principal.admin:
                     error = PermissionDenied("The admin API needs one of server.admin_keys.",
                                              code="admin_key_required")
-            elif self.auth_on and path.startswith(self.guarded_prefixes):
+            elif (self.auth_on or (self.authenticate is not None and authorization)) \
+                    and path.startswith(self.guarded_prefixes):
                 principal, error = await self._check_key(authorization)
             scope["state"]["principal"] = principal
             if error is None and content_length > self.max_body_bytes:
