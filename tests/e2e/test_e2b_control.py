@@ -16,6 +16,7 @@ import pytest
 
 from gateway_core.config import parse_config
 from gateway_core.errors import ConfigError
+from gateway_server.routes.e2b import ENVD_VERSION
 from tests.server.test_sandboxes_api import serve_app
 
 e2b = pytest.importorskip("e2b")
@@ -63,7 +64,7 @@ async def test_create_answers_what_the_sdk_reads(api: httpx.AsyncClient) -> None
     assert sb["clientID"] == "gateway"
     assert isinstance(sb["sandboxID"], str) and sb["sandboxID"]
     assert isinstance(sb["envdAccessToken"], str) and len(sb["envdAccessToken"]) == 64
-    assert sb["envdVersion"] == "0.4.0"
+    assert sb["envdVersion"] == ENVD_VERSION
     # The SDK's own model parses it.
     from e2b.api.client.models import Sandbox as CreatedModel
     assert CreatedModel.from_dict(sb).sandbox_id == sb["sandboxID"]

@@ -42,6 +42,8 @@ async def test_python_context_keeps_state_and_returns_values(manager: SandboxMan
     mimes = [o.mime for o in r.results]
     assert mimes.count("text/html") == 2 and "application/json" in mimes
     assert {o.data for o in r.results if o.mime == "text/html"} == {"<b>h</b>"}
+    # Each object is its own bundle; the value's is marked (E2B's is_main_result).
+    assert {(o.bundle, o.value) for o in r.results} == {(0, False), (1, True)}
     # A fresh-process execute next to it knows nothing of the context.
     fresh = await sb.execute("print('x' in dir())")
     assert fresh.stdout == "False\n" and fresh.context_id is None

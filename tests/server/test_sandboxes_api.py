@@ -251,7 +251,8 @@ async def test_context_keeps_state_over_http(gateway: httpx.AsyncClient) -> None
     assert r.status_code == 200 and r.json()["exit_code"] == 0
     r = await gateway.post(url, json={"code": "json.dumps(data)", "context_id": ctx["id"]})
     body = r.json()
-    assert body["results"] == [{"mime": "text/plain", "data": "'{\"k\": [1, 2]}'"}]
+    assert body["results"] == [{"mime": "text/plain", "data": "'{\"k\": [1, 2]}'",
+                                "value": True}]
     assert body["context_id"] == ctx["id"]
     r = await gateway.post(url, json={"code": "1/0", "context_id": ctx["id"]})
     assert r.json()["error"]["name"] == "ZeroDivisionError"

@@ -27,6 +27,7 @@ __all__ = [
     "FileWritten",
     "MkdirRequest",
     "MoveRequest",
+    "NetworkRequest",
     "OnTimeout",
     "OutputChunk",
     "Resources",
@@ -44,6 +45,14 @@ Positive = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 
 
+class NetworkRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Egress through the gateway's proxy: host names (``pypi.org``) or ``*.`` wildcards
+    (``*.githubusercontent.com``), each within the config's cap. Empty: no network."""
+
+    allow: Annotated[list[Annotated[str, msgspec.Meta(max_length=253)]],
+                     msgspec.Meta(max_length=256)] = msgspec.field(default_factory=list)
+
+
 class CreateSandboxRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     runtime: str
     # Lifetime of the sandbox in seconds (capped by the config's max_lifetime_s).
@@ -55,6 +64,8 @@ class CreateSandboxRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
     cpus: Positive | None = None
     memory_mb: PositiveInt | None = None
     disk_mb: PositiveInt | None = None
+    # Unset: the config's default allow-list ([sandbox.egress] default_allow).
+    network: NetworkRequest | None = None
 
 
 class Resources(msgspec.Struct, frozen=True, kw_only=True):
@@ -73,6 +84,8 @@ class SandboxInfo(msgspec.Struct, kw_only=True):
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
     on_timeout: OnTimeout = "delete"
     resources: Resources | None = None
+    # The hosts its code may reach through the egress proxy (absent: no network).
+    network: NetworkRequest | None = None
     object: str = "sandbox"
 
 
@@ -100,11 +113,15 @@ class ExecuteRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     context: Literal["default"] | None = None
 
 
-class ExecOutput(msgspec.Struct, kw_only=True):
-    """One representation of a cell's value: ``text/plain``, ``image/png`` (base64), ..."""
+class ExecOutput(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One representation of a cell's value: ``text/plain``, ``image/png`` (base64), ...
+    ``bundle`` numbers the object it represents (a display()ed one, a figure, the value);
+    ``value`` marks the representations of the cell's last expression."""
 
     mime: str
     data: str
+    bundle: int = 0
+    value: bool = False
 
 
 class ExecError(msgspec.Struct, kw_only=True):

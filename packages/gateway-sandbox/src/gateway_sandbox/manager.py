@@ -14,20 +14,35 @@ import msgspec
 import structlog
 
 from gateway_core.config.sandbox import SandboxConfig, SandboxLimits
-from gateway_core.errors import GatewayError, NotFound
+from gateway_core.errors import GatewayError, InvalidRequest, NotFound
+from gateway_core.host_patterns import HostPattern
 from gateway_core.sandbox_types import OnTimeout
 from gateway_sandbox.backends.base import Backend
+from gateway_sandbox.egress import EgressProxy, SandboxEgress
 from gateway_sandbox.errors import BackendUnavailable, PoolExhausted
+from gateway_sandbox.guest_layout import EGRESS_PROXY_PORT
 from gateway_sandbox.observer import SandboxObserver
 from gateway_sandbox.policy import SandboxPolicy
 from gateway_sandbox.pool import WarmGuest, WarmPool, start_warm
-from gateway_sandbox.protocol import ConnectionLost
+from gateway_sandbox.protocol import ConnectionLost, EgressStart, Ok
 from gateway_sandbox.runtimes import RUNTIMES, Runtime, available_runtimes
 from gateway_sandbox.sandbox import Sandbox
 
-__all__ = ["SandboxManager", "SandboxStats", "select_backend"]
+__all__ = ["SandboxManager", "SandboxStats", "proxy_env", "select_backend"]
 
 log = structlog.get_logger("gateway_sandbox")
+
+
+def proxy_env() -> dict[str, str]:
+    """What points a sandbox's HTTP clients at the agent's loopback proxy port (both
+    spellings: curl reads only lower-case http_proxy, some tools only upper-case)."""
+    url = f"http://127.0.0.1:{EGRESS_PROXY_PORT}"
+    no_proxy = "localhost,127.0.0.1,::1"
+    out: dict[str, str] = {}
+    for name, value in (("HTTP_PROXY", url), ("HTTPS_PROXY", url), ("NO_PROXY", no_proxy)):
+        out[name] = value
+        out[name.lower()] = value
+    return out
 
 
 class SandboxStats(msgspec.Struct, kw_only=True):
@@ -74,11 +89,14 @@ def select_backend(cfg: SandboxConfig) -> tuple[Backend, str]:
 
 class SandboxManager:
     """Use as ``async with SandboxManager.from_config(cfg) as manager:`` or call
-    ``start()`` / ``aclose()``. ``clock`` (wall seconds) drives lifetimes, for tests."""
+    ``start()`` / ``aclose()``. ``clock`` (wall seconds) drives lifetimes, for tests.
+    ``egress``: the application's egress proxy (started and closed by it); without one,
+    sandboxes have no network at all."""
 
     def __init__(self, cfg: SandboxConfig, backend: Backend, *, backend_reason: str = "",
                  observer: SandboxObserver | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 egress: EgressProxy | None = None) -> None:
         self.cfg = cfg
         self.limits: SandboxLimits = cfg.limits
         self.backend = backend
@@ -86,6 +104,7 @@ class SandboxManager:
         self.policy = SandboxPolicy(cfg, observer)
         self.observer: SandboxObserver = self.policy.observer
         self.clock = clock
+        self.egress = egress
         self._sandboxes: dict[str, Sandbox] = {}
         self._reserved = 0  # slots taken by creates still starting their guest
         self._cond = asyncio.Condition()
@@ -98,9 +117,11 @@ class SandboxManager:
 
     @classmethod
     def from_config(cls, cfg: SandboxConfig, *, observer: SandboxObserver | None = None,
-                    clock: Callable[[], float] = time.time) -> SandboxManager:
+                    clock: Callable[[], float] = time.time,
+                    egress: EgressProxy | None = None) -> SandboxManager:
         backend, reason = select_backend(cfg)
-        return cls(cfg, backend, backend_reason=reason, observer=observer, clock=clock)
+        return cls(cfg, backend, backend_reason=reason, observer=observer, clock=clock,
+                   egress=egress)
 
     @property
     def idle_ttl_s(self) -> float:
@@ -225,10 +246,12 @@ class SandboxManager:
                      env: dict[str, str] | None = None,
                      metadata: dict[str, str] | None = None,
                      on_timeout: OnTimeout | None = None, cpus: float | None = None,
-                     memory_mb: int | None = None, disk_mb: int | None = None) -> Sandbox:
+                     memory_mb: int | None = None, disk_mb: int | None = None,
+                     network: list[str] | None = None) -> Sandbox:
         """A sandbox for ``runtime``, warm from the pool when one is ready (a cold start when
         it asks for resources other than the defaults). ``timeout_s`` is its lifetime
-        (default and cap: max_lifetime_s)."""
+        (default and cap: max_lifetime_s). ``network``: hosts it may reach through the
+        egress proxy (None: the config's default_allow; empty: none)."""
         if not self._started or self._closed:
             raise BackendUnavailable("The sandbox manager is not running.")
         pol = self.policy
@@ -236,6 +259,7 @@ class SandboxManager:
         lifetime = pol.check_lifetime(timeout_s)
         pol.check_env(env)
         resources = pol.check_resources(cpus, memory_mb, disk_mb)
+        allow = self._check_network(network)
         custom = resources != pol.default_resources()
         t0 = time.monotonic()
         warm, kind = await self._acquire(cold=custom)
@@ -248,10 +272,16 @@ class SandboxManager:
                     raise
                 except (TimeoutError, OSError, ConnectionLost) as exc:
                     raise BackendUnavailable(f"The sandbox did not start: {exc}") from exc
+            egress: SandboxEgress | None = None
+            sb_env = dict(env or {})
+            if allow:
+                egress = await self._open_egress(warm, allow)
+                sb_env = {**proxy_env(), **sb_env}
             sb = Sandbox(warm.guest, warm.client, policy=pol, on_close=self.delete,
-                         runtime=runtime, lifetime_s=lifetime, env=dict(env or {}),
+                         runtime=runtime, lifetime_s=lifetime, env=sb_env,
                          metadata=dict(metadata or {}), clock=self.clock,
-                         on_timeout=on_timeout or self.cfg.on_timeout, resources=resources)
+                         on_timeout=on_timeout or self.cfg.on_timeout, resources=resources,
+                         egress=egress)
             self._sandboxes[sb.id] = sb
         finally:
             self._reserved -= 1
@@ -261,6 +291,42 @@ class SandboxManager:
         log.info("sandbox_created", id=sb.id, runtime=runtime, kind=kind,
                  ms=round(seconds * 1000, 1))
         return sb
+
+    def _check_network(self, network: list[str] | None) -> tuple[HostPattern, ...]:
+        if self.egress is None:
+            if network:
+                raise InvalidRequest("This gateway has no egress proxy ([sandbox.egress] "
+                                     "enabled = false): sandboxes cannot have network.",
+                                     param="network.allow", code="egress_disabled")
+            return ()
+        return self.egress.check_allow(network)
+
+    async def _open_egress(self, warm: WarmGuest, allow: tuple[HostPattern, ...],
+                           ) -> SandboxEgress:
+        """Listen for this guest on its own socket, then have its agent forward the guest's
+        loopback proxy port to it. A guest that cannot is stopped (nothing left behind)."""
+        assert self.egress is not None
+        route = warm.guest.egress_route()
+        egress: SandboxEgress | None = None
+        try:
+            egress = await self.egress.attach(warm.guest.id, allow, route.host_path, route.uid)
+            reply = await warm.client.call(
+                EgressStart(id=warm.client.new_id(), port=EGRESS_PROXY_PORT, unix=route.unix,
+                            vsock_port=route.vsock_port), self.cfg.start_timeout_s)
+            if not isinstance(reply, Ok):
+                raise ConnectionLost(f"the agent refused egress: {reply}")
+        except (OSError, TimeoutError, ConnectionLost) as exc:
+            if egress is not None:
+                await egress.aclose()
+            await warm.stop()
+            raise BackendUnavailable(f"The sandbox's egress could not be set up: {exc}") \
+                from exc
+        except BaseException:
+            if egress is not None:
+                await egress.aclose()
+            await warm.stop()
+            raise
+        return egress
 
     def get(self, sandbox_id: str) -> Sandbox:
         sb = self._sandboxes.get(sandbox_id)
@@ -336,6 +402,8 @@ class SandboxManager:
         out["runtimes"] = {n: ("available" if why is None else why)
                            for n, why in self.policy.runtimes.items()}
         out["pool"] = msgspec.structs.asdict(self.stats())
+        out["egress"] = self.egress.describe() if self.egress is not None else \
+            {"enabled": False}
         if self._pool.last_error:
             out["pool_last_error"] = self._pool.last_error
         return out

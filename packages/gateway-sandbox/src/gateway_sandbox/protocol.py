@@ -16,6 +16,7 @@ __all__ = [
     "AgentClient",
     "Cancel",
     "Chunk",
+    "EgressStart",
     "ConnectionLost",
     "Error",
     "Execute",
@@ -188,9 +189,20 @@ class ProcSignal(msgspec.Struct, tag_field="op", tag="proc_signal", kw_only=True
     signal: str
 
 
+class EgressStart(msgspec.Struct, tag_field="op", tag="egress_start", kw_only=True):
+    """Listen on the guest's loopback ``port`` and forward each connection to the egress
+    proxy: the Unix socket ``unix`` (a jail) or the host's vsock ``vsock_port`` (a VM)."""
+
+    id: int
+    port: int
+    unix: str | None = None
+    vsock_port: int | None = None
+
+
 Request = (Ping | Cancel | Execute | WriteFile | ReadFile | ListDir | Stat | Remove | MakeDir
            | Move | ContextCreate | ContextDelete | ContextRestart | ContextInterrupt
-           | ContextExec | ProcStart | ProcList | ProcGet | ProcFollow | ProcStdin | ProcSignal)
+           | ContextExec | ProcStart | ProcList | ProcGet | ProcFollow | ProcStdin | ProcSignal
+           | EgressStart)
 
 
 # ---- replies (agent -> host) ----
@@ -272,6 +284,8 @@ class CellError(msgspec.Struct, kw_only=True):
 class CellOutput(msgspec.Struct, kw_only=True):
     mime: str
     data: str
+    bundle: int = 0  # the MIME bundle (one displayed object) this representation is of
+    value: bool = False  # of the bundle of the cell's last expression
 
 
 class Cell(msgspec.Struct, tag_field="type", tag="cell", kw_only=True):

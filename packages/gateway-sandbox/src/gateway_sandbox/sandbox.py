@@ -22,6 +22,7 @@ from gateway_core.sandbox_types import (
     ExecOutput,
     ExecResult,
     FileEntry,
+    NetworkRequest,
     OnTimeout,
     OutputChunk,
     Resources,
@@ -29,6 +30,7 @@ from gateway_core.sandbox_types import (
     SandboxStatus,
 )
 from gateway_sandbox.backends.base import Guest
+from gateway_sandbox.egress import SandboxEgress
 from gateway_sandbox.errors import AgentError, SandboxConflict, SandboxDead, SandboxPaused
 from gateway_sandbox.guest_layout import GUEST_WORKDIR
 from gateway_sandbox.policy import SandboxPolicy
@@ -154,8 +156,11 @@ class Sandbox:
     def __init__(self, guest: Guest, client: AgentClient, *, policy: SandboxPolicy,
                  on_close: Callable[[str], Awaitable[None]], runtime: str, lifetime_s: float,
                  env: dict[str, str], metadata: dict[str, str], clock: Callable[[], float],
-                 on_timeout: OnTimeout = "delete", resources: Resources | None = None) -> None:
+                 on_timeout: OnTimeout = "delete", resources: Resources | None = None,
+                 egress: SandboxEgress | None = None) -> None:
         self.guest = guest
+        # Its own socket on the egress proxy (None: no network); closed with the sandbox.
+        self.egress = egress
         self.client = client
         self.policy = policy
         self._on_close = on_close
@@ -209,7 +214,9 @@ class Sandbox:
         return SandboxInfo(id=self.id, runtime=self.runtime, status=self.status,
                            created_at=int(self.created_at), expires_at=int(self.expires_at),
                            backend=self.backend, metadata=dict(self.metadata),
-                           on_timeout=self.on_timeout, resources=self.resources)
+                           on_timeout=self.on_timeout, resources=self.resources,
+                           network=NetworkRequest(allow=self.egress.allow_list)
+                           if self.egress is not None else None)
 
     def touch(self) -> None:
         """Count an API call as activity: the idle TTL starts again."""
@@ -230,8 +237,13 @@ class Sandbox:
         """The guest died or hung: free what it holds; the record stays as "dead"."""
         self._dead = True
         self.freed = True
+        await self._close_egress()
         await self.client.aclose()
         await self.guest.stop()
+
+    async def _close_egress(self) -> None:
+        if self.egress is not None:
+            await self.egress.aclose()
 
     async def _call(self, msg: Request, param: str | None = "path",
                     timeout_s: float = _FILE_OP_TIMEOUT_S) -> Reply:
@@ -285,6 +297,16 @@ class Sandbox:
                 raise SandboxConflict(f"Sandbox {self.id} is not paused.", param="id",
                                       code="sandbox_not_paused")
             await self.guest.resume()
+            route = self.guest.egress_route() if self.egress is not None else None
+            if self.egress is not None and route is not None \
+                    and route.host_path != self.egress.path:
+                # A VM restored in a new directory: its vsock listener moves with it.
+                try:
+                    await self.egress.listen(route.host_path, route.uid)
+                except OSError as exc:
+                    await self.mark_dead()
+                    raise SandboxDead(f"Sandbox {self.id} lost its egress on resume: "
+                                      f"{exc}") from None
             if self.client.closed:
                 try:
                     reader, writer = await asyncio.wait_for(self.guest.open_stream(),
@@ -712,6 +734,7 @@ class Sandbox:
 
     async def _shutdown(self) -> None:
         self._closed = True
+        await self._close_egress()
         await self.client.aclose()
         await self.guest.stop()
 
@@ -720,7 +743,8 @@ def _cell_result(cell: Cell, context_id: str | None) -> ExecResult:
     return ExecResult(
         stdout=cell.stdout, stderr=cell.stderr, exit_code=cell.exit_code,
         duration_ms=cell.duration_ms, timed_out=cell.timed_out, truncated=cell.truncated,
-        results=[ExecOutput(mime=r.mime, data=r.data) for r in cell.results],
+        results=[ExecOutput(mime=r.mime, data=r.data, bundle=r.bundle, value=r.value)
+                 for r in cell.results],
         error=ExecError(name=cell.error.name, value=cell.error.value,
                         traceback=cell.error.traceback) if cell.error else None,
         context_id=context_id, restarted=cell.restarted,

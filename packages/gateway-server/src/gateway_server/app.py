@@ -15,7 +15,10 @@ from starlette.types import Scope
 
 from gateway_core.config import Config
 from gateway_core.errors import GatewayError, NotFound
+from gateway_server.e2b_data import DataPlane
+from gateway_server.e2b_data import routes as e2b_data_routes
 from gateway_server.error_shapes import render_error
+from gateway_server.hot_routes import HotRoutes
 from gateway_server.metrics import get_metrics
 from gateway_server.middleware import GatewayMiddleware
 from gateway_server.routes import (
@@ -54,6 +57,13 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return Response(body, status_code=status, media_type="application/json")
 
 
+async def _route_error(request: Request, exc: Exception) -> Response:
+    # What the app's exception handlers answer, for the routes served past Starlette's layers.
+    if isinstance(exc, GatewayError):
+        return await _gateway_error(request, exc)
+    return await _unexpected(request, exc)
+
+
 async def _not_found(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 404)
     if status == 405:
@@ -88,13 +98,20 @@ def create_app(config: Config) -> Starlette:
                                    *completions.routes, *embeddings.routes,
                                    *e2b.routes(config.server.e2b), *admin.routes,
                                    *openai_passthrough.routes]
+    # E2B's data plane (E2B_SANDBOX_URL): chosen by header, not by path, so beside the routes.
+    data_plane = e2b_data_routes() if config.server.e2b.enabled else {}
     templates: dict[object, str] = {}
-    for r in route_list:
+    for r in [*route_list, *(r for rs in data_plane.values() for r in rs)]:
         if isinstance(r, Route):
             templates.setdefault(r.endpoint, r.path)
 
     def route_of(scope: Scope) -> str:
         return templates.get(scope.get("endpoint"), "<unmatched>")
+
+    # The LLM front doors' POST routes: called straight from the middleware stack.
+    hot = [r for r in [*chat.routes, *responses.routes, *messages.routes, *completions.routes,
+                       *embeddings.routes]
+           if isinstance(r, Route) and r.methods and "POST" in r.methods and "{" not in r.path]
 
     app = Starlette(
         routes=route_list,
@@ -109,7 +126,8 @@ def create_app(config: Config) -> Starlette:
             render=e2b.error_renderer(config.server.e2b, render_error),
             admin_keys=config.server.admin_keys,
             authenticate=None if state.access is None else state.access.keys.lookup,
-        )],
+        ), Middleware(HotRoutes, routes=hot, on_error=_route_error),
+           Middleware(DataPlane, cfg=config.server.e2b, port_routes=data_plane)],
         exception_handlers={
             GatewayError: _gateway_error,
             404: _not_found,

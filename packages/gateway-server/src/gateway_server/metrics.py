@@ -102,6 +102,14 @@ class Metrics:
             "gateway_usage_write_errors_total", "Failed writes of a batch of usage records "
             "(kept and retried).",
         )
+        self.sandbox_egress = Counter(
+            "gateway_sandbox_egress_total", "Egress proxy connections by decision (allowed, "
+            "denied, capped, error).", ["decision"],
+        )
+        self.sandbox_egress_bytes = Counter(
+            "gateway_sandbox_egress_bytes_total", "Bytes relayed by the egress proxy, by "
+            "direction as seen from the sandbox (sent, received).", ["direction"],
+        )
 
     def render(self) -> tuple[bytes, str]:
         if self.multiprocess:

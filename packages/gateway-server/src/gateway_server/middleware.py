@@ -24,12 +24,12 @@ from gateway_core.errors import (
 from gateway_server.access.keys import KEY_PREFIX
 from gateway_server.access.records import ADMIN, OPEN, STATIC, Principal
 from gateway_server.error_shapes import ANTHROPIC_PREFIX, render_error
+from gateway_server.logs import access_line
 from gateway_server.metrics import Metrics
 
 __all__ = ["GatewayMiddleware"]
 
-log = structlog.get_logger("gateway.access")
-
+log = structlog.get_logger("gateway.keys")
 _JSON = [(b"content-type", b"application/json")]
 ADMIN_PREFIX = "/admin/"
 _VIRTUAL = KEY_PREFIX.encode()
@@ -103,7 +103,7 @@ class GatewayMiddleware:
         # A body nobody read yet (an error answered before the route read it): drained
         # before the error goes out, or the client still uploading sees a reset instead of
         # the answer. The JSON routes read their body first, so this never runs for them.
-        body = _BodyState(receive, content_length > 0 or chunked)
+        body = _BodyState(receive, content_length > 0 or chunked, self.max_body_bytes)
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -137,7 +137,7 @@ class GatewayMiddleware:
             if error is not None:
                 await _send_error(send_wrapper, error, scope["path"], request_id, self.render)
             else:
-                await self.app(scope, self._capped(body.receive), send_wrapper)
+                await self.app(scope, body.receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - start
             route = self.route_of(scope)
@@ -150,8 +150,8 @@ class GatewayMiddleware:
             children[0].inc()
             children[1].observe(elapsed)
             if self.access_log:
-                log.info("request", method=method, route=route, path=scope["path"],
-                         status=status, ms=round(elapsed * 1000, 3))
+                access_line({"method": method, "route": route, "path": scope["path"],
+                             "status": status, "ms": round(elapsed * 1000, 3)})
 
     async def _check_key(self, header: bytes) -> tuple[Principal, GatewayError | None]:
         if not header:
@@ -187,35 +187,22 @@ class GatewayMiddleware:
                 return principal, None
         return OPEN, AuthenticationError("Incorrect API key provided.")
 
-    def _capped(self, receive: Receive) -> Receive:
-        limit = self.max_body_bytes
-        seen = 0
-
-        async def capped_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise PayloadTooLarge(
-                        f"Request body exceeds the limit of {limit} bytes."
-                    )
-            return message
-
-        return capped_receive
 
 
 class _BodyState:
-    """Whether the request body was read to its end, and a bounded drain of what is left."""
+    """The app's receive: the request body capped at ``limit`` bytes (a chunked body has no
+    Content-Length to check first), whether it was read to its end, and a bounded drain of
+    what is left."""
 
-    __slots__ = ("_receive", "seen", "unread")
+    __slots__ = ("_receive", "limit", "seen", "unread")
 
-    def __init__(self, receive: Receive, has_body: bool) -> None:
+    def __init__(self, receive: Receive, has_body: bool, limit: int) -> None:
         self._receive = receive
         self.unread = has_body
         self.seen = 0
+        self.limit = limit
 
-    async def receive(self) -> Message:
+    async def _next(self) -> Message:
         message = await self._receive()
         if message["type"] == "http.request":
             self.seen += len(message.get("body", b""))
@@ -225,13 +212,19 @@ class _BodyState:
             self.unread = False
         return message
 
+    async def receive(self) -> Message:
+        message = await self._next()
+        if self.seen > self.limit:
+            raise PayloadTooLarge(f"Request body exceeds the limit of {self.limit} bytes.")
+        return message
+
     async def drain(self, limit: int) -> bool:
         """Read and drop the rest of the body; False if it runs past ``limit`` bytes (the
         connection is then closed after the answer instead)."""
         while self.unread:
             if self.seen > limit:
                 return False
-            await self.receive()
+            await self._next()
         return True
 
 

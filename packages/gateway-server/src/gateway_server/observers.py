@@ -16,6 +16,7 @@ class RouterMetrics:
         self.m = metrics
         # Children per label set: labels() takes a lock and a lookup on every call.
         self._attempts: dict[tuple[str, str, str, str, str], tuple[Counter, Histogram]] = {}
+        self._tokens: dict[tuple[str, str], tuple[Counter, Counter]] = {}
 
     def attempt(self, provider: str, model: str, outcome: str, seconds: float,
                 api: str, deployment: str) -> None:
@@ -32,8 +33,13 @@ class RouterMetrics:
         self.m.llm_failovers.labels(from_, to, reason).inc()
 
     def tokens(self, provider: str, model: str, usage: Usage) -> None:
-        self.m.llm_tokens.labels(provider, model, "prompt").inc(usage.input_tokens)
-        self.m.llm_tokens.labels(provider, model, "completion").inc(usage.output_tokens)
+        children = self._tokens.get((provider, model))
+        if children is None:
+            children = (self.m.llm_tokens.labels(provider, model, "prompt"),
+                        self.m.llm_tokens.labels(provider, model, "completion"))
+            self._tokens[(provider, model)] = children
+        children[0].inc(usage.input_tokens)
+        children[1].inc(usage.output_tokens)
 
     def circuit(self, provider: str, model: str, deployment: str, is_open: bool) -> None:
         self.m.deployment_state.labels(provider, model, deployment).set(1 if is_open else 0)
@@ -58,3 +64,11 @@ class SandboxMetrics:
     def on_execute(self, runtime: str, outcome: str, seconds: float) -> None:
         self.m.sandbox_executions.labels(runtime, outcome).inc()
         self.m.sandbox_execution.labels(runtime).observe(seconds)
+
+    # The egress proxy's observer (gateway_sandbox.egress.EgressObserver).
+    def on_egress(self, decision: str) -> None:
+        self.m.sandbox_egress.labels(decision).inc()
+
+    def on_egress_bytes(self, sent: int, received: int) -> None:
+        self.m.sandbox_egress_bytes.labels("sent").inc(sent)
+        self.m.sandbox_egress_bytes.labels("received").inc(received)

@@ -20,6 +20,7 @@ __all__ = ["GatewayState"]
 
 if TYPE_CHECKING:
     from gateway_sandbox import SandboxManager
+    from gateway_sandbox.egress import EgressProxy
 
 log = structlog.get_logger("gateway")
 
@@ -40,6 +41,7 @@ class GatewayState:
                                          charges=self.access is not None)
         self.responses: ResponseStore = store_from_config(config.llm.responses)
         self.sandboxes: SandboxManager | None = None
+        self.egress: EgressProxy | None = None
         self.sandbox_unavailable_reason: str | None = "sandboxes are disabled in the config"
         self.ready = False
 
@@ -58,15 +60,23 @@ class GatewayState:
     async def _start_sandboxes(self) -> None:
         try:
             from gateway_sandbox import SandboxManager
+            from gateway_sandbox.egress import EgressProxy
             from gateway_server.observers import SandboxMetrics
 
-            manager = SandboxManager.from_config(
-                self.config.sandbox, observer=SandboxMetrics(self.metrics)
-            )
+            observer = SandboxMetrics(self.metrics)
+            if self.config.sandbox.egress.enabled:
+                # Started before the sandboxes and closed after them (aclose below).
+                self.egress = EgressProxy(self.config.sandbox.egress, observer)
+                await self.egress.start()
+            manager = SandboxManager.from_config(self.config.sandbox, observer=observer,
+                                                 egress=self.egress)
             await manager.start()
         except Exception as exc:  # noqa: BLE001 - the LLM side must keep working
             self.sandbox_unavailable_reason = f"{type(exc).__name__}: {exc}"
             log.warning("sandboxes_unavailable", reason=self.sandbox_unavailable_reason)
+            if self.egress is not None:
+                egress, self.egress = self.egress, None
+                await egress.aclose()
             return
         self.sandboxes = manager
         self.sandbox_unavailable_reason = None
@@ -77,9 +87,14 @@ class GatewayState:
     async def aclose(self) -> None:
         self.ready = False
         try:
-            if self.sandboxes is not None:
-                manager, self.sandboxes = self.sandboxes, None
-                await manager.aclose()
+            try:
+                if self.sandboxes is not None:
+                    manager, self.sandboxes = self.sandboxes, None
+                    await manager.aclose()
+            finally:
+                if self.egress is not None:
+                    egress, self.egress = self.egress, None
+                    await egress.aclose()
         finally:
             try:
                 await self.responses.aclose()

@@ -7,10 +7,11 @@ what was expected.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import msgspec
@@ -27,16 +28,18 @@ from gateway_core.config.llm import (
     ResponsesConfig,
     Routing,
 )
-from gateway_core.config.sandbox import PoolConfig, SandboxConfig, SandboxLimits
+from gateway_core.config.sandbox import EgressConfig, PoolConfig, SandboxConfig, SandboxLimits
 from gateway_core.config.server import LoggingConfig, ServerConfig
 from gateway_core.config.storage import StorageConfig
 from gateway_core.errors import ConfigError
+from gateway_core.host_patterns import parse_pattern, within_any
 
 __all__ = [
     "Config",
     "ConfigError",
     "CooldownConfig",
     "DeploymentConfig",
+    "EgressConfig",
     "LLMConfig",
     "LoggingConfig",
     "ModelConfig",
@@ -310,6 +313,41 @@ def _check(config: Config, source: str) -> None:
                    f"({lim.max_cpus})")
     if sb.max_paused_s <= 0 or lim.interrupt_grace_s <= 0:
         raise fail("sandbox", "max_paused_s and limits.interrupt_grace_s must be > 0")
+    _check_egress(sb.egress, fail)
+
+
+def _check_egress(eg: EgressConfig, fail: Callable[[str, str], ConfigError]) -> None:
+    where = "sandbox.egress"
+    caps = []
+    for key, entries in (("default_allow", eg.default_allow), ("allow_cap", eg.allow_cap or [])):
+        for i, entry in enumerate(entries):
+            pattern = parse_pattern(entry)
+            if pattern is None:
+                raise fail(f"{where}.{key}[{i}]", f"{entry!r} is not a host name or a '*.' "
+                           "wildcard (e.g. 'pypi.org', '*.githubusercontent.com')")
+            if key == "allow_cap":
+                caps.append(pattern)
+    if eg.allow_cap is not None:
+        for i, entry in enumerate(eg.default_allow):
+            pattern = parse_pattern(entry)
+            if pattern is not None and not within_any(pattern, caps):
+                raise fail(f"{where}.default_allow[{i}]", f"{entry!r} is outside allow_cap")
+    for key in ("max_allow_entries", "max_connections", "max_bytes"):
+        if getattr(eg, key) < 1:
+            raise fail(f"{where}.{key}", f"{getattr(eg, key)}; expected >= 1")
+    if eg.connect_timeout_s <= 0 or eg.idle_timeout_s <= 0:
+        raise fail(where, "connect_timeout_s and idle_timeout_s must be > 0")
+    if eg.resolve is not None:
+        # A resolver override would let an allowed name reach any address: tests only.
+        if not eg.allow_private_for_tests:
+            raise fail(f"{where}.resolve", "a resolver override is for tests only; it needs "
+                       "allow_private_for_tests = true")
+        for name, address in eg.resolve.items():
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise fail(f"{where}.resolve.{name}", f"{address!r} is not an IP address") \
+                    from None
 
 
 def _fail(source: str, path: str, problem: str) -> ConfigError:

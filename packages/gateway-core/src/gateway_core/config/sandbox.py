@@ -6,7 +6,7 @@ from typing import Literal
 
 import msgspec
 
-__all__ = ["PoolConfig", "SandboxConfig", "SandboxLimits"]
+__all__ = ["EgressConfig", "PoolConfig", "SandboxConfig", "SandboxLimits"]
 
 
 class PoolConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -38,6 +38,31 @@ class SandboxLimits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # A context's cell that ignores the interrupt (timeout or /interrupt) is killed, and
     # its interpreter restarted, this long after it.
     interrupt_grace_s: float = 2.0
+
+
+class EgressConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """[sandbox.egress]: the proxy through which a sandbox reaches the hosts it was allowed
+    (HTTP forward and CONNECT tunnels, TLS not terminated). No allow-list: no network."""
+
+    enabled: bool = True
+    # The allow-list of a sandbox whose create says nothing of network (empty: no network).
+    default_allow: list[str] = msgspec.field(default_factory=list)
+    # What a caller may ask for: each requested entry must fall within one of these
+    # (`*.example.com` covers `a.example.com` and `*.a.example.com`). Unset: any public host.
+    allow_cap: list[str] | None = None
+    max_allow_entries: int = 64
+    # Per sandbox: open connections at once, and bytes both ways over its life; past
+    # either, new connections are refused (a connection that crosses max_bytes is cut).
+    max_connections: int = 32
+    max_bytes: int = 1024 * 1024 * 1024
+    connect_timeout_s: float = 10.0
+    # A connection with no bytes either way for this long is closed.
+    idle_timeout_s: float = 300.0
+    # Only for tests: let allowed hosts resolve to private/loopback addresses, and honour
+    # `resolve` below. A served config with `resolve` and without this is refused.
+    allow_private_for_tests: bool = False
+    # Only for tests: host name -> IP address, instead of DNS.
+    resolve: dict[str, str] | None = None
 
 
 class SandboxConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -84,3 +109,4 @@ class SandboxConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     jailer_gid: int = 200999
     pool: PoolConfig = msgspec.field(default_factory=PoolConfig)
     limits: SandboxLimits = msgspec.field(default_factory=SandboxLimits)
+    egress: EgressConfig = msgspec.field(default_factory=EgressConfig)

@@ -21,7 +21,9 @@ sends ``{"type": "hello", "protocol": 1, ...}``. Requests carry ``id`` and ``op`
 * ``context_create`` {context, language, argv, cwd, env}, ``context_delete``,
   ``context_restart``, ``context_interrupt`` {context} -> ``ok``; ``context_exec`` {context,
   code, timeout_s, grace_s, stream, max_output_bytes} -> chunks, then ``cell`` {stdout,
-  stderr, results: [{mime, data}], error: {name, value, traceback}|null, restarted, ...}.
+  stderr, results: [{mime, data, bundle, value}], error: {name, value, traceback}|null,
+  restarted, ...}: ``bundle`` numbers the MIME bundle (one displayed object) each item is
+  part of, ``value`` marks the bundle of the cell's last expression.
   A context is a long-lived interpreter (``cell_runner`` below, or Node's ``vm``); a timeout
   or interrupt sends it SIGINT, and one that ignores that is killed after ``grace_s`` and
   started afresh (``restarted``).
@@ -29,6 +31,9 @@ sends ``{"type": "hello", "protocol": 1, ...}``. Requests carry ``id`` and ``op`
   ``/bin/sh -c``; ``proc_list`` -> ``procs``; ``proc_get`` {pid} -> ``proc`` with output so
   far; ``proc_follow`` {pid} -> output so far and live as chunks, then ``proc`` at exit
   (``cancel`` stops following); ``proc_stdin`` {pid, data, eof}; ``proc_signal`` {pid, signal}
+* ``egress_start`` {port, unix | vsock_port} -> ``ok``: listen on 127.0.0.1:port (bringing
+  ``lo`` up if it is down) and forward each connection, bytes unchanged, to the gateway's
+  egress proxy on the Unix socket ``unix`` or the host's vsock port ``vsock_port``
 
 Failures answer ``error`` {code, message}. A malformed frame closes that connection only.
 """
@@ -55,6 +60,7 @@ __all__ = [
     "Agent",
     "Capture",
     "Connection",
+    "EgressForwarder",
     "Execution",
     "JSON",
     "MAX_FRAME",
@@ -473,6 +479,7 @@ def cell_runner(fd_in: int, fd_out: int, token: str) -> int:
     for count, line in enumerate(rfile, 1):
         results.clear()
         error: Optional[JSON] = None
+        value_at: Optional[int] = None  # which bundle is the cell's value
         ns["display"] = display
         filename = "<cell-%d>" % count
         try:
@@ -484,6 +491,7 @@ def cell_runner(fd_in: int, fd_out: int, token: str) -> int:
                 value = _run_cell(ast, loop, code, filename, ns)
                 if value is not None:
                     ns["_"] = value
+                    value_at = len(results)
                     results.append(_mime_bundle(value))
                 results.extend(_figures())
             finally:
@@ -505,7 +513,8 @@ def cell_runner(fd_in: int, fd_out: int, token: str) -> int:
         for fd in (1, 2):
             with contextlib.suppress(OSError):
                 os.write(fd, sentinel)
-        reply = {"results": list(results), "error": error, "execution_count": count}
+        reply = {"results": list(results), "error": error, "execution_count": count,
+                 "value": value_at}
         wfile.write((json.dumps(reply) + "\n").encode())
     return 0
 
@@ -626,6 +635,7 @@ rl.on('line', (line) => { chain = chain.then(async () => {
     const value = await run(JSON.parse(line).code);
     if (value !== undefined) {
       sandbox._ = value;
+      out.value = out.results.length;
       out.results.push({'text/plain': util.inspect(value)});
     }
   } catch (e) {
@@ -877,13 +887,15 @@ class Context:
                 error = {"name": "ContextRestarted",
                          "value": "The context was restarted: %s; its state is lost." % why,
                          "traceback": ""}
+            bundles = (reply.get("results") or []) if reply else []
+            value_at = reply.get("value") if reply else None
             return {"type": "cell", "stdout": cell.out["stdout"].decode("utf-8", "replace"),
                     "stderr": cell.out["stderr"].decode("utf-8", "replace"),
                     "exit_code": 0 if error is None else 1,
                     "duration_ms": int((time.monotonic() - started) * 1000),
                     "timed_out": timed_out, "truncated": cell.truncated,
-                    "results": [{"mime": m, "data": d} for bundle in
-                                (reply.get("results") or [] if reply else [])
+                    "results": [{"mime": m, "data": d, "bundle": i, "value": i == value_at}
+                                for i, bundle in enumerate(bundles)
                                 for m, d in bundle.items()],
                     "error": error, "restarted": restarted, "interrupted": interrupted,
                     "execution_count": int(reply.get("execution_count") or 0) if reply else 0}
@@ -1024,7 +1036,7 @@ class Agent:
     OPS = frozenset(("write_file", "read_file", "list", "stat", "remove", "mkdir", "move",
                      "context_create", "context_delete", "context_restart",
                      "context_interrupt", "proc_start", "proc_list", "proc_get", "proc_stdin",
-                     "proc_signal"))
+                     "proc_signal", "egress_start"))
     MAX_FINISHED = 256  # exited background commands kept for their status
     live: ClassVar[Set[Agent]] = set()
 
@@ -1037,6 +1049,7 @@ class Agent:
         self.contexts: Dict[str, Context] = {}
         self.procs: Dict[int, Proc] = {}
         self.lock = threading.Lock()
+        self.egress = None  # type: Optional[EgressForwarder]
         Agent.live.add(self)
 
     def resolve(self, path: Any, allow_root: bool = False) -> str:
@@ -1300,6 +1313,125 @@ class Agent:
             raise OpError("bad_signal", "unknown signal %r" % req["signal"])
         self.proc(req["pid"]).signal(sig)
         return {}
+
+
+    # ---- egress ----
+
+    def op_egress_start(self, req: JSON) -> JSON:
+        port = req["port"]
+        unix = req.get("unix")
+        vsock_port = req.get("vsock_port")
+        if not isinstance(port, int) or (unix is None) == (vsock_port is None):
+            raise OpError("bad_request", "egress_start needs a port and one of unix, "
+                          "vsock_port")
+        with self.lock:
+            if self.egress is None:
+                forwarder = EgressForwarder(port, unix, vsock_port)
+                forwarder.start()
+                self.egress = forwarder
+        return {}
+
+
+def _loopback_up() -> None:
+    """Set ``lo`` up (a VM's init may leave it down); the kernel then gives it 127.0.0.1."""
+    import fcntl
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifr = struct.pack("16sh", b"lo", 0)
+        flags = struct.unpack("16sh", fcntl.ioctl(s, siocgifflags, ifr)[:18])[1]
+        fcntl.ioctl(s, siocsifflags, struct.pack("16sh", b"lo", flags | iff_up))
+
+
+class EgressForwarder:
+    """127.0.0.1:port inside the guest -> the gateway's egress proxy. The proxy decides;
+    this only carries bytes (so code inside may point HTTP_PROXY at loopback)."""
+
+    def __init__(self, port: int, unix: Optional[str], vsock_port: Optional[int]) -> None:
+        self.port = port
+        self.unix = unix
+        self.vsock_port = vsock_port
+        self.sock = None  # type: Optional[socket.socket]
+
+    def start(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", self.port))
+        except OSError as exc:
+            if exc.errno != 99:  # EADDRNOTAVAIL: no 127.0.0.1 yet
+                sock.close()
+                raise
+            _loopback_up()
+            sock.bind(("127.0.0.1", self.port))
+        sock.listen(64)
+        self.sock = sock
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _upstream(self) -> socket.socket:
+        if self.unix is not None:
+            up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            target = self.unix  # type: Any
+        else:
+            up = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+            target = (socket.VMADDR_CID_HOST, self.vsock_port)
+        try:
+            up.connect(target)
+        except OSError:
+            up.close()
+            raise
+        return up
+
+    def _accept(self) -> None:
+        assert self.sock is not None
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+            except RuntimeError:  # no more threads (the sandbox's process limit): drop it
+                client.close()
+
+    def _handle(self, client: socket.socket) -> None:
+        try:
+            up = self._upstream()
+        except OSError as exc:
+            body = ("egress proxy unreachable from the sandbox: %s\n" % exc).encode()
+            with contextlib.suppress(OSError):
+                client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\n"
+                               b"Content-Length: %d\r\nConnection: close\r\n\r\n"
+                               % len(body) + body)
+            client.close()
+            return
+        other = threading.Thread(target=_pump, args=(up, client), daemon=True)
+        try:
+            other.start()
+        except RuntimeError:
+            client.close()
+            up.close()
+            return
+        _pump(client, up)
+        other.join()
+        client.close()
+        up.close()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    """Copy until EOF (then half-close ``dst``) or an error (then shut both down)."""
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                with contextlib.suppress(OSError):
+                    dst.shutdown(socket.SHUT_WR)
+                return
+            dst.sendall(data)
+    except OSError:
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
 
 
 def _io_error(what: str, path: str, exc: OSError) -> OpError:

@@ -4,11 +4,24 @@ stream, open that stream, tell whether the guest is alive, stop it and remove al
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from pathlib import Path
+from typing import NamedTuple, Protocol
 
 from gateway_core.sandbox_types import Resources
 
-__all__ = ["Backend", "Guest"]
+__all__ = ["Backend", "EgressRoute", "Guest"]
+
+
+class EgressRoute(NamedTuple):
+    """How a guest's egress reaches the proxy: the proxy listens on ``host_path`` (one per
+    guest, so it knows who calls); the agent inside connects to the Unix socket ``unix``
+    (a jail, where ``host_path`` is bound) or to the host's vsock port ``vsock_port``."""
+
+    host_path: Path
+    unix: str | None = None
+    vsock_port: int | None = None
+    # The uid the guest's side connects as (the socket is given to it), if not the host's.
+    uid: int | None = None
 
 
 class Guest(Protocol):
@@ -49,6 +62,11 @@ class Guest(Protocol):
 
     async def resume(self) -> None:
         """Undo pause(); the agent answers again (on a new stream, see above)."""
+        ...
+
+    def egress_route(self) -> EgressRoute:
+        """Where the egress proxy listens for this guest and how the agent reaches it
+        (may change across pause/resume: a restored VM lives in a new directory)."""
         ...
 
     async def stop(self) -> None:

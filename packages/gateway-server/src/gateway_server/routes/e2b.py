@@ -25,11 +25,13 @@ from gateway_sandbox import Sandbox, SandboxManager
 from gateway_server import sandbox_access
 from gateway_server.bodies import decode_typed
 
-__all__ = ["CLIENT_ID", "ENVD_VERSION", "E2BError", "error_renderer", "guarded_prefixes",
-           "routes"]
+__all__ = ["CLIENT_ID", "ENVD_VERSION", "E2BError", "envd_access_token", "error_renderer",
+           "guarded_prefixes", "routes"]
 
-# What the SDK reads back; envd's data plane is served elsewhere (E2B_SANDBOX_URL).
-ENVD_VERSION = "0.4.0"
+# What the SDK reads back, and what it gates features on: 0.5.7 has closing stdin (0.5.2)
+# and streamed octet-stream uploads (0.5.7), both served by gateway_server.e2b_data; file
+# metadata (0.6.2) and watch event entries (0.6.3) are not.
+ENVD_VERSION = "0.5.7"
 # E2B ids were once spelled "<sandboxID>-<clientID>"; both spellings are accepted.
 CLIENT_ID = "gateway"
 # Keys each sandbox's envdAccessToken (HMAC of its id): nothing to store, checkable later.
@@ -90,6 +92,8 @@ class CreatedSandbox(msgspec.Struct, kw_only=True, omit_defaults=True):
     envd_version: str = msgspec.field(name="envdVersion")
     envd_access_token: str | None = msgspec.field(default=None, name="envdAccessToken")
     domain: str | None = None
+    # Sent back by the code interpreter's SDK on its calls that carry no X-Access-Token.
+    traffic_access_token: str | None = msgspec.field(default=None, name="trafficAccessToken")
 
 
 class ListedSandbox(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -171,6 +175,11 @@ def _token(sandbox_id: str) -> str:
     return hmac.new(_TOKEN_KEY, sandbox_id.encode(), hashlib.sha256).hexdigest()
 
 
+def envd_access_token(sandbox_id: str) -> str:
+    """The token the data plane expects from the sandbox's clients (X-Access-Token)."""
+    return _token(sandbox_id)
+
+
 class _Api:
     """The routes' shared view of the config and the app's manager."""
 
@@ -207,7 +216,7 @@ class _Api:
     def created(self, sb: Sandbox) -> CreatedSandbox:
         return CreatedSandbox(template_id=sb.runtime, sandbox_id=sb.id, client_id=CLIENT_ID,
                               envd_version=ENVD_VERSION, envd_access_token=_token(sb.id),
-                              domain=self.cfg.domain)
+                              domain=self.cfg.domain, traffic_access_token=_token(sb.id))
 
     def listed(self, manager: SandboxManager, sb: Sandbox, detail: bool = False
                ) -> ListedSandbox:

@@ -157,7 +157,8 @@ async def create_sandbox(request: Request) -> Response:
     sandbox_access.check_quota(request, manager)
     sb = await manager.create(req.runtime, timeout_s=req.timeout_s, env=req.env,
                               metadata=req.metadata, on_timeout=req.on_timeout, cpus=req.cpus,
-                              memory_mb=req.memory_mb, disk_mb=req.disk_mb)
+                              memory_mb=req.memory_mb, disk_mb=req.disk_mb,
+                              network=None if req.network is None else req.network.allow)
     await sandbox_access.created(request, manager, sb)
     return _json(sb.info(), 201)
 

@@ -20,6 +20,7 @@ import structlog
 
 from gateway_core.config.sandbox import SandboxConfig
 from gateway_core.sandbox_types import Resources
+from gateway_sandbox.backends.base import EgressRoute
 from gateway_sandbox.backends.firecracker import vsock
 from gateway_sandbox.backends.firecracker.api import (
     BootSource,
@@ -38,6 +39,7 @@ from gateway_sandbox.backends.firecracker.vm import (
     orphaned_firecrackers,
 )
 from gateway_sandbox.errors import BackendUnavailable, SandboxConflict
+from gateway_sandbox.guest_layout import EGRESS_VSOCK_PORT
 from gateway_sandbox.protocol import AgentClient, ConnectionLost, Execute, Result
 from gateway_sandbox.runtimes import Runtime
 
@@ -152,6 +154,14 @@ class FirecrackerGuest:
 
     def alive(self) -> bool:
         return self.paused_snapshot is not None or self.vm.alive()
+
+    def egress_route(self) -> EgressRoute:
+        # The guest's agent connects to the host's vsock port; Firecracker turns that into a
+        # connection to this VM's own `v.sock_<port>`, where the proxy listens.
+        jail = self.vm.jail
+        return EgressRoute(self.vm.vsock_listener(EGRESS_VSOCK_PORT),
+                           vsock_port=EGRESS_VSOCK_PORT,
+                           uid=jail.uid if jail is not None else None)
 
     @property
     def keeps_connection_when_paused(self) -> bool:

@@ -97,6 +97,11 @@ class FirecrackerVM:
     def vsock_socket(self) -> Path:
         return self.dir / VSOCK_UDS
 
+    def vsock_listener(self, port: int) -> Path:
+        """Where the host listens for the guest's vsock connections to ``port``: Firecracker
+        connects to ``<uds_path>_<port>`` (docs/vsock.md, "guest-initiated connections")."""
+        return self.dir / f"{VSOCK_UDS}_{port}"
+
     async def spawn(self, *, vm_id: str, timeout_s: float = 5.0) -> FirecrackerApi:
         """Start Firecracker in the VM directory and return once its API socket answers."""
         self._top.mkdir(parents=True, exist_ok=False)

@@ -17,11 +17,12 @@ from pathlib import Path
 from gateway_core.config.sandbox import SandboxConfig
 from gateway_core.sandbox_types import Resources
 from gateway_sandbox.agent import AGENT_PATH
+from gateway_sandbox.backends.base import EgressRoute
 from gateway_sandbox.backends.process.cgroups import CgroupLimits, CgroupManager, kill_and_remove
 from gateway_sandbox.errors import BackendUnavailable, SandboxConflict
+from gateway_sandbox.guest_layout import EGRESS_SOCKET, GUEST_TMPDIR, GUEST_WORKDIR
 from gateway_sandbox.guest_layout import GUEST_AGENT as _GUEST_AGENT
 from gateway_sandbox.guest_layout import GUEST_RUN as _GUEST_RUN
-from gateway_sandbox.guest_layout import GUEST_TMPDIR, GUEST_WORKDIR
 
 # Host /etc files a runtime may need; the rest of /etc (keys, shadow, configs) stays out.
 _ETC_BITS = ("alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ssl",
@@ -160,6 +161,12 @@ class ProcessGuest:
 
     def alive(self) -> bool:
         return not self._stopped and self.proc.returncode is None
+
+    def egress_route(self) -> EgressRoute:
+        # run/ is bound at /run/agent in the jail, so a socket made there later shows up
+        # inside: no network namespace is shared, only this one socket.
+        return EgressRoute(self.socket_path.parent / Path(EGRESS_SOCKET).name,
+                           unix=EGRESS_SOCKET, uid=self.uid)
 
     @property
     def keeps_connection_when_paused(self) -> bool:
