@@ -6,13 +6,16 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from gateway_core.errors import NotFound
+from gateway_core.errors import InvalidRequest, NotFound
+from gateway_core.sandbox_types import SandboxLLM
 from gateway_llm.limiter import LimitStore
 from gateway_sandbox import Sandbox, SandboxManager
 from gateway_server.access import AccessControl, Principal
+from gateway_server.access.records import OPEN
 from gateway_server.routes.front_door import principal_of
 
-__all__ = ["check_quota", "check_visible", "created", "deleted", "visible"]
+__all__ = ["check_quota", "check_visible", "child_key", "created", "deleted", "not_created",
+           "visible"]
 
 
 def _access(request: Request) -> tuple[AccessControl | None, Principal | None]:
@@ -38,25 +41,61 @@ def visible(request: Request, sandboxes: list[Sandbox]) -> list[Sandbox]:
     return [sb for sb in sandboxes if access.owns(principal, sb.id)]
 
 
-def check_quota(request: Request, manager: SandboxManager) -> None:
+async def check_quota(request: Request, manager: SandboxManager) -> None:
     access, principal = _access(request)
-    if access is not None and principal is not None:
-        access.check_sandbox_count(principal, {sb.id for sb in manager.list()})
+    if access is not None:
+        await access.forget_gone({sb.id for sb in manager.list()})
+        if principal is not None:
+            access.check_sandbox_count(principal)
 
 
-async def created(request: Request, manager: SandboxManager, sb: Sandbox) -> None:
-    """Record the new sandbox's owner and take its lifetime from the caller's quota; past
-    the quota the sandbox is deleted again and the caller gets 429."""
+async def child_key(request: Request, manager: SandboxManager, llm: SandboxLLM | None,
+                    ) -> tuple[str | None, dict[str, str]]:
+    """For a create asking for ``llm``: a child key of the caller's (its id) and what goes
+    into the sandbox's environment (the keys, and the base URLs when the gateway knows how
+    a sandbox reaches it)."""
+    if llm is None:
+        return None, {}
     access, principal = _access(request)
-    if access is None or principal is None:
+    if access is None:
+        raise InvalidRequest("llm needs the key store ([storage] or server.admin_keys).",
+                             param="llm", code="key_store_disabled")
+    row = await access.mint_child(principal or OPEN, llm, manager.cfg.max_lifetime_s)
+    assert row.secret is not None
+    env = {"OPENAI_API_KEY": row.secret, "ANTHROPIC_API_KEY": row.secret}
+    base = request.app.state.gateway.config.server.sandbox_gateway_url
+    if base:
+        env["OPENAI_BASE_URL"] = base.rstrip("/") + "/v1"
+        env["ANTHROPIC_BASE_URL"] = base.rstrip("/")
+    return row.id, env
+
+
+async def created(request: Request, manager: SandboxManager, sb: Sandbox,
+                  child: str | None = None) -> None:
+    """Record the new sandbox's owner (and child key) and take its lifetime from the
+    caller's quota; past the quota the sandbox is deleted again and the caller gets 429."""
+    access, principal = _access(request)
+    if access is None:
+        return
+    if child is not None:
+        access.child_minted(sb.id, child)
+    if principal is None:
         return
     seconds = max(0.0, sb.expires_at - manager.clock())
     try:
         reserved = await access.reserve_sandbox_seconds(principal, seconds, _store(request))
     except BaseException:
         await manager.delete(sb.id)
+        await access.deleted_sandbox(sb.id, None)
         raise
     access.created_sandbox(principal, sb.id, reserved, seconds)
+
+
+async def not_created(request: Request, child: str | None) -> None:
+    """The create failed: revoke the child key minted for it."""
+    access, _ = _access(request)
+    if access is not None and child is not None:
+        await access.keys.revoke_key(child)
 
 
 async def deleted(request: Request, sandbox_id: str) -> None:

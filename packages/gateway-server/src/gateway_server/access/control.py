@@ -10,13 +10,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway_core.config import Config, StorageConfig
-from gateway_core.errors import PermissionDenied, RateLimited, ServiceUnavailable
+from gateway_core.errors import (
+    InvalidRequest,
+    PermissionDenied,
+    RateLimited,
+    ServiceUnavailable,
+)
+from gateway_core.sandbox_types import SandboxLLM
 from gateway_llm.hub import Usage
 from gateway_llm.limiter import Charge, Limit, LimitStore, iso_utc
 from gateway_llm.prices import NANO_PER_USD, Prices
 from gateway_server.access.database import Database
-from gateway_server.access.keys import KeyStore
-from gateway_server.access.records import LimitFields, Period, Principal
+from gateway_server.access.keys import KeyRow, KeyStore
+from gateway_server.access.records import KeySpec, LimitFields, Period, Principal
 from gateway_server.access.usage import UsageRecord, UsageRecorder
 
 __all__ = ["AccessControl", "caller_limits", "period_of"]
@@ -89,6 +95,8 @@ class AccessControl:
         self.owners: dict[str, Principal] = {}
         # Sandbox id -> its reserved lifetime: (limits, seconds, created at, monotonic).
         self._lifetimes: dict[str, tuple[list[Limit], int, float]] = {}
+        # Sandbox id -> the child key minted for the code inside it.
+        self._children: dict[str, str] = {}
         self.started = False
 
     async def start(self) -> None:
@@ -144,6 +152,10 @@ class AccessControl:
         if principal.key is not None:
             limits += caller_limits("key", principal.key_id, principal.name, principal.key,
                                     wall)
+        if principal.parent is not None and principal.parent_id is not None:
+            # A child key's spend counts against its parent's limits too.
+            limits += caller_limits("key", principal.parent_id, principal.parent_id,
+                                    principal.parent, wall)
         if principal.team is not None and principal.team_id is not None:
             limits += caller_limits("team", principal.team_id, principal.team_id,
                                     principal.team, wall)
@@ -176,12 +188,18 @@ class AccessControl:
             return True
         return principal.sees(self.owners.get(sandbox_id))
 
-    def check_sandbox_count(self, principal: Principal, live: set[str]) -> None:
+    async def forget_gone(self, live: set[str]) -> None:
+        """Drop what belonged to sandboxes that ended on their own (timeout, crash):
+        their owners, and their child keys (revoked)."""
+        for gone in [s for s in self.owners if s not in live]:
+            del self.owners[gone]
+        for gone in [s for s in self._children if s not in live]:
+            await self.keys.revoke_key(self._children.pop(gone))
+
+    def check_sandbox_count(self, principal: Principal) -> None:
         """At most ``max_sandboxes`` of the key's (and of its team's) at once."""
         if not principal.limited:
             return
-        for gone in [s for s in self.owners if s not in live]:
-            del self.owners[gone]
         for kind, ident, spec in (("key", principal.key_id, principal.key),
                                   ("team", principal.team_id, principal.team)):
             if spec is None or ident is None or spec.max_sandboxes is None:
@@ -230,9 +248,56 @@ class AccessControl:
             self._lifetimes[sandbox_id] = (reserved, max(1, round(timeout_s)),
                                            time.monotonic())
 
+    async def mint_child(self, principal: Principal, llm: SandboxLLM,
+                         lifetime_s: float) -> KeyRow:
+        """A key for the code inside a new sandbox: within the caller's models and budgets
+        (a request for more is a 400 naming the field), its spend counted against the
+        caller's key and team too, expiring with the sandbox's longest life."""
+        if principal.parent_id is not None:
+            raise PermissionDenied("A sandbox's own key cannot give keys to sandboxes.",
+                                   param="llm", code="child_of_child")
+        models = llm.models
+        if models is None:
+            models = list(principal.key.models) if principal.key is not None else ["*"]
+        for i, model in enumerate(models):
+            if model == "*" and principal.limited and not all(
+                    "*" in spec.models for spec in (principal.key, principal.team)
+                    if spec is not None):
+                raise InvalidRequest("llm.models may not be '*': the caller's key is "
+                                     "limited to some models.", param=f"llm.models[{i}]")
+            if model != "*" and not principal.allows(model):
+                raise InvalidRequest(f"llm.models[{i}] = {model!r} is not allowed for the "
+                                     "caller's key.", param=f"llm.models[{i}]")
+        for name in ("max_tokens", "max_cost"):
+            wanted = getattr(llm, name)
+            for spec in (principal.key, principal.team):
+                bound = None if spec is None else getattr(spec, name)
+                if wanted is not None and bound is not None and wanted > bound:
+                    raise InvalidRequest(f"llm.{name} = {wanted} is more than the caller's "
+                                         f"{name} of {bound}.", param=f"llm.{name}")
+        expires = datetime.datetime.fromtimestamp(self.wall_clock() + lifetime_s + 60,
+                                                  datetime.UTC)
+        spec = KeySpec(
+            name=f"sandbox key of {principal.name}"[:200], models=models,
+            max_tokens=llm.max_tokens, max_cost=llm.max_cost, period="total",
+            team=principal.team_id if principal.limited else None,
+            parent=principal.key_id if principal.limited else None,
+            owner=principal.key_id, expires_at=expires, metadata={"kind": "sandbox"})
+        return await self.keys.create_key(spec)
+
+    def child_minted(self, sandbox_id: str, key_id: str) -> None:
+        self._children[sandbox_id] = key_id
+
+    def child_of(self, sandbox_id: str) -> str | None:
+        return self._children.get(sandbox_id)
+
     async def deleted_sandbox(self, sandbox_id: str, store: LimitStore | None) -> None:
-        """Give back the unused part of a deleted sandbox's reserved lifetime."""
+        """Revoke the sandbox's child key; give back the unused part of its reserved
+        lifetime."""
         self.owners.pop(sandbox_id, None)
+        child = self._children.pop(sandbox_id, None)
+        if child is not None:
+            await self.keys.revoke_key(child)
         found = self._lifetimes.pop(sandbox_id, None)
         if found is None or store is None:
             return

@@ -227,29 +227,39 @@ class KeyStore:
         return p
 
     async def _load(self, digest: str, now: float) -> _Cached:
+        parent: KeySpec | None = None
+        alive = True
         async with self.db.engine.connect() as conn:
             row = (await conn.execute(
                 sa.select(keys.c.id, keys.c.hash, keys.c.spec, keys.c.revoked_at,
                           keys.c.team_id).where(keys.c.hash == digest))).first()
+            spec = None if row is None else _key_spec.decode(row.spec)
+            if spec is not None and spec.parent is not None:
+                p = (await conn.execute(sa.select(keys.c.spec, keys.c.revoked_at)
+                                        .where(keys.c.id == spec.parent))).first()
+                alive = p is not None and p.revoked_at is None
+                parent = None if p is None else _key_spec.decode(p.spec)
+                if parent is not None and parent.expires_at is not None \
+                        and parent.expires_at.timestamp() <= self.wall_clock():
+                    alive = False
             team: TeamSpec | None = None
-            team_revoked = False
             if row is not None and row.team_id is not None:
                 t = (await conn.execute(sa.select(teams.c.spec, teams.c.revoked_at)
                                         .where(teams.c.id == row.team_id))).first()
                 if t is not None:
                     team = _team_spec.decode(t.spec)
-                    team_revoked = t.revoked_at is not None
+                    alive = alive and t.revoked_at is None
         principal: Principal | None = None
         team_id: str | None = None
         # compare_digest: the lookup went by hash; confirm it without an early exit.
-        if row is not None and hmac.compare_digest(row.hash, digest) \
-                and row.revoked_at is None and not team_revoked:
-            spec = _key_spec.decode(row.spec)
+        if row is not None and spec is not None and hmac.compare_digest(row.hash, digest) \
+                and row.revoked_at is None and alive:
             team_id = spec.team
             principal = Principal(
                 "virtual", row.id, spec.name, team_id=spec.team, key=spec, team=team,
                 share_with_team=spec.share_sandboxes_with_team,
-                expires_at=None if spec.expires_at is None else spec.expires_at.timestamp())
+                expires_at=None if spec.expires_at is None else spec.expires_at.timestamp(),
+                parent_id=spec.parent, parent=parent)
         if len(self._cache) >= _MAX_CACHED:
             self._cache.clear()
         entry = _Cached(principal, now, team_id)
@@ -260,8 +270,8 @@ class KeyStore:
         """Forget cached keys: 'key:<id>', 'team:<id>', or anything else: all."""
         kind, _, ident = what.partition(":")
         if kind == "key":
-            gone = [d for d, c in self._cache.items()
-                    if c.principal is not None and c.principal.key_id == ident]
+            gone = [d for d, c in self._cache.items() if c.principal is not None
+                    and ident in (c.principal.key_id, c.principal.parent_id)]
         elif kind == "team":
             gone = [d for d, c in self._cache.items() if c.team_id == ident]
         else:
@@ -292,6 +302,12 @@ class KeyStore:
         async with self.db.engine.begin() as conn:
             if spec.team is not None:
                 await self._team_exists(conn, spec.team)
+            if spec.parent is not None:
+                found = (await conn.execute(sa.select(keys.c.revoked_at)
+                                            .where(keys.c.id == spec.parent))).first()
+                if found is None or found.revoked_at is not None:
+                    raise InvalidRequest(f"There is no key '{spec.parent}' to be a parent.",
+                                         param="parent", code="key_not_found")
             secret = KEY_PREFIX + secrets.token_urlsafe(32)
             row = KeyRow("key_" + secrets.token_hex(8), secret[:12], spec, now, now, None,
                          secret=secret)

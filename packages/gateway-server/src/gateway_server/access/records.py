@@ -62,6 +62,9 @@ class KeySpec(LimitFields, kw_only=True, forbid_unknown_fields=True):
     expires_at: datetime.datetime | None = None
     # The team's other keys may see and use this key's sandboxes.
     share_sandboxes_with_team: bool = False
+    # A child key (one minted for a sandbox): it may do no more than this key, whose
+    # limits and budgets its spend also counts against; revoking the parent stops it.
+    parent: _Id | None = None
 
 
 class _LimitUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -103,6 +106,8 @@ class Principal:
     team: LimitFields | None = None
     share_with_team: bool = False
     expires_at: float | None = None  # wall clock
+    parent_id: str | None = None  # a child key's parent
+    parent: LimitFields | None = None
 
     @property
     def admin(self) -> bool:
@@ -113,7 +118,7 @@ class Principal:
         return self.kind == "virtual"
 
     def allows(self, model: str) -> bool:
-        for spec in (self.key, self.team):
+        for spec in (self.key, self.parent, self.team):
             if spec is not None and "*" not in spec.models and model not in spec.models:
                 return False
         return True

@@ -294,7 +294,7 @@ def routes(cfg: E2BConfig) -> list[BaseRoute]:
                                      "send allow_internet_access=false or leave it out.",
                                      param="allow_internet_access")
             timeout = default_timeout if req.timeout is None else req.timeout
-            sandbox_access.check_quota(request, manager)
+            await sandbox_access.check_quota(request, manager)
             sb = await manager.create(api.runtime(req.template_id), timeout_s=timeout,
                                       env=req.env_vars, metadata=req.metadata,
                                       on_timeout="pause" if req.auto_pause else "delete")

@@ -154,12 +154,18 @@ async def _last(events: AsyncGenerator[OutputChunk | ExecResult, None]) -> ExecR
 async def create_sandbox(request: Request) -> Response:
     manager = _manager(request)
     req = await _decode(_create_decoder, request)
-    sandbox_access.check_quota(request, manager)
-    sb = await manager.create(req.runtime, timeout_s=req.timeout_s, env=req.env,
-                              metadata=req.metadata, on_timeout=req.on_timeout, cpus=req.cpus,
-                              memory_mb=req.memory_mb, disk_mb=req.disk_mb,
-                              network=None if req.network is None else req.network.allow)
-    await sandbox_access.created(request, manager, sb)
+    await sandbox_access.check_quota(request, manager)
+    child, child_env = await sandbox_access.child_key(request, manager, req.llm)
+    try:
+        sb = await manager.create(req.runtime, timeout_s=req.timeout_s,
+                                  env={**(req.env or {}), **child_env} if child_env else req.env,
+                                  metadata=req.metadata, on_timeout=req.on_timeout,
+                                  cpus=req.cpus, memory_mb=req.memory_mb, disk_mb=req.disk_mb,
+                                  network=None if req.network is None else req.network.allow)
+    except BaseException:
+        await sandbox_access.not_created(request, child)
+        raise
+    await sandbox_access.created(request, manager, sb, child)
     return _json(sb.info(), 201)
 
 
