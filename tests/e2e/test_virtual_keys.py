@@ -173,12 +173,17 @@ def test_budget_exhausted_answers_429_naming_it(gateway: GatewayProcess,
                                                 upstream: FakeUpstream) -> None:
     # "hi" with max_tokens 10 reserves 7 + 10 = 17 tokens; each reply uses exactly that.
     with admin(gateway) as api:
-        key = api.post("/admin/keys", json={"name": "b", "max_tokens": 3 * 17,
-                                            "period": "day"}).json()["key"]
+        made = api.post("/admin/keys", json={"name": "b", "max_tokens": 3 * 17,
+                                             "period": "day"}).json()
+    key = made["key"]
     upstream.script(*[Reply(text="ok", prompt_tokens=7, completion_tokens=10)] * 4)
     assert [chat(gateway, key).status_code for _ in range(3)] == [200, 200, 200]
     r = chat(gateway, key)
     assert r.status_code == 429
+    with admin(gateway) as api:
+        spend = api.get(f"/admin/keys/{made['id']}").json()["spend"]
+    assert (spend["period"], spend["tokens"], spend["requests"]) == ("day", 51, 4)
+    assert spend["since"].endswith("T00:00:00Z")
     error = r.json()["error"]
     assert error["code"] == "budget_exceeded" and error["type"] == "rate_limit_error"
     assert "max_tokens = 51 per day" in error["message"] and "resets at" in error["message"]

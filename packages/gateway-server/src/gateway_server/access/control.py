@@ -25,7 +25,7 @@ from gateway_server.access.keys import KeyRow, KeyStore
 from gateway_server.access.records import KeySpec, LimitFields, Period, Principal
 from gateway_server.access.usage import UsageRecord, UsageRecorder
 
-__all__ = ["AccessControl", "caller_limits", "period_of"]
+__all__ = ["AccessControl", "caller_limits", "period_of", "period_start"]
 
 
 def period_of(period: Period, wall: float) -> tuple[str, float]:
@@ -40,6 +40,17 @@ def period_of(period: Period, wall: float) -> tuple[str, float]:
     end = start.replace(year=start.year + 1, month=1) if start.month == 12 \
         else start.replace(month=start.month + 1)
     return "m" + start.strftime("%Y%m"), end.timestamp()
+
+
+def period_start(period: Period, wall: float) -> float | None:
+    """Where the budget period holding ``wall`` began (None for "total")."""
+    if period == "total":
+        return None
+    now = datetime.datetime.fromtimestamp(wall, datetime.UTC)
+    start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "month":
+        start = start.replace(day=1)
+    return start.timestamp()
 
 
 def caller_limits(kind: str, ident: str, name: str, spec: LimitFields,

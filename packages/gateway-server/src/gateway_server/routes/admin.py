@@ -12,7 +12,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway_core.errors import InvalidRequest, ServiceUnavailable
+from gateway_llm.limiter import iso_utc
 from gateway_server.access import AccessControl, KeySpec, KeyUpdate, TeamSpec, TeamUpdate
+from gateway_server.access.control import period_start
+from gateway_server.access.records import Period
 from gateway_server.access.usage import GroupBy
 from gateway_server.bodies import decode_typed
 
@@ -64,7 +67,24 @@ async def list_keys(request: Request) -> Response:
 
 
 async def get_key(request: Request) -> Response:
-    return _json((await _access(request).keys.get_key(request.path_params["id"])).view())
+    """The key, and what it spent in its budget period so far (from the usage records)."""
+    access = _access(request)
+    row = await access.keys.get_key(request.path_params["id"])
+    view = row.view()
+    view["spend"] = await _spend(access, row.spec.period, key=row.id)
+    return _json(view)
+
+
+async def _spend(access: AccessControl, period: Period, *, key: str | None = None,
+                 team: str | None = None) -> dict[str, object]:
+    start = period_start(period, access.wall_clock())
+    await access.usage.flush()
+    rows = (await access.usage.report(key=key, team=team, since=start)).data
+    total = rows[0] if rows else None
+    return {"period": period, "since": None if start is None else iso_utc(start),
+            "requests": total.requests if total else 0,
+            "tokens": total.total_tokens if total else 0,
+            "cost": total.cost if total else 0.0}
 
 
 async def update_key(request: Request) -> Response:
@@ -94,7 +114,12 @@ async def list_teams(request: Request) -> Response:
 
 
 async def get_team(request: Request) -> Response:
-    return _json((await _access(request).keys.get_team(request.path_params["id"])).view())
+    """The team, and what its keys spent in its budget period so far."""
+    access = _access(request)
+    row = await access.keys.get_team(request.path_params["id"])
+    view = row.view()
+    view["spend"] = await _spend(access, row.spec.period, team=row.id)
+    return _json(view)
 
 
 async def update_team(request: Request) -> Response:
