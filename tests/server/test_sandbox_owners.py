@@ -172,6 +172,9 @@ async def test_child_key_for_the_code_inside(gateway: httpx.AsyncClient,
     assert child_row["owner"] == parent.json()["id"]
     usage = (await gateway.get("/admin/usage", params={"key": child_row["id"]})).json()
     assert usage["data"][0]["requests"] == 7 and usage["data"][0]["total_tokens"] == 85
+    llm = (await gateway.get(f"/v1/sandboxes/{sid}", headers=auth)).json()["llm"]
+    assert llm == {"key_id": child_row["id"], "requests": 7, "input_tokens": 35,
+                   "output_tokens": 50, "cost": 0.0}
 
     # It dies with its sandbox.
     assert (await gateway.delete(f"/v1/sandboxes/{sid}", headers=auth)).status_code == 204

@@ -14,8 +14,8 @@ from gateway_server.access import AccessControl, Principal
 from gateway_server.access.records import OPEN
 from gateway_server.routes.front_door import principal_of
 
-__all__ = ["check_quota", "check_visible", "child_key", "created", "deleted", "not_created",
-           "visible"]
+__all__ = ["check_quota", "check_visible", "child_key", "created", "deleted", "llm_usage",
+           "not_created", "visible"]
 
 
 def _access(request: Request) -> tuple[AccessControl | None, Principal | None]:
@@ -89,6 +89,21 @@ async def created(request: Request, manager: SandboxManager, sb: Sandbox,
         await access.deleted_sandbox(sb.id, None)
         raise
     access.created_sandbox(principal, sb.id, reserved, seconds)
+
+
+async def llm_usage(request: Request, sandbox_id: str) -> dict[str, object] | None:
+    """The spend of the sandbox's child key so far (None: it has none)."""
+    access, _ = _access(request)
+    key = None if access is None else access.child_of(sandbox_id)
+    if access is None or key is None:
+        return None
+    await access.usage.flush()
+    rows = (await access.usage.report(key=key)).data
+    total = rows[0] if rows else None
+    return {"key_id": key, "requests": total.requests if total else 0,
+            "input_tokens": total.input_tokens if total else 0,
+            "output_tokens": total.output_tokens if total else 0,
+            "cost": total.cost if total else 0.0}
 
 
 async def not_created(request: Request, child: str | None) -> None:

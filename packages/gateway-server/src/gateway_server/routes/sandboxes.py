@@ -179,7 +179,12 @@ async def list_sandboxes(request: Request) -> Response:
 
 
 async def get_sandbox(request: Request) -> Response:
-    return _json(_sandbox(request).info())
+    sb = _sandbox(request)
+    llm = await sandbox_access.llm_usage(request, sb.id)
+    if llm is None:
+        return _json(sb.info())
+    # What the code inside spent with its child key, beside the sandbox's own fields.
+    return _json({**msgspec.structs.asdict(sb.info()), "llm": llm})
 
 
 async def delete_sandbox(request: Request) -> Response:
