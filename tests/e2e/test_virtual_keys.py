@@ -6,6 +6,7 @@ reported, token for token."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -255,3 +256,26 @@ def test_key_lifecycle_through_the_cli(upstream: FakeUpstream,
         while chat(gw, key["key"]).status_code == 200 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert chat(gw, key["key"]).status_code == 401
+
+
+def test_two_workers_share_the_sqlite_store(upstream: FakeUpstream,
+                                            tmp_path_factory: pytest.TempPathFactory) -> None:
+    """--workers 2 on one SQLite file: the schema is migrated once before they start, a key
+    made through one works on both, and both workers' records land in the one table."""
+    upstream.reset()
+    db = tmp_path_factory.mktemp("workers") / "gw.db"
+    with GatewayProcess(config(upstream, str(db)), workers=2) as gw:
+        with admin(gw) as api:
+            key = api.post("/admin/keys", json={"name": "w"}).json()
+        assert [chat(gw, key["key"]).status_code for _ in range(12)] == [200] * 12
+        # Each worker writes its own records within its flush interval (0.1 s).
+        import time
+        deadline = time.monotonic() + 10
+        while True:
+            with sqlite3.connect(db) as conn:
+                rows = conn.execute("SELECT count(*), sum(status = 200) FROM usage "
+                                    "WHERE key_id = ?", (key["id"],)).fetchone()
+            if rows == (12, 12) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert rows == (12, 12)
