@@ -9,6 +9,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -251,7 +252,6 @@ def test_key_lifecycle_through_the_cli(upstream: FakeUpstream,
         assert [k["id"] for k in listed] == [key["id"]]
         assert cli("keys", "revoke", key["id"]).returncode == 0
         # No Redis here: the gateway re-reads a cached key after at most a second.
-        import time
         deadline = time.monotonic() + 10
         while chat(gw, key["key"]).status_code == 200 and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -269,7 +269,6 @@ def test_two_workers_share_the_sqlite_store(upstream: FakeUpstream,
             key = api.post("/admin/keys", json={"name": "w"}).json()
         assert [chat(gw, key["key"]).status_code for _ in range(12)] == [200] * 12
         # Each worker writes its own records within its flush interval (0.1 s).
-        import time
         deadline = time.monotonic() + 10
         while True:
             with sqlite3.connect(db) as conn:
