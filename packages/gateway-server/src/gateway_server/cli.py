@@ -77,6 +77,8 @@ def serve(args: argparse.Namespace) -> int:
                   "keeps its own budget, so providers may see up to "
                   f"{s.workers}x the configured limits. Use backend = \"redis\" to share one.")
     os.environ["AGENTIC_GATEWAY_CONFIG"] = str(path.resolve())
+    # The workers load the file again: what the command line changed goes with it.
+    os.environ["AGENTIC_GATEWAY_LISTEN"] = f"{s.host} {s.port}"
     if config.key_store is not None:
         # Migrate once here, before workers start (each would otherwise race to).
         _migrate(config)

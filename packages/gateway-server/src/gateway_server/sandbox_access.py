@@ -10,12 +10,13 @@ from gateway_core.errors import InvalidRequest, NotFound
 from gateway_core.sandbox_types import SandboxLLM
 from gateway_llm.limiter import LimitStore
 from gateway_sandbox import Sandbox, SandboxManager
+from gateway_sandbox.egress import GATEWAY_HOST
 from gateway_server.access import AccessControl, Principal
 from gateway_server.access.records import OPEN
 from gateway_server.routes.front_door import principal_of
 
 __all__ = ["check_quota", "check_visible", "child_key", "created", "deleted", "llm_usage",
-           "not_created", "visible"]
+           "network_with_gateway", "not_created", "routes_gateway", "visible"]
 
 
 def _access(request: Request) -> tuple[AccessControl | None, Principal | None]:
@@ -52,8 +53,8 @@ async def check_quota(request: Request, manager: SandboxManager) -> None:
 async def child_key(request: Request, manager: SandboxManager, llm: SandboxLLM | None,
                     ) -> tuple[str | None, dict[str, str]]:
     """For a create asking for ``llm``: a child key of the caller's (its id) and what goes
-    into the sandbox's environment (the keys, and the base URLs when the gateway knows how
-    a sandbox reaches it)."""
+    into the sandbox's environment: the keys, and the base URLs (``sandbox_gateway_url``,
+    else the egress proxy's route to this gateway)."""
     if llm is None:
         return None, {}
     access, principal = _access(request)
@@ -64,10 +65,25 @@ async def child_key(request: Request, manager: SandboxManager, llm: SandboxLLM |
     assert row.secret is not None
     env = {"OPENAI_API_KEY": row.secret, "ANTHROPIC_API_KEY": row.secret}
     base = request.app.state.gateway.config.server.sandbox_gateway_url
+    if not base and routes_gateway(manager):
+        base = f"http://{GATEWAY_HOST}"
     if base:
         env["OPENAI_BASE_URL"] = base.rstrip("/") + "/v1"
         env["ANTHROPIC_BASE_URL"] = base.rstrip("/")
     return row.id, env
+
+
+def routes_gateway(manager: SandboxManager) -> bool:
+    """Whether sandboxes reach this gateway through the egress proxy."""
+    return manager.egress is not None and manager.egress.gateway is not None
+
+
+def network_with_gateway(manager: SandboxManager, asked: list[str] | None) -> list[str]:
+    """A child-key sandbox's allow-list: what it asked for (or the default) and the
+    gateway's own name, which the proxy routes to this gateway."""
+    assert manager.egress is not None
+    base = asked if asked is not None else [str(p) for p in manager.egress.default_allow]
+    return [*base, GATEWAY_HOST] if GATEWAY_HOST not in base else base
 
 
 async def created(request: Request, manager: SandboxManager, sb: Sandbox,

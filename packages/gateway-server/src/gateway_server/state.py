@@ -67,6 +67,9 @@ class GatewayState:
             if self.config.sandbox.egress.enabled:
                 # Started before the sandboxes and closed after them (aclose below).
                 self.egress = EgressProxy(self.config.sandbox.egress, observer)
+                if self.access is not None:
+                    # Sandboxes' child keys reach this gateway through the proxy.
+                    self.egress.gateway = _own_address(self.config)
                 await self.egress.start()
             manager = SandboxManager.from_config(self.config.sandbox, observer=observer,
                                                  egress=self.egress)
@@ -125,3 +128,13 @@ class GatewayState:
             "sandbox": sandbox,
             **({} if self.access is None else {"access": self.access.health()}),
         }
+
+
+def _own_address(config: Config) -> tuple[str, int]:
+    """Where this gateway listens, as the host itself connects to it."""
+    host = config.server.host.strip("[]")
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return host, config.server.port

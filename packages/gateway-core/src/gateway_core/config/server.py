@@ -36,8 +36,9 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Keys for /admin/* (virtual keys, teams, usage); they may also use /v1/* without
     # limits. Setting any turns the key and usage store ([storage]) on.
     admin_keys: list[str] = msgspec.field(default_factory=list)
-    # The gateway's URL as code inside a sandbox reaches it: set, a sandbox created with
-    # "llm" also gets OPENAI_BASE_URL (this + "/v1") and ANTHROPIC_BASE_URL beside its keys.
+    # The gateway's URL as code inside a sandbox reaches it, for a sandbox created with
+    # "llm" (OPENAI_BASE_URL = this + "/v1", ANTHROPIC_BASE_URL). Unset: the egress proxy's
+    # route to this gateway, http://gateway.sandbox.internal.
     sandbox_gateway_url: str | None = None
     max_body_bytes: int = 10 * 1024 * 1024
     graceful_timeout_s: float = 10.0

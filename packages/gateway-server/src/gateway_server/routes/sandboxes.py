@@ -156,12 +156,15 @@ async def create_sandbox(request: Request) -> Response:
     req = await _decode(_create_decoder, request)
     await sandbox_access.check_quota(request, manager)
     child, child_env = await sandbox_access.child_key(request, manager, req.llm)
+    network = None if req.network is None else req.network.allow
+    if child is not None and sandbox_access.routes_gateway(manager):
+        network = sandbox_access.network_with_gateway(manager, network)
     try:
         sb = await manager.create(req.runtime, timeout_s=req.timeout_s,
                                   env={**(req.env or {}), **child_env} if child_env else req.env,
                                   metadata=req.metadata, on_timeout=req.on_timeout,
                                   cpus=req.cpus, memory_mb=req.memory_mb, disk_mb=req.disk_mb,
-                                  network=None if req.network is None else req.network.allow)
+                                  network=network)
     except BaseException:
         await sandbox_access.not_created(request, child)
         raise
