@@ -139,3 +139,17 @@ async def test_code_inside_calls_the_gateway_with_its_child_key(
     child = llm["key_id"]
     assert (await gateway.delete(f"/v1/sandboxes/{sid}", headers=auth)).status_code == 204
     assert (await gateway.get(f"/admin/keys/{child}")).json()["revoked_at"] is not None
+
+
+async def test_sandboxes_without_a_key_do_not_reach_the_gateway(
+        gateway: httpx.AsyncClient) -> None:
+    r = await gateway.post("/v1/sandboxes", json={"runtime": "python",
+                                                  "network": {"allow": ["pypi.org"]}})
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    out = (await gateway.post(f"/v1/sandboxes/{sid}/execute", json={
+        "code": "import urllib.request\ntry:\n    urllib.request.urlopen("
+                "'http://gateway.sandbox.internal/health', timeout=10)\n"
+                "except Exception as e:\n    print(e)"})).json()["stdout"]
+    assert "403" in out
+    assert (await gateway.delete(f"/v1/sandboxes/{sid}")).status_code == 204

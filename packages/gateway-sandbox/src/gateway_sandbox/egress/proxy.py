@@ -252,7 +252,9 @@ class SandboxEgress:
         403)."""
         name = normalize_host(req.host)
         gateway = self._proxy.gateway
-        if gateway is not None and name == GATEWAY_HOST and not req.is_connect:
+        if gateway is not None and name == GATEWAY_HOST and not req.is_connect \
+                and matches_any(name, self.allow):
+            # Only sandboxes whose list names it (those given a key); the key decides.
             return name, [gateway[0]], gateway[1]
         if name is None:
             raise _Refused("denied", 403, "Forbidden",
