@@ -267,9 +267,12 @@ class KeyStore:
         return entry
 
     def _drop(self, what: str) -> None:
-        """Forget cached keys: 'key:<id>', 'team:<id>', or anything else: all."""
+        """Forget cached keys: 'key:<id>', 'team:<id>', 'new:' (a key was created: only the
+        secrets cached as unknown), or anything else: all."""
         kind, _, ident = what.partition(":")
-        if kind == "key":
+        if kind == "new":
+            gone: list[str] = []
+        elif kind == "key":
             gone = [d for d, c in self._cache.items() if c.principal is not None
                     and ident in (c.principal.key_id, c.principal.parent_id)]
         elif kind == "team":
