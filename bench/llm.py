@@ -62,6 +62,7 @@ RATED_P99_MS = 1.0
 TTFB_MS = 0.2              # stream time to first event above the floor's
 TRANSLATED_C1_MS = 0.3     # translated Responses overhead above the chat path's, one connection
 MESSAGES_C1_MS = 0.2       # Messages passthrough overhead above chat passthrough's
+TRACED_C1_MS = 0.1         # tracing on: c=1 overhead above tracing off's (issue 16)
 
 
 def request_body(dialect: Dialect, model: str, stream: bool) -> dict[str, Any]:
@@ -125,8 +126,13 @@ SCENARIOS: list[Scenario] = [
              "Chat passthrough as a virtual key (its rpm, tpm and token and cost budgets "
              "with the provider's limits in Redis; usage records in SQLite)",
              gateway="keys-redis"),
+    Scenario("chat-traced", "chat", "chat", "bench-openai",
+             "Chat passthrough, traces on (every request sampled, OTLP/HTTP to the mock)",
+             gateway="traced"),
     *[Scenario(f"{s.name}-stream", s.door, s.upstream, s.model, s.about + ", streamed",
                stream=True) for s in _DOORS],
+    Scenario("chat-traced-stream", "chat", "chat", "bench-openai",
+             "Chat passthrough, streamed, traces on", stream=True, gateway="traced"),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
 WORKERS2 = "workers2"
@@ -357,7 +363,7 @@ def stream_stats(url: str, body: dict[str, Any], count: int,
 
 
 def bench_config(port: int, mock_port: int, rate_limit: str | None, redis_url: str,
-                 rpm: int, storage: str = "") -> str:
+                 rpm: int, traced: bool = False, storage: str = "") -> str:
     """The gateway's config: one alias per kind of provider, all on the mock. ``storage``:
     a SQLite file for the key and usage store (virtual keys on)."""
     rl = "enabled = false"
@@ -415,6 +421,10 @@ model = "bench-model"
 
 [sandbox]
 enabled = false
+
+[telemetry]
+enabled = {"true" if traced else "false"}
+endpoint = "{mock}/v1/traces"
 """
 
 
@@ -442,7 +452,7 @@ class Server:
 
 def gateway(procs: Procs, name: str, mock_port: int, workers: int, cores: str,
             rate_limit: str | None = None, redis_url: str = "",
-            rpm: int = 100_000_000, keys: bool = False) -> Server:
+            rpm: int = 100_000_000, traced: bool = False, keys: bool = False) -> Server:
     port = free_port()
     config = RESULTS / f"gateway-{name}.toml"
     storage = ""
@@ -451,7 +461,8 @@ def gateway(procs: Procs, name: str, mock_port: int, workers: int, cores: str,
         for leftover in (db, db.with_suffix(".db-wal"), db.with_suffix(".db-shm")):
             leftover.unlink(missing_ok=True)
         storage = str(db)
-    config.write_text(bench_config(port, mock_port, rate_limit, redis_url, rpm, storage))
+    config.write_text(bench_config(port, mock_port, rate_limit, redis_url, rpm, traced,
+                                   storage))
     exe = shutil.which("agentic-gateway") or "agentic-gateway"
     return Server(procs, f"gateway-{name}", [exe, "serve", "--config", str(config), "--port",
                                              str(port), "--workers", str(workers)],
@@ -800,7 +811,8 @@ def verdicts(b: Bench, w2: dict[str, list[float]] | None, s: Settings,
 
     for a, base, bound in (("responses-chat", "chat", TRANSLATED_C1_MS),
                            ("responses-anthropic", "chat-anthropic", TRANSLATED_C1_MS),
-                           ("messages", "chat", MESSAGES_C1_MS)):
+                           ("messages", "chat", MESSAGES_C1_MS),
+                           ("chat-traced", "chat", TRACED_C1_MS)):
         if not have(a, base):
             continue
         g = _between(raw[a], raw[base], "c1", "p50")
@@ -811,6 +823,15 @@ def verdicts(b: Bench, w2: dict[str, list[float]] | None, s: Settings,
             p99 = _between(raw[a], raw[base], "rated", "p99")
             both(f"{a} overhead - {base}'s, {s.rate} req/s p50 / p99", "",
                  f"{_signed(p50)} / {_signed(p99)} ms", "—")
+    if have("chat-traced", "chat"):
+        on, off = raw["chat-traced"]["rps"]["gateway"], raw["chat"]["rps"]["gateway"]
+        ratio = _fig([x / y for x, y in zip(on, off, strict=True)])
+        both("req/s, traces on / off", "", ratio.show("", 2), "—")
+    if have("chat-traced-stream", "chat-stream"):
+        on_s = _fig([g["ttfb"] - d["ttfb"] for g, d in zip(
+            raw["chat-traced-stream"]["stream"]["gateway"],
+            raw["chat-stream"]["stream"]["gateway"], strict=True)])
+        both("stream TTFB, traces on - off", "", _signed(on_s, " ms"), "—")
     if have("chat-rl-memory", "chat-rl-redis"):
         red, mem = raw["chat-rl-redis"]["rps"]["gateway"], raw["chat-rl-memory"]["rps"]["gateway"]
         ratio = _fig([x / y for x, y in zip(red, mem, strict=True)])
@@ -951,6 +972,9 @@ def run(s: Settings, names: list[str], profile: str | None) -> int:
                 errors["chat-keys-redis"] = str(e)
         if "base" in needed:
             gateways["base"] = gateway(procs, "base", mock_port, 1, GATEWAY_CORE)
+        if "traced" in needed:
+            gateways["traced"] = gateway(procs, "traced", mock_port, 1, GATEWAY_CORE,
+                                         traced=True)
         fl = floor(procs, "floor", mock_port, 1, GATEWAY_CORE)
         for name, g in list(gateways.items()):
             try:

@@ -135,6 +135,9 @@ def _json_response(body: bytes) -> bytes:
 
 SSE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n")
+# An OTLP/HTTP trace sink for the traced gateway: an empty ExportTraceServiceResponse.
+OTLP_OK = (b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\n"
+           b"Content-Length: 0\r\n\r\n")
 NOT_FOUND = (b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
              b"\r\n{}")
 
@@ -198,6 +201,9 @@ class MockProtocol(asyncio.Protocol):
                 self._stream(self.server.responses_events)
             else:
                 self.transport.write(self.server.responses_json)
+        elif path.endswith(b"/v1/traces"):
+            self.server.spans_batches += 1
+            self.transport.write(OTLP_OK)
         else:
             self.transport.write(NOT_FOUND)
 
@@ -225,6 +231,7 @@ class MockProtocol(asyncio.Protocol):
 class MockServer:
     def __init__(self, chunks: int, chunk_delay_s: float) -> None:
         self.requests = 0
+        self.spans_batches = 0
         self.chunk_delay_s = chunk_delay_s
         self.openai_json = _json_response(OPENAI_JSON)
         self.anthropic_json = _json_response(ANTHROPIC_JSON)
@@ -245,8 +252,8 @@ async def serve(host: str, port: int, chunks: int, chunk_delay_s: float) -> None
     started = time.monotonic()
     await stop.wait()
     srv.close()
-    print(f"mock upstream: {server.requests} requests in {time.monotonic() - started:.1f} s",
-          flush=True)
+    print(f"mock upstream: {server.requests} requests ({server.spans_batches} span batches) "
+          f"in {time.monotonic() - started:.1f} s", flush=True)
 
 
 def main() -> None:

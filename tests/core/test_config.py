@@ -133,3 +133,93 @@ def test_secrets_do_not_show_in_repr(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, SEED), env={"OPENAI_API_KEY": "sk-secret-value"})
     assert "sk-secret-value" not in repr(cfg)
     assert "sk-secret-value" not in repr(cfg.llm.providers["openai"])
+
+
+TEMPLATES = """\
+[sandbox.templates.datasci]
+apt = ["python3-numpy", "python3-pandas"]
+pip = ["polars==1.*"]
+files = { "/etc/motd" = "hello" }
+runtimes = ["python", "node"]
+[sandbox.templates.datasci.pool]
+min_ready = 1
+"""
+
+
+def test_templates_load_and_default_to_none(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, SEED), env={}).sandbox.templates == {}
+    t = load_config(write(tmp_path, SEED + TEMPLATES), env={}).sandbox.templates["datasci"]
+    assert (t.base, t.apt, t.pip, t.files, t.runtimes, t.pool.min_ready) == (
+        "debian-bookworm", ["python3-numpy", "python3-pandas"], ["polars==1.*"],
+        {"/etc/motd": "hello"}, ["python", "node"], 1)
+    bare = load_config(write(tmp_path, "[sandbox.templates.t]\n"), env={}).sandbox.templates
+    assert (bare["t"].runtimes, bare["t"].apt, bare["t"].pool.min_ready) == (["python"], [], 0)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (('apt = ["python3-numpy"', 'aptt = ["python3-numpy"'),
+         "unknown field `aptt` at `sandbox.templates.datasci`"),
+        (('"python3-pandas"]', '"Pandas Please"]'),
+         "`sandbox.templates.datasci.apt[1]` = 'Pandas Please': Expected `str` matching"),
+        (('["polars==1.*"]', '["--index-url=http://evil"]'),
+         "`sandbox.templates.datasci.pip[0]` = '--index-url=http://evil'"),
+        (('"node"]', '"perl"]'),
+         "`sandbox.templates.datasci.runtimes[1]` = 'perl': expected one of"),
+        (("[sandbox.templates.datasci]\n", '[sandbox.templates.datasci]\nbase = "alpine"\n'),
+         "`sandbox.templates.datasci.base` = 'alpine': expected one of ['debian-bookworm']"),
+        (('"/etc/motd"', '"/work/motd"'),
+         "`sandbox.templates.datasci.files`: '/work/motd': /work is mounted over"),
+        (('"/etc/motd"', '"/etc/../motd"'),
+         "`sandbox.templates.datasci.files`: '/etc/../motd': expected a normalised"),
+        (('"/etc/motd"', '"etc/motd"'), "`sandbox.templates.datasci.files`: a key: Expected"),
+        (("min_ready = 1\n", "min_ready = -1\n"),
+         "`sandbox.templates.datasci.pool.min_ready` = -1: Expected `int` >= 0"),
+        (("min_ready = 1\n", "min_ready = 9\n"),
+         "pool.min_ready of the templates and of sandbox.pool add up to 11, more than "
+         "sandbox.pool.max_total = 10"),
+        (("min_ready = 1\n", "min_ready = 1\nmax_total = 3\n"),
+         "unknown field `max_total` at `sandbox.templates.datasci.pool`"),
+        (('runtimes = ["python", "node"]', "runtimes = []"),
+         "`sandbox.templates.datasci.runtimes`: empty"),
+        (("templates.datasci]", "templates.default]"),
+         "`sandbox.templates.default`: the name 'default' is reserved"),
+        (("templates.datasci]", "templates.Data_Sci]"),
+         "`sandbox.templates`: a key: Expected `str` matching"),
+    ],
+)
+def test_bad_template_names_the_key(tmp_path: Path, change: tuple[str, str],
+                                    expected: str) -> None:
+    text = SEED + TEMPLATES.replace(*change)
+    if "Data_Sci" in text:
+        text = text.replace("datasci.pool", "Data_Sci.pool")
+    if "templates.default]" in text:
+        text = text.replace("datasci.pool", "default.pool")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), env={})
+    message = str(info.value)
+    assert expected in message, message
+    assert "\n" not in message
+
+
+def test_telemetry_is_off_by_default_and_checked(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "[server]\nport = 1\n"), env={})
+    assert cfg.telemetry.enabled is False and cfg.telemetry.capture_content is False
+    cfg = load_config(write(tmp_path, """
+[telemetry]
+enabled = true
+protocol = "grpc"
+endpoint = "http://collector:4317"
+headers = { authorization = "Bearer ${OTLP_TOKEN}" }
+sample_ratio = 0.25
+"""), env={"OTLP_TOKEN": "tok-secret"})
+    t = cfg.telemetry
+    assert t.enabled and t.protocol == "grpc" and t.sample_ratio == 0.25
+    assert t.headers == {"authorization": "Bearer tok-secret"}
+    assert "tok-secret" not in repr(t)
+    for bad, where in (('protocol = "http/json"', "telemetry.protocol"),
+                       ("sample_ratio = 2.0", "telemetry.sample_ratio"),
+                       ("capture_contents = true", "capture_contents")):
+        with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
+            load_config(write(tmp_path, f"[telemetry]\n{bad}\n"), env={})

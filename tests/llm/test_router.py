@@ -80,6 +80,7 @@ class FakeProvider:
         self.script: deque[int | None] = deque()
         self.calls = 0
         self.hold: asyncio.Event | None = None
+        self.trace_headers: list[dict[str, str]] = []
         self.log = log
         self.started = False
 
@@ -102,6 +103,7 @@ class FakeProvider:
 
     async def _answer(self, call: Call) -> None:
         self.calls += 1
+        self.trace_headers.append(dict(call.trace_headers))
         if self.log is not None:
             self.log.append(self._name)
         if self.hold is not None:
@@ -121,10 +123,18 @@ class FakeProvider:
 
 
 class Recorder:
+    """Records what the router reports; hands each attempt a header naming it."""
+
     def __init__(self) -> None:
         self.attempts: list[tuple[str, str, str]] = []
+        self.started: list[tuple[str, int]] = []
         self.circuits: list[tuple[str, bool]] = []
         self.open: list[tuple[str, bool]] = []
+
+    def attempt_start(self, provider: str, model: str, api: str, deployment: str,
+                      attempt: int) -> dict[str, str]:
+        self.started.append((deployment, attempt))
+        return {"traceparent": f"attempt-{attempt}"}
 
     def attempt(self, provider: str, model: str, outcome: str, seconds: float, api: str,
                 deployment: str) -> None:
@@ -549,3 +559,39 @@ def test_cooldown_config(cooldown: dict[str, Any], error: str | None) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(data)
     assert error in str(info.value)
+
+
+# --- what the observer sees ------------------------------------------------------------
+
+
+async def test_each_attempt_is_announced_and_carries_the_observers_headers() -> None:
+    clock = Clock()
+    ps = fakes(clock, "a", "b")
+    ps["a"].script.append(500)
+    obs = Recorder()
+    r = router(clock, ps, {"m": ModelConfig(provider="a", fallbacks=["b/x"])}, observer=obs)
+    routed = await r.complete(ask())
+    assert routed.deployment == "b/x"
+    assert obs.started == [("a/m", 1), ("b/x", 2)]
+    assert ps["a"].trace_headers == [{"traceparent": "attempt-1"}]
+    assert ps["b"].trace_headers == [{"traceparent": "attempt-2"}]
+    assert [(d, o) for d, o, _ in obs.attempts] == [("a/m", "status_500"), ("b/x", "ok")]
+
+
+async def test_an_attempt_cut_by_the_client_is_reported_cancelled() -> None:
+    clock = Clock()
+    ps = fakes(clock, "a")
+    ps["a"].hold = asyncio.Event()
+    obs = Recorder()
+    r = router(clock, ps, {"m": ModelConfig(provider="a")}, observer=obs)
+    task = asyncio.ensure_future(r.complete(ask()))
+    for _ in range(100):
+        if ps["a"].calls:
+            break
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert obs.attempts == [("a/m", "cancelled", "chat")]
+    # Cancellation says nothing of the deployment's health.
+    assert r.health()["deployments"]["a/m"]["window_failures"] == 0  # type: ignore[index]

@@ -38,18 +38,24 @@ from gateway_sandbox.runtimes import RUNTIMES
 
 @pytest.fixture(scope="module")
 def image() -> GuestImage:
-    found = find_image()
-    if found is not None:
-        return found
     if os.environ.get("GATEWAY_GUEST_IMAGE"):
-        pytest.skip(f"GATEWAY_GUEST_IMAGE={os.environ['GATEWAY_GUEST_IMAGE']} holds no "
-                    "vmlinux and rootfs.ext4")
+        found = find_image()
+        if found is None:
+            pytest.skip(f"GATEWAY_GUEST_IMAGE={os.environ['GATEWAY_GUEST_IMAGE']} holds no "
+                        "vmlinux and rootfs.ext4")
+        return found
     missing = check_prerequisites(default_cache_dir(), Recipe(), need_kernel=True,
                                   need_rootfs=True)
     if missing:
+        # Cannot build here: an image built earlier (maybe from an older agent) is what
+        # there is.
+        found = find_image()
+        if found is not None:
+            return found
         pytest.skip("no guest image built, and it cannot be built here: "
                     + "; ".join(missing) + ". Run `python -m gateway_sandbox.image build` "
                     "or set GATEWAY_GUEST_IMAGE=<dir holding vmlinux and rootfs.ext4>")
+    # Cached by recipe hash (agent and init included): a rebuild only when they changed.
     return build()  # a tinyconfig kernel + minbase rootfs: ~5 min on 2 cores, then cached
 
 

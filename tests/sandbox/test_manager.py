@@ -13,6 +13,7 @@ import pytest
 from gateway_core.config.sandbox import SandboxConfig
 from gateway_core.errors import InvalidRequest, NotFound, PayloadTooLarge
 from gateway_sandbox import PoolExhausted, SandboxDead, SandboxManager
+from gateway_sandbox.errors import SandboxConflict
 from tests.sandbox.conftest import children_of, make_config
 
 
@@ -20,12 +21,23 @@ class Recorder:
     def __init__(self) -> None:
         self.starts: list[tuple[str, str]] = []
         self.executions: list[tuple[str, str]] = []
+        self.exits: list[tuple[int | None, bool]] = []
+        self.lifecycle: list[tuple[str, str]] = []
 
-    def on_start(self, backend: str, kind: str, seconds: float) -> None:
+    def on_start(self, backend: str, kind: str, seconds: float, *, sandbox_id: str,
+                 runtime: str) -> None:
+        assert sandbox_id and runtime
         self.starts.append((backend, kind))
 
-    def on_execute(self, runtime: str, outcome: str, seconds: float) -> None:
+    def on_execute(self, runtime: str, outcome: str, seconds: float, *, sandbox_id: str,
+                   exit_code: int | None, timed_out: bool) -> None:
+        assert sandbox_id
         self.executions.append((runtime, outcome))
+        self.exits.append((exit_code, timed_out))
+
+    def on_lifecycle(self, action: str, outcome: str, seconds: float, *,
+                     sandbox_id: str) -> None:
+        self.lifecycle.append((action, outcome))
 
 
 class FakeClock:
@@ -89,6 +101,13 @@ async def test_pool_refills_after_take_and_reports_warm_and_cold(state_dir: Path
         await a.execute("print(1)")
         await b.execute("raise SystemExit(2)")
         assert rec.executions == [("python", "ok"), ("python", "error")]
+        assert rec.exits == [(0, False), (2, False)]
+        await a.pause()
+        await a.resume()
+        with pytest.raises(SandboxConflict):
+            await a.resume()
+        assert rec.lifecycle == [("pause", "ok"), ("resume", "ok"),
+                                 ("resume", "SandboxConflict")]
     cold = Recorder()
     async with SandboxManager.from_config(make_config(state_dir, min_ready=0),
                                           observer=cold) as m:

@@ -36,6 +36,10 @@ __all__ = [
     "SandboxList",
     "SandboxStatus",
     "SignalRequest",
+    "TemplateInfo",
+    "TemplateList",
+    "TemplatePool",
+    "TemplateState",
     "TimeoutRequest",
 ]
 
@@ -76,6 +80,8 @@ class CreateSandboxRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
     cpus: Positive | None = None
     memory_mb: PositiveInt | None = None
     disk_mb: PositiveInt | None = None
+    # A configured [sandbox.templates.NAME] (unset: "default", the backend's own root).
+    template: str | None = None
     # Unset: the config's default allow-list ([sandbox.egress] default_allow).
     network: NetworkRequest | None = None
     # A child key of the caller's for the code inside (OPENAI_API_KEY, ANTHROPIC_API_KEY).
@@ -98,6 +104,7 @@ class SandboxInfo(msgspec.Struct, kw_only=True):
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
     on_timeout: OnTimeout = "delete"
     resources: Resources | None = None
+    template: str = "default"
     # The hosts its code may reach through the egress proxy (absent: no network).
     network: NetworkRequest | None = None
     object: str = "sandbox"
@@ -269,3 +276,39 @@ class MoveRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     src: str
     dst: str
     overwrite: bool = False
+
+
+#: A template's build: ``built``, ``missing`` (build it first) or ``building`` (under way).
+TemplateState = Literal["built", "missing", "building"]
+
+
+class TemplatePool(msgspec.Struct, kw_only=True):
+    min_ready: int
+    ready: int
+
+
+class TemplateInfo(msgspec.Struct, kw_only=True):
+    """One entry of GET /v1/templates: its recipe, build state and what the build holds."""
+
+    name: str
+    state: TemplateState
+    # "debian-bookworm", or for "default" what the backend runs on (the host, an image).
+    base: str
+    apt: list[str]
+    pip: list[str]
+    files: list[str]
+    runtimes: list[str]
+    pool: TemplatePool
+    recipe_hash: str | None = None
+    built_at: int | None = None
+    # The unpacked root (process backend) and the ext4 image (Firecracker), on disk.
+    root_bytes: int | None = None
+    image_bytes: int | None = None
+    # For a template that is not built: the command that builds it.
+    build_command: str | None = None
+    object: str = "template"
+
+
+class TemplateList(msgspec.Struct, kw_only=True):
+    data: list[TemplateInfo]
+    object: str = "list"

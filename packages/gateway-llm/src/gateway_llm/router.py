@@ -12,7 +12,7 @@ import math
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -61,8 +61,18 @@ class RouterObserver(Protocol):
     """Where the router reports what it did (the server turns these into metrics).
     ``deployment`` is the deployment's configured name (bounded by the config)."""
 
+    def attempt_start(self, provider: str, model: str, api: str, deployment: str,
+                      attempt: int) -> Mapping[str, str]:
+        """An attempt is about to go upstream (``attempt`` counts from 1 per request). The
+        headers returned go with it (W3C trace context); most observers return none."""
+        ...
+
     def attempt(self, provider: str, model: str, outcome: str, seconds: float,
-                api: str, deployment: str) -> None: ...
+                api: str, deployment: str) -> None:
+        """An attempt ended: ``outcome`` is "ok", a failure reason, or "cancelled" (the
+        client went away). ``seconds`` run to the whole answer, for a stream to its first
+        output."""
+        ...
 
     def failover(self, from_: str, to: str, reason: str) -> None: ...
 
@@ -202,6 +212,7 @@ class SettlingStream:
 
 
 ProviderFactory = Callable[[str, ProviderConfig], Provider]
+_NO_HEADERS: Mapping[str, str] = {}
 
 
 class _Walk:
@@ -605,7 +616,11 @@ class Router:
         walk.attempts += 1
         walk.tried.add(d.name)
         count = d.name not in walk.counted
-        call = Call(request, d.model, walk.deadline, d.options)
+        trace_headers = _NO_HEADERS
+        if self.observer is not None:
+            trace_headers = self.observer.attempt_start(d.provider.name, d.model, api,
+                                                        d.label, walk.attempts)
+        call = Call(request, d.model, walk.deadline, d.options, trace_headers)
         headers = limiter.headers(admission) if limiter and admission else {}
         fallback = d not in walk.primary.deployments
         reported = False
@@ -648,9 +663,14 @@ class Router:
                 limiter.settle_later(admission, usage=result.completion.usage)
             admission = None  # handed over to the result (streams settle at the end)
             return result
-        except BaseException:
+        except BaseException as exc:
             if not reported:
                 d.breaker.release(permit)
+                if isinstance(exc, asyncio.CancelledError) and self.observer is not None:
+                    # The client went away: says nothing of the deployment's health, but
+                    # the attempt is counted with its own outcome.
+                    self.observer.attempt(d.provider.name, d.model, "cancelled",
+                                          self.clock() - started, api, d.label)
             raise
         finally:
             if not handed_over:

@@ -1,5 +1,6 @@
-"""SandboxManager: picks the backend, owns the warm pool and every sandbox, enforces
-max_total, reaps expired and crashed sandboxes, and leaves nothing behind on close."""
+"""SandboxManager: picks the backend, owns the warm pools (the default one and one per
+template that keeps guests warm) and every sandbox, enforces max_total, reaps expired and
+crashed sandboxes, and leaves nothing behind on close."""
 
 from __future__ import annotations
 
@@ -16,17 +17,19 @@ import structlog
 from gateway_core.config.sandbox import SandboxConfig, SandboxLimits
 from gateway_core.errors import GatewayError, InvalidRequest, NotFound
 from gateway_core.host_patterns import HostPattern
-from gateway_core.sandbox_types import OnTimeout
+from gateway_core.sandbox_types import OnTimeout, TemplateInfo, TemplatePool
 from gateway_sandbox.backends.base import Backend
 from gateway_sandbox.egress import EgressProxy, SandboxEgress
 from gateway_sandbox.errors import BackendUnavailable, PoolExhausted
 from gateway_sandbox.guest_layout import EGRESS_PROXY_PORT
+from gateway_sandbox.image.template import TemplateImage
 from gateway_sandbox.observer import SandboxObserver
 from gateway_sandbox.policy import SandboxPolicy
 from gateway_sandbox.pool import WarmGuest, WarmPool, start_warm
 from gateway_sandbox.protocol import ConnectionLost, EgressStart, Ok
 from gateway_sandbox.runtimes import RUNTIMES, Runtime, available_runtimes
 from gateway_sandbox.sandbox import Sandbox
+from gateway_sandbox.templates import DEFAULT_TEMPLATE, TemplateCatalog
 
 __all__ = ["SandboxManager", "SandboxStats", "proxy_env", "select_backend"]
 
@@ -53,6 +56,8 @@ class SandboxStats(msgspec.Struct, kw_only=True):
     dead: int
     max_total: int
     min_ready: int
+    # Ready guests of each template pool (the default pool's are pool_ready).
+    template_pools_ready: dict[str, int] = {}
 
 
 def select_backend(cfg: SandboxConfig) -> tuple[Backend, str]:
@@ -110,6 +115,9 @@ class SandboxManager:
         self._cond = asyncio.Condition()
         self._pool = WarmPool(backend, cfg.pool, cfg.start_timeout_s,
                               capacity_left=self._capacity_left, changed=self._changed)
+        self.templates = TemplateCatalog(cfg)
+        # Pools of templates with pool.min_ready > 0, made once the template is found built.
+        self._template_pools: dict[str, WarmPool] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._notifiers: set[asyncio.Task[None]] = set()
         self._started = False
@@ -148,6 +156,12 @@ class SandboxManager:
         else:
             self.policy.runtimes = dict.fromkeys(RUNTIMES)
         self._pool.start()
+        for name in self.templates.recipes:
+            if self.templates.find(name) is None:
+                log.warning("sandbox_template_not_built", template=name,
+                            build=self.templates.build_command(name))
+            else:
+                self._template(name)
         self._reaper = asyncio.create_task(self._reap_loop())
         log.info("sandbox_manager_started", backend=self.backend.name,
                  reason=self.backend_reason,
@@ -170,7 +184,8 @@ class SandboxManager:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
-        await self._pool.aclose()
+        await asyncio.gather(self._pool.aclose(),
+                             *(p.aclose() for p in self._template_pools.values()))
         await asyncio.gather(*self._notifiers, return_exceptions=True)
         sandboxes, self._sandboxes = list(self._sandboxes.values()), {}
         await asyncio.gather(*(sb._shutdown() for sb in sandboxes), return_exceptions=True)
@@ -183,8 +198,12 @@ class SandboxManager:
     def _live(self) -> int:
         return sum(1 for sb in self._sandboxes.values() if sb.status != "dead")
 
+    def _pools(self) -> builtins.list[WarmPool]:
+        return [self._pool, *self._template_pools.values()]
+
     def _capacity_left(self) -> int:
-        used = self._live() + self._reserved + len(self._pool.ready) + self._pool.starting
+        used = self._live() + self._reserved + sum(len(p.ready) + p.starting
+                                                   for p in self._pools())
         return self.cfg.pool.max_total - used
 
     def _changed(self) -> None:
@@ -198,24 +217,29 @@ class SandboxManager:
             self._notifiers.add(task)
             task.add_done_callback(self._notifiers.discard)
 
-    async def _acquire(self, *, cold: bool = False) -> tuple[WarmGuest | None, str]:
-        """A warm guest from the pool, or (None, "cold") with a slot reserved for a cold
-        start, waiting up to acquire_timeout_s (and for pool starts already under way)."""
+    async def _acquire(self, *, cold: bool = False,
+                       pool: WarmPool | None = None) -> tuple[WarmGuest | None, str]:
+        """A warm guest from ``pool`` (the template's; None: it keeps none warm), or
+        (None, "cold") with a slot reserved for a cold start, waiting up to
+        acquire_timeout_s (and for pool starts already under way)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cfg.pool.acquire_timeout_s
         async with self._cond:
             while True:
                 if self._closed:
                     raise BackendUnavailable("The sandbox manager is shutting down.")
-                warm = None if cold else self._pool.take()
+                warm = None if cold or pool is None else pool.take()
                 if warm is not None:
                     self._reserved += 1
                     return warm, "warm"
+                if self._capacity_left() <= 0:
+                    await self._evict_for(None if cold else pool)
                 if self._capacity_left() > 0:
                     self._reserved += 1
                     return None, "cold"
                 remaining = deadline - loop.time()
-                if remaining <= 0 and self._pool.starting > 0:
+                starting = pool.starting if pool is not None else 0
+                if remaining <= 0 and starting > 0:
                     # A guest is about to become ready; worth waiting for it.
                     remaining = self.cfg.start_timeout_s
                 if remaining <= 0:
@@ -224,12 +248,79 @@ class SandboxManager:
                         "(pool.max_total); delete one or try again later.")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._cond.wait(), remaining)
-                if loop.time() >= deadline and self._pool.starting == 0 \
-                        and not self._pool.ready and self._capacity_left() <= 0:
+                if loop.time() >= deadline and (pool is None or (pool.starting == 0
+                                                                 and not pool.ready)) \
+                        and self._capacity_left() <= 0:
                     raise PoolExhausted(
                         f"All {self.cfg.pool.max_total} sandboxes are in use "
                         f"(pool.max_total); none was freed within "
                         f"{self.cfg.pool.acquire_timeout_s} s.")
+
+    async def _evict_for(self, pool: WarmPool | None) -> None:
+        """At capacity, stop a warm guest another template's pool holds, so the slot serves
+        this create instead of a sandbox nobody asked for yet."""
+        for other in self._pools():
+            if other is not pool:
+                warm = other.evict()
+                if warm is not None:
+                    log.info("sandbox_pool_guest_evicted", id=warm.guest.id)
+                    await warm.stop()
+                    return
+
+    # ---- templates ----
+
+    def _template(self, name: str) -> TemplateImage:
+        """The built template (400 unknown, 409 not built); the first time it is found
+        built, what runtimes it offers is worked out and its warm pool started."""
+        image = self.templates.require(name)
+        if name not in self.policy.template_runtimes:
+            configured = self.templates.recipes[name].runtimes
+            if self.backend.name == "process":
+                found = available_runtimes(self.cfg.runtime_path, str(image.root_dir))
+            else:
+                found = {r: None if r in image.manifest.runtimes else "not in its image"
+                         for r in RUNTIMES}
+            self.policy.template_runtimes[name] = {r: found.get(r) for r in configured}
+            min_ready = self.templates.configs[name].pool.min_ready
+            if min_ready > 0 and self._started and not self._closed:
+                pool = WarmPool(self.backend, self.cfg.pool, self.cfg.start_timeout_s,
+                                capacity_left=self._capacity_left, changed=self._changed,
+                                template=image, min_ready=min_ready)
+                self._template_pools[name] = pool
+                pool.start()
+        return image
+
+    def template_infos(self) -> builtins.list[TemplateInfo]:
+        """Every template, "default" first, with its state and what its build holds."""
+        default = TemplateInfo(
+            name=DEFAULT_TEMPLATE, state="built",
+            base=(("host" if not self.cfg.process_rootfs_dir else self.cfg.process_rootfs_dir)
+                  if self.backend.name == "process" else self.cfg.rootfs_path),
+            apt=[], pip=[], files=[],
+            runtimes=[n for n, why in self.policy.runtimes.items() if why is None],
+            pool=TemplatePool(min_ready=self.cfg.pool.min_ready, ready=len(self._pool.ready)))
+        out = [default]
+        for name, recipe in sorted(self.templates.recipes.items()):
+            state = self.templates.state(name)
+            pool = self._template_pools.get(name)
+            info = TemplateInfo(
+                name=name, state=state, base=recipe.base, apt=list(recipe.apt),
+                pip=list(recipe.pip), files=[p for p, _ in recipe.files],
+                runtimes=list(self.templates.configs[name].runtimes),
+                pool=TemplatePool(min_ready=self.templates.configs[name].pool.min_ready,
+                                  ready=len(pool.ready) if pool is not None else 0),
+                recipe_hash=self.templates.keys[name])
+            if state == "built":
+                image = self._template(name)
+                m = image.manifest
+                info.built_at, info.root_bytes = int(m.built_at), m.root_bytes
+                info.image_bytes = m.image_bytes
+                offered = self.policy.template_runtimes.get(name, {})
+                info.runtimes = [r for r, why in offered.items() if why is None]
+            else:
+                info.build_command = self.templates.build_command(name)
+            out.append(info)
+        return out
 
     # ---- validation (the policy's; kept here for callers of the manager) ----
 
@@ -247,27 +338,32 @@ class SandboxManager:
                      metadata: dict[str, str] | None = None,
                      on_timeout: OnTimeout | None = None, cpus: float | None = None,
                      memory_mb: int | None = None, disk_mb: int | None = None,
+                     template: str | None = None,
                      network: list[str] | None = None) -> Sandbox:
-        """A sandbox for ``runtime``, warm from the pool when one is ready (a cold start when
-        it asks for resources other than the defaults). ``timeout_s`` is its lifetime
-        (default and cap: max_lifetime_s). ``network``: hosts it may reach through the
-        egress proxy (None: the config's default_allow; empty: none)."""
+        """A sandbox for ``runtime`` rooted in ``template`` (None: "default", the backend's
+        own root), warm from its pool when one is ready (a cold start when it asks for
+        resources other than the defaults). ``timeout_s`` is its lifetime (default and cap:
+        max_lifetime_s). ``network``: hosts it may reach through the egress proxy (None: the
+        config's default_allow; empty: none)."""
         if not self._started or self._closed:
             raise BackendUnavailable("The sandbox manager is not running.")
         pol = self.policy
-        pol.resolve_runtime(runtime)
+        name = template or DEFAULT_TEMPLATE
+        image = None if name == DEFAULT_TEMPLATE else self._template(name)
+        pool = self._pool if image is None else self._template_pools.get(name)
+        pol.resolve_runtime(runtime, template=name)
         lifetime = pol.check_lifetime(timeout_s)
         pol.check_env(env)
         resources = pol.check_resources(cpus, memory_mb, disk_mb)
         allow = self._check_network(network)
         custom = resources != pol.default_resources()
         t0 = time.monotonic()
-        warm, kind = await self._acquire(cold=custom)
+        warm, kind = await self._acquire(cold=custom, pool=pool)
         try:
             if warm is None:
                 try:
                     warm = await start_warm(self.backend, self.cfg.start_timeout_s,
-                                            resources if custom else None)
+                                            resources if custom else None, image)
                 except BackendUnavailable:
                     raise
                 except (TimeoutError, OSError, ConnectionLost) as exc:
@@ -281,14 +377,15 @@ class SandboxManager:
                          runtime=runtime, lifetime_s=lifetime, env=sb_env,
                          metadata=dict(metadata or {}), clock=self.clock,
                          on_timeout=on_timeout or self.cfg.on_timeout, resources=resources,
-                         egress=egress)
+                         template=name, egress=egress)
             self._sandboxes[sb.id] = sb
         finally:
             self._reserved -= 1
             self._changed()
         seconds = time.monotonic() - t0
-        self.observer.on_start(self.backend.name, kind, seconds)
-        log.info("sandbox_created", id=sb.id, runtime=runtime, kind=kind,
+        self.observer.on_start(self.backend.name, kind, seconds, sandbox_id=sb.id,
+                               runtime=runtime)
+        log.info("sandbox_created", id=sb.id, runtime=runtime, template=name, kind=kind,
                  ms=round(seconds * 1000, 1))
         return sb
 
@@ -346,7 +443,8 @@ class SandboxManager:
             raise NotFound(f"No sandbox with id {sandbox_id!r}.", param="id")
         await sb._shutdown()
         self._changed()
-        self._pool.kick()
+        for pool in self._pools():
+            pool.kick()
         log.info("sandbox_deleted", id=sandbox_id)
 
     # ---- reaping ----
@@ -371,7 +469,7 @@ class SandboxManager:
             elif sb.status == "dead" and not sb.freed:
                 # Free the guest's files and processes now; the record stays as "dead".
                 await sb.mark_dead()
-        if self._pool.drop_dead():
+        if sum(pool.drop_dead() for pool in self._pools()):
             self._changed()
         if deleted:
             log.info("sandboxes_reaped", ids=deleted)
@@ -392,7 +490,9 @@ class SandboxManager:
         return SandboxStats(backend=self.backend.name, pool_ready=len(self._pool.ready),
                             pool_starting=self._pool.starting, active=live,
                             dead=len(self._sandboxes) - live,
-                            max_total=self.cfg.pool.max_total, min_ready=self.cfg.pool.min_ready)
+                            max_total=self.cfg.pool.max_total, min_ready=self.cfg.pool.min_ready,
+                            template_pools_ready={n: len(p.ready)
+                                                  for n, p in self._template_pools.items()})
 
     def describe(self) -> dict[str, object]:
         """For /health/ready: the backend, why it was chosen, its isolation and limits."""
@@ -406,15 +506,27 @@ class SandboxManager:
             {"enabled": False}
         if self._pool.last_error:
             out["pool_last_error"] = self._pool.last_error
+        if self.templates.recipes:
+            out["templates"] = {n: self.templates.state(n) for n in self.templates.recipes}
         return out
 
-    async def wait_pool_ready(self, count: int | None = None, timeout_s: float = 30.0) -> bool:
-        """Wait until ``count`` (default min_ready) guests are ready; False on timeout."""
-        want = self.cfg.pool.min_ready if count is None else count
+    async def wait_pool_ready(self, count: int | None = None, timeout_s: float = 30.0,
+                              template: str | None = None) -> bool:
+        """Wait until ``count`` (default min_ready) guests of ``template``'s pool (default:
+        the default pool) are ready; False on timeout or when it keeps no pool."""
+        name = template or DEFAULT_TEMPLATE
+        if name == DEFAULT_TEMPLATE:
+            pool: WarmPool | None = self._pool
+        else:
+            self._template(name)
+            pool = self._template_pools.get(name)
+        if pool is None:
+            return False
+        want = pool.min_ready if count is None else count
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         async with self._cond:
-            while len(self._pool.ready) < want:
+            while len(pool.ready) < want:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return False

@@ -24,13 +24,25 @@ class SandboxPolicy:
         self.observer: SandboxObserver = observer or NullObserver()
         # Runtime name -> None when usable, else why not (filled when the backend starts).
         self.runtimes: dict[str, str | None] = {}
+        # The same per template other than the default (filled when it is first used).
+        self.template_runtimes: dict[str, dict[str, str | None]] = {}
 
-    def resolve_runtime(self, name: str, param: str = "runtime") -> Runtime:
+    def resolve_runtime(self, name: str, param: str = "runtime",
+                        template: str = "default") -> Runtime:
         rt = RUNTIMES.get(name)
         if rt is None:
             raise InvalidRequest(f"Unknown {param} {name!r}; expected one of "
                                  f"{', '.join(sorted(RUNTIMES))}.", param=param)
-        why = self.runtimes.get(name)
+        if template != "default":
+            offered = self.template_runtimes.get(template, {})
+            if name not in offered:
+                have = ", ".join(n for n, why in offered.items() if why is None) or "none"
+                raise InvalidRequest(f"Template {template!r} does not offer {param} {name!r}; "
+                                     f"it offers: {have}.", param=param,
+                                     code="runtime_unavailable")
+            why = offered[name]
+        else:
+            why = self.runtimes.get(name)
         if why is not None:
             raise InvalidRequest(f"{param.capitalize()} {name!r} is not available on this "
                                  f"gateway: {why}.", param=param, code="runtime_unavailable")

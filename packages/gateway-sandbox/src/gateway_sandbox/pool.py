@@ -1,5 +1,6 @@
 """The warm pool: started guests whose agent already answered, kept at ``min_ready`` by a
-background refill with bounded concurrency; dead ones are dropped and replaced."""
+background refill with bounded concurrency; dead ones are dropped and replaced. One pool per
+template that keeps guests warm."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import structlog
 from gateway_core.config.sandbox import PoolConfig
 from gateway_core.sandbox_types import Resources
 from gateway_sandbox.backends.base import Backend, Guest
+from gateway_sandbox.image.template import TemplateImage
 from gateway_sandbox.protocol import AgentClient
 
 __all__ = ["WarmGuest", "WarmPool", "new_sandbox_id", "start_warm"]
@@ -41,10 +43,12 @@ class WarmGuest:
 
 
 async def start_warm(backend: Backend, start_timeout_s: float,
-                     resources: Resources | None = None) -> WarmGuest:
-    """Start a guest and wait until its agent has said hello and answered a ping."""
+                     resources: Resources | None = None,
+                     template: TemplateImage | None = None) -> WarmGuest:
+    """Start a guest (rooted in ``template`` when given) and wait until its agent has said
+    hello and answered a ping."""
     t0 = time.monotonic()
-    guest = await backend.start_guest(new_sandbox_id(), resources)
+    guest = await backend.start_guest(new_sandbox_id(), resources, template)
     try:
         reader, writer = await asyncio.wait_for(guest.open_stream(), start_timeout_s)
         client = await AgentClient.connect(reader, writer, start_timeout_s)
@@ -64,9 +68,12 @@ class WarmPool:
     may exist in all; ``changed`` is called whenever a guest becomes ready or a start ends."""
 
     def __init__(self, backend: Backend, cfg: PoolConfig, start_timeout_s: float,
-                 capacity_left: Callable[[], int], changed: Callable[[], None]) -> None:
+                 capacity_left: Callable[[], int], changed: Callable[[], None], *,
+                 template: TemplateImage | None = None, min_ready: int | None = None) -> None:
         self.backend = backend
         self.cfg = cfg
+        self.template = template
+        self.min_ready = cfg.min_ready if min_ready is None else min_ready
         self.start_timeout_s = start_timeout_s
         self.capacity_left = capacity_left
         self.changed = changed
@@ -97,6 +104,11 @@ class WarmPool:
         self.kick()
         return None
 
+    def evict(self) -> WarmGuest | None:
+        """A ready guest taken out to free its slot for another template (not refilled
+        while there is no capacity); the caller stops it."""
+        return self.ready.pop() if self.ready else None
+
     def drop_dead(self) -> int:
         dead = [w for w in self.ready if not w.alive()]
         for w in dead:
@@ -120,7 +132,7 @@ class WarmPool:
             if backoff:
                 # A backend that fails to start guests is not hammered.
                 await asyncio.sleep(backoff)
-            while (len(self.ready) + self.starting < self.cfg.min_ready
+            while (len(self.ready) + self.starting < self.min_ready
                    and self.starting < max(1, self.cfg.refill_concurrency)
                    and self.capacity_left() > 0 and not self._closing):
                 self.starting += 1
@@ -129,7 +141,7 @@ class WarmPool:
 
     async def _fill_one(self) -> None:
         try:
-            warm = await start_warm(self.backend, self.start_timeout_s)
+            warm = await start_warm(self.backend, self.start_timeout_s, None, self.template)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - reported, retried with backoff

@@ -9,7 +9,7 @@ import contextlib
 import posixpath
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
 
 import msgspec
 
@@ -157,6 +157,7 @@ class Sandbox:
                  on_close: Callable[[str], Awaitable[None]], runtime: str, lifetime_s: float,
                  env: dict[str, str], metadata: dict[str, str], clock: Callable[[], float],
                  on_timeout: OnTimeout = "delete", resources: Resources | None = None,
+                 template: str = "default",
                  egress: SandboxEgress | None = None) -> None:
         self.guest = guest
         # Its own socket on the egress proxy (None: no network); closed with the sandbox.
@@ -166,6 +167,7 @@ class Sandbox:
         self._on_close = on_close
         self.id = guest.id
         self.runtime = runtime
+        self.template = template
         self.backend = guest.backend
         self.env = env
         self.metadata = metadata
@@ -215,6 +217,7 @@ class Sandbox:
                            created_at=int(self.created_at), expires_at=int(self.expires_at),
                            backend=self.backend, metadata=dict(self.metadata),
                            on_timeout=self.on_timeout, resources=self.resources,
+                           template=self.template,
                            network=NetworkRequest(allow=self.egress.allow_list)
                            if self.egress is not None else None)
 
@@ -276,6 +279,28 @@ class Sandbox:
     async def pause(self) -> None:
         """Freeze the guest (no CPU; a VM's memory goes to disk); files, contexts and
         background commands are kept. It is deleted max_paused_s after, unless extended."""
+        async with self._observed("pause"):
+            await self._pause()
+
+    async def resume(self) -> None:
+        async with self._observed("resume"):
+            await self._resume()
+
+    @contextlib.asynccontextmanager
+    async def _observed(self, action: str) -> AsyncIterator[None]:
+        started = time.monotonic()
+        outcome = "cancelled"
+        try:
+            yield
+            outcome = "ok"
+        except Exception as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            self.policy.observer.on_lifecycle(action, outcome, time.monotonic() - started,
+                                              sandbox_id=self.id)
+
+    async def _pause(self) -> None:
         async with self._state_lock:
             self._check_alive()
             if self.paused:
@@ -290,7 +315,7 @@ class Sandbox:
             self.paused_at = now
             self.deadline = max(self.deadline, now + self.policy.max_paused_s)
 
-    async def resume(self) -> None:
+    async def _resume(self) -> None:
         async with self._state_lock:
             self._check_alive()
             if not self.paused:
@@ -335,7 +360,7 @@ class Sandbox:
                              env: dict[str, str] | None = None,
                              context_id: str | None = None) -> ContextInfo:
         lang = language or self.runtime
-        rt = self.policy.resolve_runtime(lang, param="language")
+        rt = self.policy.resolve_runtime(lang, param="language", template=self.template)
         if rt.context is None:
             raise InvalidRequest(f"Language {lang!r} has no persistent contexts; use "
                                  "execute without a context.", param="language")
@@ -419,7 +444,7 @@ class Sandbox:
                 cid, label = context_id, ctx.language
             else:
                 label = runtime or self.runtime
-                pol.resolve_runtime(label)
+                pol.resolve_runtime(label, template=self.template)
                 cid = await self._default_context(label)
             msg: Execute | ContextExec = ContextExec(
                 id=self.client.new_id(), context=cid, code=code, timeout_s=timeout,
@@ -428,7 +453,7 @@ class Sandbox:
             hung_after = timeout + pol.limits.interrupt_grace_s + _GRACE_S
         else:
             label = runtime or self.runtime
-            rt = pol.resolve_runtime(label)
+            rt = pol.resolve_runtime(label, template=self.template)
             pol.check_env(env)
             pol.check_stdin(stdin)
             msg = Execute(id=self.client.new_id(), runtime=rt, code=code, timeout_s=timeout,
@@ -465,6 +490,8 @@ class Sandbox:
             self.touch()
             started = time.monotonic()
             outcome = "failed"
+            exit_code: int | None = None
+            timed_out = False
             finished = False
             try:
                 queue = await self.client.send(msg)
@@ -483,6 +510,7 @@ class Sandbox:
                             finished = True
                             outcome = ("timeout" if item.timed_out else
                                        "ok" if item.exit_code == 0 else "error")
+                            exit_code, timed_out = item.exit_code, item.timed_out
                             yield ExecResult(stdout=item.stdout, stderr=item.stderr,
                                              exit_code=item.exit_code,
                                              duration_ms=item.duration_ms,
@@ -493,6 +521,8 @@ class Sandbox:
                             finished = True
                             outcome = ("timeout" if item.timed_out else
                                        "ok" if item.error is None else "error")
+                            timed_out = item.timed_out
+                            exit_code = item.exit_code
                             if item.restarted and context_id in self.contexts:
                                 self.contexts[context_id].restarts += 1
                             yield _cell_result(item, context_id)
@@ -516,7 +546,9 @@ class Sandbox:
                     from None
             finally:
                 self.touch()
-                self.policy.observer.on_execute(label, outcome, time.monotonic() - started)
+                self.policy.observer.on_execute(label, outcome, time.monotonic() - started,
+                                                sandbox_id=self.id, exit_code=exit_code,
+                                                timed_out=timed_out)
 
     async def _cancel(self, target: int) -> None:
         with contextlib.suppress(ConnectionLost, TimeoutError):

@@ -126,6 +126,7 @@ def create_app(config: Config) -> Starlette:
             render=e2b.error_renderer(config.server.e2b, render_error),
             admin_keys=config.server.admin_keys,
             authenticate=None if state.access is None else state.access.keys.lookup,
+            tracing=state.tracing,
         ), Middleware(HotRoutes, routes=hot, on_error=_route_error),
            Middleware(DataPlane, cfg=config.server.e2b, port_routes=data_plane)],
         exception_handlers={

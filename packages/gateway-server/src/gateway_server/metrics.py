@@ -19,6 +19,9 @@ from prometheus_client import multiprocess as _multiprocess
 __all__ = ["MULTIPROC_ENV", "Metrics", "get_metrics"]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The gateway's own time: a fraction of a millisecond when all is well.
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                     0.25, 0.5, 1.0)
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                     10.0, 30.0, 60.0, 120.0)
 
@@ -47,6 +50,18 @@ class Metrics:
             "gateway_llm_upstream_duration_seconds",
             "Upstream time until the response (or stream) ended.",
             ["provider", "model"], buckets=_LATENCY_BUCKETS,
+        )
+        self.llm_overhead = Histogram(
+            "gateway_llm_overhead_seconds",
+            "The gateway's own time on an LLM request: time to the response headers minus "
+            "the time spent waiting on upstreams (for streams, to their first output); "
+            "also sent as x-gateway-overhead-ms.",
+            ["api", "provider"], buckets=_OVERHEAD_BUCKETS,
+        )
+        self.trace_exports = Counter(
+            "gateway_trace_exports_total",
+            "Span batches sent to the OTLP collector, by result (ok, failed).",
+            ["result"],
         )
         self.llm_tokens = Counter(
             "gateway_llm_tokens_total", "Tokens reported by providers.",

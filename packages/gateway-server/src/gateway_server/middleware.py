@@ -1,7 +1,9 @@
 """The one ASGI middleware in front of every route: request id, bearer-key auth on /v1/*
 and /admin/* (static keys, admin keys, virtual keys; the caller goes into the scope's state
 as ``principal``), request body cap, and per request one metrics update and one access log
-line."""
+line (with what the request's record gathered: key name, alias, provider, tokens, overhead,
+trace id). A client that went away before the response started is recorded as 499, not
+500."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import hmac
 import os
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import structlog
 from prometheus_client import Counter, Histogram
@@ -26,8 +29,16 @@ from gateway_server.access.records import ADMIN, OPEN, STATIC, Principal
 from gateway_server.error_shapes import ANTHROPIC_PREFIX, render_error
 from gateway_server.logs import access_line
 from gateway_server.metrics import Metrics
+from gateway_server.request_record import RequestRecord, bind_record
 
-__all__ = ["GatewayMiddleware"]
+if TYPE_CHECKING:
+    from gateway_server.tracing import Tracing
+
+__all__ = ["CLIENT_CLOSED", "OVERHEAD_HEADER", "GatewayMiddleware"]
+
+OVERHEAD_HEADER = b"x-gateway-overhead-ms"
+CLIENT_CLOSED = 499  # nginx's "client closed request"
+_UNTRACED = ("/health", "/metrics")  # probes and scrapes: no spans
 
 log = structlog.get_logger("gateway.keys")
 _JSON = [(b"content-type", b"application/json")]
@@ -51,6 +62,7 @@ class GatewayMiddleware:
         access_log: bool,
         guarded_prefixes: tuple[str, ...] = ("/v1/",),
         render: Callable[[str, GatewayError], tuple[int, bytes]] = render_error,
+        tracing: Tracing | None = None,
         admin_keys: list[str] | None = None,
         authenticate: Callable[[bytes], Awaitable[Principal | None]] | None = None,
     ) -> None:
@@ -72,6 +84,8 @@ class GatewayMiddleware:
         # Metric children by (method, route, status): labels() costs a lock and a dict
         # lookup per call; the key space is bounded by the route templates.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._overhead: dict[tuple[str | None, str | None], Histogram] = {}
+        self.tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -97,7 +111,13 @@ class GatewayMiddleware:
         scope.setdefault("state", {})["request_id"] = rid
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=rid)
+        record = RequestRecord(start)
+        bind_record(record)
+        span = None
+        if self.tracing is not None and not scope["path"].startswith(_UNTRACED):
+            span = self.tracing.begin(scope, record, rid)
         status = 500
+        started = False
         anthropic = scope["path"].startswith(ANTHROPIC_PREFIX)
 
         # A body nobody read yet (an error answered before the route read it): drained
@@ -106,10 +126,16 @@ class GatewayMiddleware:
         body = _BodyState(receive, content_length > 0 or chunked, self.max_body_bytes)
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                started = True
+                status = CLIENT_CLOSED if body.client_closed else message["status"]
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+                overhead = record.overhead_s(time.perf_counter())
+                if overhead is not None:
+                    self._observe_overhead(record, overhead)
+                    message["headers"].append(
+                        (OVERHEAD_HEADER, str(record.overhead_ms).encode()))
                 if status >= 400 and body.unread and not await body.drain(self.max_body_bytes):
                     message["headers"].append((b"connection", b"close"))
                 if anthropic:
@@ -121,13 +147,13 @@ class GatewayMiddleware:
             path = scope["path"]
             principal = OPEN
             if path.startswith(ADMIN_PREFIX):
-                principal, error = await self._check_key(authorization)
+                principal, error = await self._check_key(authorization, record)
                 if error is None and not principal.admin:
                     error = PermissionDenied("The admin API needs one of server.admin_keys.",
                                              code="admin_key_required")
             elif (self.auth_on or (self.authenticate is not None and authorization)) \
                     and path.startswith(self.guarded_prefixes):
-                principal, error = await self._check_key(authorization)
+                principal, error = await self._check_key(authorization, record)
             scope["state"]["principal"] = principal
             if error is None and content_length > self.max_body_bytes:
                 error = PayloadTooLarge(
@@ -140,6 +166,8 @@ class GatewayMiddleware:
                 await self.app(scope, body.receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - start
+            if not started and body.client_closed:
+                status = CLIENT_CLOSED
             route = self.route_of(scope)
             method = scope["method"]
             children = self._children.get((method, route, status))
@@ -149,11 +177,28 @@ class GatewayMiddleware:
                 self._children[(method, route, status)] = children
             children[0].inc()
             children[1].observe(elapsed)
+            if span is not None:
+                span.finish(record, method, route, status)
             if self.access_log:
-                access_line({"method": method, "route": route, "path": scope["path"],
-                             "status": status, "ms": round(elapsed * 1000, 3)})
+                fields: dict[str, object] = {"method": method, "route": route,
+                                             "path": scope["path"], "status": status,
+                                             "ms": round(elapsed * 1000, 3)}
+                fields.update(record.log_fields())
+                if span is not None:
+                    fields["trace_id"] = span.trace_id
+                access_line(fields)
 
-    async def _check_key(self, header: bytes) -> tuple[Principal, GatewayError | None]:
+    def _observe_overhead(self, record: RequestRecord, seconds: float) -> None:
+        record.overhead_ms = round(seconds * 1000, 3)
+        key = (record.api, record.provider)
+        child = self._overhead.get(key)
+        if child is None:
+            child = self.metrics.llm_overhead.labels(record.api or "-", record.provider or "-")
+            self._overhead[key] = child
+        child.observe(seconds)
+
+    async def _check_key(self, header: bytes, record: RequestRecord,
+                         ) -> tuple[Principal, GatewayError | None]:
         if not header:
             return OPEN, AuthenticationError(
                 "Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key"
@@ -165,15 +210,19 @@ class GatewayMiddleware:
             return OPEN, AuthenticationError(
                 "The Authorization header must use the Bearer scheme.")
         key = key.strip()
-        static = admin = False
+        matched = -1
+        admin = False
         # Compare against every key so the time taken does not tell which one matched.
-        for candidate in self.api_keys:
-            static |= hmac.compare_digest(key, candidate)
+        for i, candidate in enumerate(self.api_keys):
+            if hmac.compare_digest(key, candidate):
+                matched = i
         for candidate in self.admin_keys:
             admin |= hmac.compare_digest(key, candidate)
         if admin:
+            record.key_name = "admin"
             return ADMIN, None
-        if static:
+        if matched >= 0:
+            record.key_name = f"key-{matched}"  # its index in server.api_keys, never the key
             return STATIC, None
         if self.authenticate is not None and key.startswith(_VIRTUAL):
             try:
@@ -184,6 +233,7 @@ class GatewayMiddleware:
                     "The key store is unavailable; try again shortly.",
                     code="key_store_unavailable", headers={"retry-after": "1"})
             if principal is not None:
+                record.key_name = principal.key_id  # the virtual key's id, never its secret
                 return principal, None
         return OPEN, AuthenticationError("Incorrect API key provided.")
 
@@ -191,16 +241,17 @@ class GatewayMiddleware:
 
 class _BodyState:
     """The app's receive: the request body capped at ``limit`` bytes (a chunked body has no
-    Content-Length to check first), whether it was read to its end, and a bounded drain of
-    what is left."""
+    Content-Length to check first), whether it was read to its end, a bounded drain of what
+    is left, and whether the client disconnected."""
 
-    __slots__ = ("_receive", "limit", "seen", "unread")
+    __slots__ = ("_receive", "client_closed", "limit", "seen", "unread")
 
     def __init__(self, receive: Receive, has_body: bool, limit: int) -> None:
         self._receive = receive
         self.unread = has_body
         self.seen = 0
         self.limit = limit
+        self.client_closed = False
 
     async def _next(self) -> Message:
         message = await self._receive()
@@ -210,6 +261,8 @@ class _BodyState:
                 self.unread = False
         else:
             self.unread = False
+            if message["type"] == "http.disconnect":
+                self.client_closed = True
         return message
 
     async def receive(self) -> Message:

@@ -3,6 +3,7 @@ sandbox manager with its pool, the metrics — started and stopped by the app's 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -11,7 +12,7 @@ import structlog
 from gateway_core.config import Config
 from gateway_llm.prices import Prices
 from gateway_llm.responses_store import ResponseStore, store_from_config
-from gateway_llm.router import Router
+from gateway_llm.router import Router, RouterObserver
 from gateway_server.access import AccessControl
 from gateway_server.metrics import Metrics
 from gateway_server.observers import RouterMetrics
@@ -21,6 +22,8 @@ __all__ = ["GatewayState"]
 if TYPE_CHECKING:
     from gateway_sandbox import SandboxManager
     from gateway_sandbox.egress import EgressProxy
+    from gateway_sandbox.observer import SandboxObserver
+    from gateway_server.tracing import Tracing
 
 log = structlog.get_logger("gateway")
 
@@ -36,8 +39,15 @@ class GatewayState:
         self.access: AccessControl | None = None if storage is None else AccessControl(
             config, storage, self.prices, on_drop=lambda n: metrics.usage_dropped.inc(n),
             on_error=metrics.usage_write_errors.inc)
-        self.router = Router.from_config(config.llm, config.rate_limit,
-                                         observer=RouterMetrics(metrics),
+        self.tracing: Tracing | None = None
+        observer: RouterObserver = RouterMetrics(metrics)
+        if config.telemetry.enabled:
+            from gateway_server.tracing import Tracing, TracingRouterObserver
+
+            self.tracing = Tracing(config.telemetry, metrics, config.llm,
+                                   secrets=_secrets(config))
+            observer = TracingRouterObserver(observer)
+        self.router = Router.from_config(config.llm, config.rate_limit, observer=observer,
                                          charges=self.access is not None)
         self.responses: ResponseStore = store_from_config(config.llm.responses)
         self.sandboxes: SandboxManager | None = None
@@ -71,8 +81,14 @@ class GatewayState:
                     # Sandboxes' child keys reach this gateway through the proxy.
                     self.egress.gateway = _own_address(self.config)
                 await self.egress.start()
-            manager = SandboxManager.from_config(self.config.sandbox, observer=observer,
+            traced: SandboxObserver = observer
+            if self.tracing is not None:
+                from gateway_server.tracing import TracingSandboxObserver
+
+                traced = TracingSandboxObserver(observer, self.tracing)
+            manager = SandboxManager.from_config(self.config.sandbox, observer=traced,
                                                  egress=self.egress)
+            observer.backend = manager.backend_name
             await manager.start()
         except Exception as exc:  # noqa: BLE001 - the LLM side must keep working
             self.sandbox_unavailable_reason = f"{type(exc).__name__}: {exc}"
@@ -104,6 +120,9 @@ class GatewayState:
             finally:
                 try:
                     await self.router.aclose()
+                    if self.tracing is not None:
+                        # Flushes the spans still queued (within the export timeout).
+                        await asyncio.to_thread(self.tracing.shutdown)
                 finally:
                     # Last: the usage of every request that finished gets written.
                     if self.access is not None:
@@ -126,8 +145,17 @@ class GatewayState:
             "status": "ready" if self.ready else "not_ready",
             "llm": {**self.router.health(), "responses_store": self.responses.health()},
             "sandbox": sandbox,
+            "telemetry": {"enabled": False} if self.tracing is None
+            else self.tracing.health(),
             **({} if self.access is None else {"access": self.access.health()}),
         }
+
+
+def _secrets(config: Config) -> list[str]:
+    """Strings never to show in captured content: the gateway's and providers' keys."""
+    keys = [*config.server.api_keys, *config.server.admin_keys]
+    keys.extend(pc.api_key for pc in config.llm.providers.values() if pc.api_key)
+    return keys
 
 
 def _own_address(config: Config) -> tuple[str, int]:

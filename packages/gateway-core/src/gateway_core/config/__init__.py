@@ -28,9 +28,17 @@ from gateway_core.config.llm import (
     ResponsesConfig,
     Routing,
 )
-from gateway_core.config.sandbox import EgressConfig, PoolConfig, SandboxConfig, SandboxLimits
+from gateway_core.config.sandbox import (
+    EgressConfig,
+    PoolConfig,
+    SandboxConfig,
+    SandboxLimits,
+    TemplateConfig,
+    TemplatePoolConfig,
+)
 from gateway_core.config.server import LoggingConfig, ServerConfig
 from gateway_core.config.storage import StorageConfig
+from gateway_core.config.telemetry import TelemetryConfig, TraceProtocol
 from gateway_core.errors import ConfigError
 from gateway_core.host_patterns import parse_pattern, within_any
 
@@ -53,6 +61,10 @@ __all__ = [
     "SandboxLimits",
     "ServerConfig",
     "StorageConfig",
+    "TelemetryConfig",
+    "TemplateConfig",
+    "TemplatePoolConfig",
+    "TraceProtocol",
     "KNOWN_PROVIDERS",
     "load_config",
     "parse_config",
@@ -73,6 +85,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     llm: LLMConfig = msgspec.field(default_factory=LLMConfig)
     rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
     sandbox: SandboxConfig = msgspec.field(default_factory=SandboxConfig)
+    telemetry: TelemetryConfig = msgspec.field(default_factory=TelemetryConfig)
     # Virtual keys, teams and usage records; on when present or when admin_keys are set.
     storage: StorageConfig | None = None
 
@@ -149,6 +162,53 @@ def _choices(path: str) -> list[object] | None:
     return None
 
 
+def _unwrap(info: msgspec.inspect.Type) -> msgspec.inspect.Type:
+    while isinstance(info, msgspec.inspect.UnionType):
+        info = next((t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)),
+                    info.types[0])
+    return info
+
+
+def _named_path(tree: object, path: str) -> str:
+    """msgspec writes a dict's key as ``[...]``: put back the key of the entry that fails
+    (``sandbox.templates[...].apt[0]`` -> ``sandbox.templates.datasci.apt[0]``)."""
+    if "[...]" not in path:
+        return path
+    info = msgspec.inspect.type_info(Config)
+    node, out = tree, ""
+    for key, index in re.findall(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]", "." + path):
+        info = _unwrap(info)
+        if key and isinstance(info, msgspec.inspect.StructType) and isinstance(node, dict):
+            field = next((f for f in info.fields if f.name == key), None)
+            if field is None:
+                return path
+            info, node, out = field.type, node.get(key), f"{out}.{key}"
+        elif index == "..." and isinstance(info, msgspec.inspect.DictType) \
+                and isinstance(node, dict):
+            value_type = _unwrap(info.value_type)
+            if not isinstance(value_type, msgspec.inspect.StructType):
+                return path
+            bad = None
+            for k, v in node.items():
+                try:
+                    msgspec.convert(v, value_type.cls, strict=False)
+                except msgspec.ValidationError:
+                    bad = k
+                    break
+            if bad is None:
+                return path
+            info, node, out = value_type, node[bad], f"{out}.{bad}"
+        elif index.isdigit() and isinstance(info, msgspec.inspect.ListType) \
+                and isinstance(node, list) and int(index) < len(node):
+            info, node, out = info.item_type, node[int(index)], f"{out}[{index}]"
+        else:
+            return path
+    return out.lstrip(".")
+
+
+_KEY = re.compile(r" - at `key` in `\$(.*)`$")
+
+
 def _describe(value: object) -> str:
     if isinstance(value, (dict, list)):
         return type(value).__name__
@@ -165,14 +225,18 @@ def parse_config(
         config = msgspec.convert(tree, Config, strict=False)
     except msgspec.ValidationError as exc:
         msg = str(exc)
+        key = _KEY.search(msg)
+        if key is not None:
+            where = _named_path(tree, key.group(1).lstrip("."))
+            raise ConfigError(f"{source}: `{where}`: a key: {msg[: key.start()]}") from None
         m = _PATH.search(msg)
         if m is None:
             raise ConfigError(f"{source}: {msg}") from None
-        path = m.group(1).lstrip(".")
+        path = _named_path(tree, m.group(1).lstrip("."))
         what = msg[: m.start()]
         if what.startswith("Object contains unknown field"):
             raise ConfigError(f"{source}: {what} at `{path or '<top level>'}`") from None
-        value = _lookup(tree, m.group(1))
+        value = _lookup(tree, "." + path)
         shown = "" if value is None else f" = {_describe(value)}"
         choices = _choices(path)
         if what.startswith("Invalid enum value") and choices:
@@ -314,6 +378,7 @@ def _check(config: Config, source: str) -> None:
     if sb.max_paused_s <= 0 or lim.interrupt_grace_s <= 0:
         raise fail("sandbox", "max_paused_s and limits.interrupt_grace_s must be > 0")
     _check_egress(sb.egress, fail)
+    _check_templates(sb, source)
 
 
 def _check_egress(eg: EgressConfig, fail: Callable[[str, str], ConfigError]) -> None:
@@ -348,6 +413,43 @@ def _check_egress(eg: EgressConfig, fail: Callable[[str, str], ConfigError]) -> 
             except ValueError:
                 raise fail(f"{where}.resolve.{name}", f"{address!r} is not an IP address") \
                     from None
+
+
+
+# Guest paths a template's file would be hidden under (mounted over in every guest).
+_MOUNTED_OVER = ("/proc", "/sys", "/dev", "/work", "/tmp", "/run")
+_MAX_TEMPLATE_FILES_BYTES = 1024 * 1024
+
+
+def _check_templates(sb: SandboxConfig, source: str) -> None:
+    warm = sb.pool.min_ready
+    for name, t in sb.templates.items():
+        where = f"sandbox.templates.{name}"
+        if name == "default":
+            raise _fail(source, where, "the name 'default' is reserved for the backend's own "
+                        "root (what a create without a template gets); choose another name")
+        if not t.runtimes:
+            raise _fail(source, f"{where}.runtimes", "empty; expected at least one runtime")
+        for path in t.files:
+            parts = path.split("/")
+            if ".." in parts or "." in parts or "" in parts[1:]:
+                raise _fail(source, f"{where}.files", f"{path!r}: expected a normalised "
+                            "absolute path (no '.', '..', '//' or trailing '/')")
+            hidden = next((m for m in _MOUNTED_OVER if path == m or path.startswith(m + "/")),
+                          None)
+            if hidden is not None:
+                raise _fail(source, f"{where}.files", f"{path!r}: {hidden} is mounted over in "
+                            "every sandbox, so the file would not be seen; put it elsewhere")
+        size = sum(len(c.encode()) for c in t.files.values())
+        if size > _MAX_TEMPLATE_FILES_BYTES:
+            raise _fail(source, f"{where}.files", f"{size} bytes in all; expected <= "
+                        f"{_MAX_TEMPLATE_FILES_BYTES} (files are for small things; install "
+                        "packages with apt or pip)")
+        warm += t.pool.min_ready
+    if warm > sb.pool.max_total:
+        raise _fail(source, "sandbox.templates", f"pool.min_ready of the templates and of "
+                    f"sandbox.pool add up to {warm}, more than sandbox.pool.max_total = "
+                    f"{sb.pool.max_total}; expected at most max_total warm sandboxes in all")
 
 
 def _fail(source: str, path: str, problem: str) -> ConfigError:

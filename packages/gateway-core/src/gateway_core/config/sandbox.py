@@ -1,12 +1,28 @@
-"""Configuration of code sandboxes: backend choice, pool sizes, lifetimes and limits."""
+"""Configuration of code sandboxes: backend choice, pool sizes, lifetimes, limits and
+templates (guest roots built from Debian packages, each with a warm pool of its own)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
-__all__ = ["EgressConfig", "PoolConfig", "SandboxConfig", "SandboxLimits"]
+__all__ = ["EgressConfig", "PoolConfig", "RuntimeName", "SandboxConfig", "SandboxLimits",
+           "TemplateBase", "TemplateConfig", "TemplatePoolConfig"]
+
+#: The runtimes a template may offer (gateway_sandbox.runtimes.RUNTIMES; a test ties them).
+RuntimeName = Literal["python", "node", "rust"]
+#: What a template is built on.
+TemplateBase = Literal["debian-bookworm"]
+# A template's name is part of URLs and file names.
+TemplateName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+# Debian package names (policy 5.6.1); never an apt option.
+AptPackage = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9+.-]+$")]
+# A pip requirement ("polars==1.*", "requests[socks]>=2"); never a pip option, one line.
+PipRequirement = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][^\x00-\x1f]*$",
+                                             max_length=200)]
+GuestFilePath = Annotated[str, msgspec.Meta(pattern=r"^/[^\x00]+$", max_length=255)]
+SmallFile = Annotated[str, msgspec.Meta(max_length=64 * 1024)]
 
 
 class PoolConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -38,6 +54,27 @@ class SandboxLimits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # A context's cell that ignores the interrupt (timeout or /interrupt) is killed, and
     # its interpreter restarted, this long after it.
     interrupt_grace_s: float = 2.0
+
+
+class TemplatePoolConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # Ready sandboxes of this template kept warm (within the shared pool.max_total).
+    min_ready: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+class TemplateConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[sandbox.templates.NAME]``: a guest root built by ``agentic-gateway sandbox
+    build-image --template NAME`` (debootstrap, then apt and pip at build time)."""
+
+    base: TemplateBase = "debian-bookworm"
+    # Debian packages installed at build time (with their dependencies, no recommends).
+    apt: list[AptPackage] = []
+    # pip requirements installed at build time (python3-pip is added for them).
+    pip: list[PipRequirement] = []
+    # Small files placed in the root: absolute path -> content.
+    files: dict[GuestFilePath, SmallFile] = {}
+    # The runtimes it offers; python is the agent's own and always installed.
+    runtimes: list[RuntimeName] = msgspec.field(default_factory=lambda: ["python"])
+    pool: TemplatePoolConfig = msgspec.field(default_factory=TemplatePoolConfig)
 
 
 class EgressConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -110,3 +147,8 @@ class SandboxConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pool: PoolConfig = msgspec.field(default_factory=PoolConfig)
     limits: SandboxLimits = msgspec.field(default_factory=SandboxLimits)
     egress: EgressConfig = msgspec.field(default_factory=EgressConfig)
+    # Templates by name (create with {"template": NAME}); "default" is the backend's own root.
+    templates: dict[TemplateName, TemplateConfig] = {}
+    # Where the image builder caches its builds, templates included (unset: its default,
+    # ~/.cache/agentic-gateway/guest-image).
+    image_cache_dir: str | None = None

@@ -57,6 +57,8 @@ class Call:
     model: str
     deadline: float  # loop.time() by which the whole request must be done
     options: EncodeOptions = field(default_factory=EncodeOptions)
+    # Sent with this attempt only (the W3C trace context of its span), never forwarded.
+    trace_headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -284,6 +286,8 @@ class HTTPProvider:
                 UpstreamTimeout("The request deadline passed before the upstream answered."),
                 reason="deadline", retryable=False, failover=False,
             )
+        if call.trace_headers:
+            headers = {**headers, **call.trace_headers}
         try:
             async with asyncio.timeout(budget):
                 return await self.session.post(url, data=body, headers=headers)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from gateway_core.sandbox_types import Resources
+from gateway_sandbox.image.template import TemplateImage
 
 __all__ = ["Backend", "EgressRoute", "Guest"]
 
@@ -88,9 +89,11 @@ class Backend(Protocol):
         cannot run on this host; the API then answers 503 with it."""
         ...
 
-    async def start_guest(self, sandbox_id: str, resources: Resources | None = None) -> Guest:
+    async def start_guest(self, sandbox_id: str, resources: Resources | None = None,
+                          template: TemplateImage | None = None) -> Guest:
         """Start one guest and return once its agent is ready to accept ``open_stream``.
         ``resources``: cpus, memory and disk quota (None: the config's defaults).
+        ``template``: a built template to root the guest in (None: the backend's own root).
         On failure (raise BackendUnavailable) or cancellation, leave nothing behind."""
         ...
 

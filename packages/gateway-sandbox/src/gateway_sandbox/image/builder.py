@@ -38,8 +38,14 @@ __all__ = [
     "build_kernel",
     "build_rootfs",
     "check_prerequisites",
+    "debootstrap_tree",
     "default_cache_dir",
     "find_image",
+    "install_guest_files",
+    "make_ext4",
+    "run_logged",
+    "say",
+    "tree_bytes",
 ]
 
 GUEST_AGENT = "opt/gateway-agent/agent.py"
@@ -79,7 +85,7 @@ def find_image(directory: str | Path | None = None) -> GuestImage | None:
                       root_dir=root.resolve() if root.is_dir() else None)
 
 
-def _say(msg: str) -> None:
+def say(msg: str) -> None:
     print(f"build-image: {msg}", file=sys.stderr, flush=True)
 
 
@@ -118,7 +124,7 @@ def check_prerequisites(out: Path, recipe: Recipe, *, need_kernel: bool,
     return missing
 
 
-def _run(argv: list[str], log: Path, *, cwd: Path | None = None,
+def run_logged(argv: list[str], log: Path, *, cwd: Path | None = None,
          env: dict[str, str] | None = None) -> None:
     with open(log, "ab") as f:
         f.write(f"\n$ {' '.join(argv)}\n".encode())
@@ -151,14 +157,14 @@ def build_kernel(out: Path, key: str) -> Path:
     tree = build / LINUX_SOURCE_PACKAGE
     began = time.monotonic()
     if not (tree / "Makefile").is_file():
-        _say(f"unpacking {LINUX_SOURCE_TARBALL}")
+        say(f"unpacking {LINUX_SOURCE_TARBALL}")
         shutil.rmtree(tree, ignore_errors=True)
-        _run(["tar", "-C", str(build), "-xf", str(LINUX_SOURCE_TARBALL)], log)
-    _say("configuring: make tinyconfig + our fragment")
-    _run(["make", "tinyconfig"], log, cwd=tree)
-    _run(["scripts/kconfig/merge_config.sh", "-m", ".config", str(KERNEL_FRAGMENT)], log,
+        run_logged(["tar", "-C", str(build), "-xf", str(LINUX_SOURCE_TARBALL)], log)
+    say("configuring: make tinyconfig + our fragment")
+    run_logged(["make", "tinyconfig"], log, cwd=tree)
+    run_logged(["scripts/kconfig/merge_config.sh", "-m", ".config", str(KERNEL_FRAGMENT)], log,
          cwd=tree)
-    _run(["make", "olddefconfig"], log, cwd=tree)
+    run_logged(["make", "olddefconfig"], log, cwd=tree)
     final = {}
     for line in (tree / ".config").read_text().splitlines():
         if line.startswith("CONFIG_"):
@@ -167,21 +173,21 @@ def build_kernel(out: Path, key: str) -> Path:
     dropped = [f"{k}={v}" for k, v in _fragment_options().items() if final.get(k) != v]
     if dropped:
         # Kconfig drops an option whose dependencies are unmet; say which, keep going.
-        _say("options the kernel config did not take (unmet dependencies): "
+        say("options the kernel config did not take (unmet dependencies): "
              + ", ".join(dropped))
     jobs = str(os.cpu_count() or 1)
-    _say(f"compiling: make -j{jobs} vmlinux (minutes; log: {log})")
-    _run(["make", f"-j{jobs}", "vmlinux"], log, cwd=tree)
+    say(f"compiling: make -j{jobs} vmlinux (minutes; log: {log})")
+    run_logged(["make", f"-j{jobs}", "vmlinux"], log, cwd=tree)
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(tree / ".config", target.parent / "config")
     tmp = target.with_suffix(".tmp")
     shutil.copyfile(tree / "vmlinux", tmp)
     os.replace(tmp, target)
-    _say(f"kernel built in {time.monotonic() - began:.0f} s: {target}")
+    say(f"kernel built in {time.monotonic() - began:.0f} s: {target}")
     return target
 
 
-def _debootstrap(out: Path, recipe: Recipe) -> Path:
+def debootstrap_tree(out: Path, recipe: Recipe) -> Path:
     tree = out / f"debootstrap-{debootstrap_key(recipe)}"
     if (tree / ".complete").is_file():
         return tree
@@ -190,8 +196,8 @@ def _debootstrap(out: Path, recipe: Recipe) -> Path:
     log = build / f"{tree.name}.log"
     shutil.rmtree(tree, ignore_errors=True)
     began = time.monotonic()
-    _say(f"debootstrap --variant=minbase {recipe.suite} + {', '.join(recipe.packages)}")
-    _run(["debootstrap", "--variant=minbase", f"--include={','.join(recipe.packages)}",
+    say(f"debootstrap --variant=minbase {recipe.suite} + {', '.join(recipe.packages)}")
+    run_logged(["debootstrap", "--variant=minbase", f"--include={','.join(recipe.packages)}",
           recipe.suite, str(tree), recipe.mirror], log)
     # Package caches are of no use in a read-only guest.
     for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
@@ -199,11 +205,11 @@ def _debootstrap(out: Path, recipe: Recipe) -> Path:
             if entry.is_file():
                 entry.unlink()
     (tree / ".complete").write_text(f"{time.monotonic() - began:.1f}\n")
-    _say(f"debootstrap took {time.monotonic() - began:.0f} s")
+    say(f"debootstrap took {time.monotonic() - began:.0f} s")
     return tree
 
 
-def _install_guest_files(tree: Path) -> None:
+def install_guest_files(tree: Path) -> None:
     for rel, src, mode in ((GUEST_AGENT, AGENT_PATH, 0o644), (GUEST_INIT, INIT_SCRIPT, 0o755)):
         dest = tree / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -215,7 +221,7 @@ def _install_guest_files(tree: Path) -> None:
     (tree / "etc" / "hostname").write_text("sandbox\n")
 
 
-def _tree_bytes(tree: Path) -> int:
+def tree_bytes(tree: Path) -> int:
     total = 0
     for dirpath, _dirs, files in os.walk(tree):
         for name in files:
@@ -224,28 +230,34 @@ def _tree_bytes(tree: Path) -> int:
     return total
 
 
+def make_ext4(tree: Path, image: Path, log: Path) -> int:
+    """Pack ``tree`` into a new ext4 image file (its size in MiB), checked with e2fsck."""
+    size_mb = int(tree_bytes(tree) * 1.25 / 1024**2) + 64
+    with open(image, "wb") as f:
+        f.truncate(size_mb * 1024**2)
+    # No journal: the guests mount it read-only. -d copies the tree without mounting.
+    run_logged(["mkfs.ext4", "-q", "-F", "-L", "agw-root", "-O", "^has_journal",
+          "-E", "root_owner=0:0", "-d", str(tree), str(image)], log)
+    run_logged(["e2fsck", "-fn", str(image)], log)
+    return size_mb
+
+
 def build_rootfs(out: Path, recipe: Recipe, key: str) -> Path:
     target = out / f"rootfs-{key}" / "rootfs.ext4"
     if target.is_file():
         return target
-    tree = _debootstrap(out, recipe)
-    _install_guest_files(tree)
+    tree = debootstrap_tree(out, recipe)
+    install_guest_files(tree)
     began = time.monotonic()
     target.parent.mkdir(parents=True, exist_ok=True)
     log = out / "build" / f"rootfs-{key}.log"
     tmp = target.with_suffix(".tmp")
-    size_mb = int(_tree_bytes(tree) * 1.25 / 1024**2) + 64
-    with open(tmp, "wb") as f:
-        f.truncate(size_mb * 1024**2)
-    # No journal: the guests mount it read-only. -d copies the tree without mounting.
-    _run(["mkfs.ext4", "-q", "-F", "-L", "agw-root", "-O", "^has_journal",
-          "-E", "root_owner=0:0", "-d", str(tree), str(tmp)], log)
-    _run(["e2fsck", "-fn", str(tmp)], log)
+    size_mb = make_ext4(tree, tmp, log)
     os.replace(tmp, target)
     root_link = target.parent / "root"
     if not root_link.exists():
         root_link.symlink_to(tree)
-    _say(f"rootfs image ({size_mb} MiB) made in {time.monotonic() - began:.1f} s: {target}")
+    say(f"rootfs image ({size_mb} MiB) made in {time.monotonic() - began:.1f} s: {target}")
     return target
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "RECIPE_VERSION",
     "Recipe",
     "debootstrap_key",
+    "digest",
     "kernel_key",
     "linux_source_version",
     "rootfs_key",
@@ -50,7 +51,7 @@ class Recipe(msgspec.Struct, frozen=True, kw_only=True):
         return cls(packages=("python3", *extra), **kw)
 
 
-def _digest(*parts: bytes) -> str:
+def digest(*parts: bytes) -> str:
     h = hashlib.sha256()
     for part in parts:
         h.update(len(part).to_bytes(8, "big"))
@@ -75,15 +76,15 @@ def linux_source_version() -> str:
 
 
 def kernel_key(source_version: str) -> str:
-    return _digest(str(RECIPE_VERSION).encode(), source_version.encode(),
+    return digest(str(RECIPE_VERSION).encode(), source_version.encode(),
                    KERNEL_FRAGMENT.read_bytes())
 
 
 def debootstrap_key(recipe: Recipe) -> str:
-    return _digest(str(RECIPE_VERSION).encode(), recipe.suite.encode(), recipe.mirror.encode(),
+    return digest(str(RECIPE_VERSION).encode(), recipe.suite.encode(), recipe.mirror.encode(),
                    ",".join(sorted(recipe.packages)).encode())
 
 
 def rootfs_key(recipe: Recipe) -> str:
-    return _digest(debootstrap_key(recipe).encode(), AGENT_PATH.read_bytes(),
+    return digest(debootstrap_key(recipe).encode(), AGENT_PATH.read_bytes(),
                    INIT_SCRIPT.read_bytes())

@@ -41,8 +41,8 @@ State = Literal["running", "paused"]
 Timeout = Annotated[int, msgspec.Meta(ge=0)]
 
 # Our parameter names -> E2B's, so an error names the field the client sent.
-_FIELD = {"runtime": "templateID", "timeout_s": "timeout", "env": "envVars",
-          "metadata": "metadata", "id": "sandboxID"}
+_FIELD = {"runtime": "templateID", "template": "templateID", "timeout_s": "timeout",
+          "env": "envVars", "metadata": "metadata", "id": "sandboxID"}
 
 
 class E2BError(msgspec.Struct):
@@ -213,8 +213,22 @@ class _Api:
     def runtime(self, template_id: str) -> str:
         return self.cfg.templates.get(template_id, template_id)
 
+    def resolve(self, manager: SandboxManager, template_id: str) -> tuple[str, str | None]:
+        """(runtime, sandbox template): an alias or runtime name as before, else the name of
+        a configured [sandbox.templates.NAME] (its first runtime)."""
+        if template_id not in self.cfg.templates:
+            t = manager.templates.configs.get(template_id)
+            if t is not None:
+                return t.runtimes[0], template_id
+        return self.runtime(template_id), None
+
+    @staticmethod
+    def template_of(sb: Sandbox) -> str:
+        return sb.template if sb.template != "default" else sb.runtime
+
     def created(self, sb: Sandbox) -> CreatedSandbox:
-        return CreatedSandbox(template_id=sb.runtime, sandbox_id=sb.id, client_id=CLIENT_ID,
+        return CreatedSandbox(template_id=self.template_of(sb), sandbox_id=sb.id,
+                              client_id=CLIENT_ID,
                               envd_version=ENVD_VERSION, envd_access_token=_token(sb.id),
                               domain=self.cfg.domain, traffic_access_token=_token(sb.id))
 
@@ -222,7 +236,7 @@ class _Api:
                ) -> ListedSandbox:
         res = sb.resources or manager.policy.default_resources()
         return ListedSandbox(
-            template_id=sb.runtime, sandbox_id=sb.id, client_id=CLIENT_ID,
+            template_id=self.template_of(sb), sandbox_id=sb.id, client_id=CLIENT_ID,
             started_at=_iso(sb.created_at), end_at=_iso(sb.expires_at),
             cpu_count=max(1, round(res.cpus)), memory_mb=res.memory_mb,
             disk_size_mb=res.disk_mb, state="paused" if sb.paused else "running",
@@ -295,9 +309,11 @@ def routes(cfg: E2BConfig) -> list[BaseRoute]:
                                      param="allow_internet_access")
             timeout = default_timeout if req.timeout is None else req.timeout
             await sandbox_access.check_quota(request, manager)
-            sb = await manager.create(api.runtime(req.template_id), timeout_s=timeout,
+            runtime, template = api.resolve(manager, req.template_id)
+            sb = await manager.create(runtime, timeout_s=timeout,
                                       env=req.env_vars, metadata=req.metadata,
-                                      on_timeout="pause" if req.auto_pause else "delete")
+                                      on_timeout="pause" if req.auto_pause else "delete",
+                                      template=template)
             await sandbox_access.created(request, manager, sb)
             return _json(api.created(sb), 201)
         return create_sandbox
@@ -319,7 +335,8 @@ def routes(cfg: E2BConfig) -> list[BaseRoute]:
                  sandbox_access.visible(request, manager.list(_metadata_filter(request)))
                  if sb.status not in ("dead", "closed")
                  and ("paused" if sb.paused else "running") in states
-                 and (not template or sb.runtime == api.runtime(template))]
+                 and (not template or api.template_of(sb) in (template,
+                                                               api.runtime(template)))]
         found.sort(key=lambda sb: (sb.created_at, sb.id),
                    reverse=request.query_params.get("order", "desc") != "asc")
         page = found[start:start + limit]

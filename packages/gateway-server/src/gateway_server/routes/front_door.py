@@ -17,6 +17,7 @@ from gateway_llm.hub import LLMRequest, Usage
 from gateway_llm.providers.base import Stream
 from gateway_llm.router import Routed, RoutedCompletion, RoutedStream
 from gateway_server.access.records import Principal
+from gateway_server.request_record import note_request, note_routed
 from gateway_server.state import GatewayState
 
 __all__ = ["TIMEOUT_HEADER", "principal_of", "routed_headers", "serve", "timeout_of",
@@ -63,13 +64,18 @@ async def route(request: Request, llm: LLMRequest) -> RoutedCompletion | RoutedS
     usage is recorded once it is known (a stream's when it closes)."""
     state: GatewayState = request.app.state.gateway
     timeout_s = timeout_of(request)
+    note_request(llm)
     access = state.access
     if access is None:
+        routed: RoutedCompletion | RoutedStream
         if llm.stream:
-            return await until_disconnect(request,
-                                          state.router.stream(llm, timeout_s=timeout_s))
-        return await until_disconnect(request,
-                                      state.router.complete(llm, timeout_s=timeout_s))
+            routed = await until_disconnect(request,
+                                            state.router.stream(llm, timeout_s=timeout_s))
+        else:
+            routed = await until_disconnect(request,
+                                            state.router.complete(llm, timeout_s=timeout_s))
+        note_routed(routed)
+        return routed
     principal = principal_of(request)
     started = time.perf_counter()
     request_id = str(request.scope.get("state", {}).get("request_id", ""))
@@ -86,7 +92,6 @@ async def route(request: Request, llm: LLMRequest) -> RoutedCompletion | RoutedS
             access.check_model(principal, llm.model)
             access.check_recording(principal)
             charge = access.charge(principal)
-        routed: RoutedCompletion | RoutedStream
         if llm.stream:
             routed = await until_disconnect(request, state.router.stream(
                 llm, timeout_s=timeout_s, charge=charge))
@@ -99,6 +104,7 @@ async def route(request: Request, llm: LLMRequest) -> RoutedCompletion | RoutedS
     except asyncio.CancelledError:
         record(None, None, 499)  # the client went away (nginx's code for it)
         raise
+    note_routed(routed)
     if isinstance(routed, RoutedStream):
         stream = routed.stream
         routed.stream = _RecordedStream(stream, lambda: record(routed, stream.usage, 200))

@@ -1,7 +1,8 @@
 """/v1/sandboxes: create, list, describe, delete, extend, pause and resume sandboxes; execute
 code (fresh, or in a persistent context) and shell commands (foreground, background), as
 JSON or Server-Sent Events; and a filesystem API with streamed uploads and downloads, all
-over the app's SandboxManager. Every call on a sandbox counts as activity for its idle TTL."""
+over the app's SandboxManager. Every call on a sandbox counts as activity for its idle TTL.
+/v1/templates lists the templates sandboxes can be created from."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from gateway_core.sandbox_types import (
     OutputChunk,
     SandboxList,
     SignalRequest,
+    TemplateList,
     TimeoutRequest,
 )
 from gateway_sandbox import Sandbox, SandboxManager
@@ -44,6 +46,7 @@ __all__ = [
     "get_file",
     "get_sandbox",
     "list_sandboxes",
+    "list_templates",
     "put_file",
     "routes",
 ]
@@ -164,12 +167,16 @@ async def create_sandbox(request: Request) -> Response:
                                   env={**(req.env or {}), **child_env} if child_env else req.env,
                                   metadata=req.metadata, on_timeout=req.on_timeout,
                                   cpus=req.cpus, memory_mb=req.memory_mb, disk_mb=req.disk_mb,
-                                  network=network)
+                                  template=req.template, network=network)
     except BaseException:
         await sandbox_access.not_created(request, child)
         raise
     await sandbox_access.created(request, manager, sb, child)
     return _json(sb.info(), 201)
+
+
+async def list_templates(request: Request) -> Response:
+    return _json(TemplateList(data=_manager(request).template_infos()))
 
 
 async def list_sandboxes(request: Request) -> Response:
@@ -367,6 +374,7 @@ _S = "/v1/sandboxes/{id}"
 routes = [
     Route("/v1/sandboxes", create_sandbox, methods=["POST"]),
     Route("/v1/sandboxes", list_sandboxes, methods=["GET"]),
+    Route("/v1/templates", list_templates, methods=["GET"]),
     Route(_S, get_sandbox, methods=["GET"]),
     Route(_S, delete_sandbox, methods=["DELETE"]),
     Route(_S + "/timeout", set_timeout, methods=["POST"]),

@@ -40,6 +40,7 @@ from gateway_sandbox.backends.firecracker.vm import (
 )
 from gateway_sandbox.errors import BackendUnavailable, SandboxConflict
 from gateway_sandbox.guest_layout import EGRESS_VSOCK_PORT
+from gateway_sandbox.image.template import TemplateImage
 from gateway_sandbox.protocol import AgentClient, ConnectionLost, Execute, Result
 from gateway_sandbox.runtimes import Runtime
 
@@ -131,11 +132,14 @@ class FirecrackerGuest:
     """A running microVM whose agent listens on vsock."""
 
     def __init__(self, backend: FirecrackerBackend, sandbox_id: str, vm: FirecrackerVM,
-                 *, restored: bool, work_drive: Path | None = None) -> None:
+                 *, restored: bool, work_drive: Path | None = None,
+                 rootfs: str | None = None) -> None:
         self._backend = backend
         self._id = sandbox_id
         self.vm = vm
         self.restored = restored
+        # Its root drive: the configured rootfs_path, or its template's ext4 image.
+        self.rootfs = rootfs or backend.cfg.rootfs_path
         # The writable drive (disk_mb) mounted on /work; outside the VM directory, so a
         # snapshot's path to it stays valid after a resume into a new directory.
         self.work_drive = work_drive
@@ -197,7 +201,7 @@ class FirecrackerGuest:
             raise SandboxConflict("The sandbox's VM is not paused.")
         try:
             self.vm = await self._backend.restore(self._id, snap, work_drive=self.work_drive,
-                                                  reseed=False)
+                                                  reseed=False, rootfs=self.rootfs)
         except BackendUnavailable as exc:
             raise SandboxConflict(f"The sandbox could not be restored: {exc}") from exc
         self.paused_snapshot = None
@@ -233,7 +237,9 @@ class FirecrackerBackend:
         self.base = Path(cfg.state_dir) / "firecracker"
         self.dir = self.base / self._instance
         self._guests: dict[str, FirecrackerGuest] = {}
-        self._snapshot: _Snapshot | None = None
+        # Warm-start snapshot per root drive (the default rootfs, each template's); None:
+        # that one could not be made, so its guests cold-boot.
+        self._snapshots: dict[str, _Snapshot | None] = {}
         self._snapshot_lock = asyncio.Lock()
         self.warm_start = "not tried yet" if cfg.firecracker_snapshots else \
             "off (firecracker_snapshots = false): cold boot"
@@ -292,17 +298,20 @@ class FirecrackerBackend:
             return FirecrackerVM(self.cfg.firecracker_path, chroot, jail=self._jail)
         return FirecrackerVM(self.cfg.firecracker_path, self.dir / short)
 
-    async def _configure(self, vm: FirecrackerVM, resources: Resources | None = None,
-                         work_drive: Path | None = None) -> None:
+    async def configure(self, vm: FirecrackerVM, resources: Resources | None = None,
+                        work_drive: Path | None = None, rootfs: str | None = None) -> None:
+        """Everything before InstanceStart; ``rootfs``: the root drive (a template's ext4
+        image; default rootfs_path)."""
         api = vm.api
         assert api is not None
         await vm.configure_logs()
         kernel = await asyncio.to_thread(vm.provide, self.cfg.kernel_path, "vmlinux")
-        rootfs = await asyncio.to_thread(vm.provide, self.cfg.rootfs_path, "rootfs.ext4")
+        root = await asyncio.to_thread(vm.provide, rootfs or self.cfg.rootfs_path,
+                                       "rootfs.ext4")
         await api.boot_source(BootSource(
             kernel_image_path=kernel,
             boot_args=f"{BOOT_ARGS} gateway.agent=vsock:{self.agent_port}"))
-        await api.drive(Drive(drive_id="rootfs", path_on_host=rootfs,
+        await api.drive(Drive(drive_id="rootfs", path_on_host=root,
                               is_root_device=True, is_read_only=True))
         if work_drive is not None:
             # init mounts it on /work (guest_layout.WORK_DRIVE): the sandbox's disk quota.
@@ -326,12 +335,13 @@ class FirecrackerBackend:
         return vm.tap
 
     async def launch(self, label: str, resources: Resources | None = None,
-                     work_drive: Path | None = None) -> FirecrackerVM:
+                     work_drive: Path | None = None, rootfs: str | None = None
+                     ) -> FirecrackerVM:
         """A new VM, configured and started (InstanceStart); its agent is not waited for."""
         vm = self._new_vm(label)
         try:
             await vm.spawn(vm_id=vm.name)
-            await self._configure(vm, resources, work_drive)
+            await self.configure(vm, resources, work_drive, rootfs)
             assert vm.api is not None
             await vm.api.instance_start()
         except BaseException:
@@ -340,8 +350,9 @@ class FirecrackerBackend:
         return vm
 
     async def cold_boot(self, label: str, resources: Resources | None = None,
-                        work_drive: Path | None = None) -> FirecrackerVM:
-        vm = await self.launch(label, resources, work_drive)
+                        work_drive: Path | None = None, rootfs: str | None = None
+                        ) -> FirecrackerVM:
+        vm = await self.launch(label, resources, work_drive, rootfs)
         try:
             await vsock.wait_for_agent(vm, self.agent_port, self.cfg.start_timeout_s)
         except BaseException:
@@ -350,7 +361,7 @@ class FirecrackerBackend:
         return vm
 
     async def restore(self, label: str, snap: _Snapshot, *, work_drive: Path | None = None,
-                      reseed: bool = True) -> FirecrackerVM:
+                      reseed: bool = True, rootfs: str | None = None) -> FirecrackerVM:
         """A VM from ``snap``: the pool's template (a clone: reseeded and renamed) or a
         paused sandbox's own snapshot (``reseed=False``: the same machine, resumed)."""
         vm = self._new_vm(label)
@@ -359,7 +370,7 @@ class FirecrackerBackend:
             await vm.configure_logs()
             assert vm.api is not None
             # Jailed, the snapshot and the rootfs path baked into it must be in the chroot.
-            await asyncio.to_thread(vm.provide, self.cfg.rootfs_path, "rootfs.ext4")
+            await asyncio.to_thread(vm.provide, rootfs or self.cfg.rootfs_path, "rootfs.ext4")
             if work_drive is not None:
                 await asyncio.to_thread(vm.provide, str(work_drive), "work.ext4")
             state = await asyncio.to_thread(vm.provide, str(snap.state), "vm.snap")
@@ -384,16 +395,21 @@ class FirecrackerBackend:
             raise
         return vm
 
-    async def _ensure_snapshot(self) -> _Snapshot | None:
+    async def _ensure_snapshot(self, rootfs: str) -> _Snapshot | None:
         async with self._snapshot_lock:
-            if self._snapshot is not None or self._snapshot_failed:
-                return self._snapshot
-            snap = _Snapshot(self.dir / "snapshot")
+            if self._snapshot_failed:
+                return None
+            if rootfs in self._snapshots:
+                return self._snapshots[rootfs]
+            self._snapshots[rootfs] = None  # until it is made
+            default = rootfs == self.cfg.rootfs_path
+            name = "snapshot" if default else \
+                "snapshot-" + hashlib.sha256(rootfs.encode()).hexdigest()[:10]
+            snap = _Snapshot(self.dir / name)
             began = time.monotonic()
             try:
-                vm = await self.cold_boot("template")
+                vm = await self.cold_boot("template", rootfs=rootfs)
             except BackendUnavailable as exc:
-                self._snapshot_failed = True
                 self.warm_start = f"cold boot: the snapshot template did not boot ({exc})"
                 log.warning("firecracker_snapshot_unavailable", reason=self.warm_start)
                 return None
@@ -408,48 +424,49 @@ class FirecrackerBackend:
                     os.link(vm.dir / "vm.snap", snap.state)
                     os.link(vm.dir / "vm.mem", snap.memory)
             except (BackendUnavailable, OSError) as exc:
-                self._snapshot_failed = True
                 self.warm_start = f"cold boot: snapshotting failed ({exc})"
                 log.warning("firecracker_snapshot_unavailable", reason=self.warm_start)
                 shutil.rmtree(snap.dir, ignore_errors=True)
                 return None
             finally:
                 await vm.stop()
-            self._snapshot = snap
+            self._snapshots[rootfs] = snap
             self.warm_start = "restore from snapshot"
             log.info("firecracker_snapshot_ready", ms=round((time.monotonic() - began) * 1000))
             return snap
 
-    async def start_guest(self, sandbox_id: str,
-                          resources: Resources | None = None) -> FirecrackerGuest:
+    async def start_guest(self, sandbox_id: str, resources: Resources | None = None,
+                          template: TemplateImage | None = None) -> FirecrackerGuest:
         if not self.dir.is_dir():
             raise BackendUnavailable("the firecracker backend was not started")
+        # A template's ext4 image is the root drive instead of rootfs_path.
+        rootfs = str(template.rootfs) if template is not None else self.cfg.rootfs_path
         if resources is not None:
             # Its own vCPUs, memory and a writable drive of disk_mb: a cold boot.
             drive = self.dir / f"{sandbox_id}.work.ext4"
             try:
                 await asyncio.to_thread(make_work_drive, drive, resources.disk_mb)
-                sized = await self.cold_boot(sandbox_id, resources, drive)
+                sized = await self.cold_boot(sandbox_id, resources, drive, rootfs)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     drive.unlink()
                 raise
             guest = FirecrackerGuest(self, sandbox_id, sized, restored=False,
-                                     work_drive=drive)
+                                     work_drive=drive, rootfs=rootfs)
             self._guests[sandbox_id] = guest
             return guest
-        snap = await self._ensure_snapshot()
+        snap = await self._ensure_snapshot(rootfs)
         vm: FirecrackerVM | None = None
         if snap is not None:
             try:
-                vm = await self.restore(sandbox_id, snap)
+                vm = await self.restore(sandbox_id, snap, rootfs=rootfs)
             except BackendUnavailable as exc:
                 log.warning("firecracker_restore_failed", reason=str(exc),
                             fallback="cold boot")
         restored = vm is not None
         if vm is None:
-            vm = await self.cold_boot(sandbox_id)
-        guest = FirecrackerGuest(self, sandbox_id, vm, restored=restored)
+            vm = await self.cold_boot(sandbox_id, rootfs=rootfs)
+        guest = FirecrackerGuest(self, sandbox_id, vm, restored=restored, rootfs=rootfs)
         self._guests[sandbox_id] = guest
         return guest
 

@@ -13,6 +13,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+from gateway_sandbox.backends.descriptors import cloexec_above_stderr
 from gateway_sandbox.backends.firecracker.api import FirecrackerApi, Logger, Metrics
 from gateway_sandbox.backends.firecracker.jailer import Jail, jailer_argv
 from gateway_sandbox.errors import BackendUnavailable
@@ -51,7 +52,9 @@ async def _accepts(path: Path) -> bool:
 
 
 def _pdeathsig() -> None:
-    """In the child: die with the gateway, so no VM outlives the process that owns it."""
+    """In the child: die with the gateway, so no VM outlives the process that owns it; and
+    take none of the gateway's descriptors along."""
+    cloexec_above_stderr()
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 

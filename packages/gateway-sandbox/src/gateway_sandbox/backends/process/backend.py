@@ -18,11 +18,13 @@ from gateway_core.config.sandbox import SandboxConfig
 from gateway_core.sandbox_types import Resources
 from gateway_sandbox.agent import AGENT_PATH
 from gateway_sandbox.backends.base import EgressRoute
+from gateway_sandbox.backends.descriptors import cloexec_above_stderr
 from gateway_sandbox.backends.process.cgroups import CgroupLimits, CgroupManager, kill_and_remove
 from gateway_sandbox.errors import BackendUnavailable, SandboxConflict
 from gateway_sandbox.guest_layout import EGRESS_SOCKET, GUEST_TMPDIR, GUEST_WORKDIR
 from gateway_sandbox.guest_layout import GUEST_AGENT as _GUEST_AGENT
 from gateway_sandbox.guest_layout import GUEST_RUN as _GUEST_RUN
+from gateway_sandbox.image.template import TemplateImage
 
 # Host /etc files a runtime may need; the rest of /etc (keys, shadow, configs) stays out.
 _ETC_BITS = ("alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ssl",
@@ -391,8 +393,16 @@ class ProcessBackend:
             _unmount(point)
         shutil.rmtree(root, ignore_errors=True)
 
-    async def start_guest(self, sandbox_id: str,
-                          resources: Resources | None = None) -> ProcessGuest:
+    async def start_guest(self, sandbox_id: str, resources: Resources | None = None,
+                          template: TemplateImage | None = None) -> ProcessGuest:
+        if template is not None and self._uid_base is not None \
+                and not _reachable_by_others(str(template.root_dir)):
+            # bwrap runs as the jail's own uid: it must reach the root to bind it.
+            raise BackendUnavailable(
+                f"template {template.name!r}: its root {template.root_dir} is not reachable by "
+                "the sandboxes' unprivileged uids (a parent directory is not searchable by "
+                "others, e.g. /root); set sandbox.image_cache_dir to a directory such as "
+                "/var/cache/agentic-gateway and build the template there")
         root = self.dir / sandbox_id
         disk = root / "disk"
         work, tmp, run = disk / "work", disk / "tmp", root / "run"
@@ -411,7 +421,8 @@ class ProcessBackend:
             # init would report the exit before it is reaped, leaving a zombie with the host's
             # pid 1, which in containers often never reaps.
             self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--as-pid-1",
-            "--hostname", "sandbox", *self._system_args(),
+            "--hostname", "sandbox",
+            *(_template_args(template) if template is not None else self._system_args()),
             "--proc", "/proc", "--dev", "/dev", "--bind", str(tmp), GUEST_TMPDIR,
             "--bind", str(work), GUEST_WORKDIR, "--bind", str(run), _GUEST_RUN,
             "--ro-bind", str(AGENT_PATH), _GUEST_AGENT, "--chdir", GUEST_WORKDIR,
@@ -527,6 +538,11 @@ class ProcessBackend:
                 parent.rmdir()
 
 
+def _template_args(template: TemplateImage) -> list[str]:
+    """A template's whole root, read-only (its build made the mount points bound over it)."""
+    return ["--ro-bind", str(template.root_dir), "/"]
+
+
 def _dropper(uid: int) -> Callable[[], None]:
     def drop() -> None:
         os.setgroups([])
@@ -545,6 +561,7 @@ def _jail_setup(procs_files: list[str], rlimits: dict[str, int],
     pid_line = b"0\n"  # "0" means "the writing process" in cgroup.procs
 
     def setup() -> None:
+        cloexec_above_stderr()
         for f in procs_files:
             try:
                 fd = os.open(f, os.O_WRONLY)
