@@ -260,37 +260,36 @@ class MemoryLimitStore:
 # The same GCRA in Lua, over every limit of a reservation at once, for a batch of
 # reservations (each atomic, taken in order: the ones that waited while the previous call
 # was in flight). Times in milliseconds from Redis' own clock (so every gateway host
-# agrees), unless the caller passes now_ms. ARGV: now, the number of reservations, then per
-# reservation its number of keys and four arguments per key: kind (0 GCRA, 1 counter),
-# then interval and window (GCRA) or amount and time-to-live (counter; 0: none), then the
-# cost. Per reservation the answer is admitted, the denied key's index, the retry-after,
-# and per key how far its TAT is ahead of now (GCRA) or what is used (counter).
+# agrees), unless the caller passes now_ms. ARGV: now, the number of reservations, then one
+# string per reservation (one argument, not dozens: packing arguments is most of what a
+# call costs the client): its number of keys, then four numbers per key: kind (0 GCRA,
+# 1 counter), interval and window (GCRA) or amount and time-to-live (counter; 0: none),
+# and the cost. Per reservation the answer is admitted, the denied key's index, the
+# retry-after, and per key how far its TAT is ahead of now (GCRA) or what is used
+# (counter).
 _RESERVE = """
 local now = tonumber(ARGV[1])
 if now < 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 end
-local function state(key, b)
+local function state(key, kind)
   local v = redis.call('GET', key)
-  if tonumber(ARGV[b + 1]) == 1 then return string.format('%.0f', tonumber(v or 0)) end
+  if kind == 1 then return string.format('%.0f', tonumber(v or 0)) end
   return tostring(math.max(0, tonumber(v or now) - now))
 end
 local out = {}
 local k = 0
-local a = 3
 for r = 1, tonumber(ARGV[2]) do
-  local n = tonumber(ARGV[a])
-  a = a + 1
+  local f = {}
+  for x in string.gmatch(ARGV[2 + r], '%S+') do f[#f + 1] = tonumber(x) end
+  local n = f[1]
   local new = {}
   local denied = 0
   local retry = '0'
   for i = 1, n do
-    local b = a + (i - 1) * 4 - 1
-    local kind = tonumber(ARGV[b + 1])
-    local x = tonumber(ARGV[b + 2])
-    local w = tonumber(ARGV[b + 3])
-    local cost = tonumber(ARGV[b + 4])
+    local b = 1 + (i - 1) * 4
+    local kind, x, w, cost = f[b + 1], f[b + 2], f[b + 3], f[b + 4]
     if kind == 1 then
       local used = tonumber(redis.call('GET', KEYS[k + i]) or 0)
       if used + cost > x then denied = i; retry = tostring(w) else new[i] = used + cost end
@@ -306,15 +305,15 @@ for r = 1, tonumber(ARGV[2]) do
     table.insert(out, 0)
     table.insert(out, denied)
     table.insert(out, retry)
-    for j = 1, n do table.insert(out, state(KEYS[k + j], a + (j - 1) * 4 - 1)) end
+    for j = 1, n do table.insert(out, state(KEYS[k + j], f[1 + (j - 1) * 4 + 1])) end
   else
     table.insert(out, 1)
     table.insert(out, 0)
     table.insert(out, '0')
     for i = 1, n do
-      local b = a + (i - 1) * 4 - 1
-      local w = tonumber(ARGV[b + 3])
-      if tonumber(ARGV[b + 1]) == 1 then
+      local b = 1 + (i - 1) * 4
+      local w = f[b + 3]
+      if f[b + 1] == 1 then
         local v = string.format('%.0f', new[i])
         if w > 0 then redis.call('SET', KEYS[k + i], v, 'PX', w)
         else redis.call('SET', KEYS[k + i], v) end
@@ -326,7 +325,6 @@ for r = 1, tonumber(ARGV[2]) do
     end
   end
   k = k + n
-  a = a + 4 * n
 end
 return out
 """
@@ -465,8 +463,9 @@ class RedisLimitStore:
             wall = time.time()
             for limits, costs, _ in batch:
                 keys += [self.key_prefix + limit.key for limit in limits]
-                args.append(str(len(limits)))
-                self._limit_args(args, limits, costs, wall)
+                fields = [str(len(limits))]
+                self._limit_args(fields, limits, costs, wall)
+                args.append(" ".join(fields))
             try:
                 out = await self._call(self._reserve, keys, args)
             except BaseException as exc:
