@@ -364,6 +364,7 @@ class RedisLimitStore:
     carries many requests, idle each goes alone at once."""
 
     _BATCH = 64  # reservations per script call
+    _IN_FLIGHT = 2  # script calls at once
     def __init__(self, url: str, *, timeout_s: float = 0.25, key_prefix: str = "agw:rl:",
                  clock: Callable[[], float] | None = None) -> None:
         self.url = url
@@ -375,7 +376,7 @@ class RedisLimitStore:
         self._adjust: object | None = None
         self.last_error: str | None = None
         self._queue: list[tuple[Sequence[Limit], Sequence[int], asyncio.Future[Decision]]] = []
-        self._pump: asyncio.Task[None] | None = None
+        self._pumps: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         import redis.asyncio as aioredis
@@ -399,8 +400,7 @@ class RedisLimitStore:
             log.warning("ratelimit_store_unreachable_at_start", error=self.last_error)
 
     async def aclose(self) -> None:
-        if self._pump is not None:
-            pump, self._pump = self._pump, None
+        for pump in list(self._pumps):
             with contextlib.suppress(Exception):
                 await pump
         if self._client is not None:
@@ -447,8 +447,12 @@ class RedisLimitStore:
     async def reserve(self, limits: Sequence[Limit], costs: Sequence[int]) -> Decision:
         future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         self._queue.append((limits, costs, future))
-        if self._pump is None or self._pump.done():
-            self._pump = asyncio.get_running_loop().create_task(self._send())
+        # Up to _IN_FLIGHT calls at once: a batch waits for Redis less while another is
+        # on its way back.
+        if len(self._pumps) < self._IN_FLIGHT and len(self._queue) > len(self._pumps) - 1:
+            pump = asyncio.get_running_loop().create_task(self._send())
+            self._pumps.add(pump)
+            pump.add_done_callback(self._pumps.discard)
         return await future
 
     async def _send(self) -> None:
