@@ -16,9 +16,10 @@ class StorageConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     url: Annotated[str, msgspec.Meta(pattern=r"^(sqlite|postgresql|postgres)(\+\w+)?://")] = (
         "sqlite:///agentic-gateway.db")
     # Usage records are written in batches off the request path: at most this often...
-    flush_interval_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
-    # ... or as soon as this many are waiting.
-    batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 500
+    flush_interval_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 0.25
+    # ... or as soon as this many are waiting, this many per transaction (small batches
+    # keep each write's pause of the event loop short: ~40 ms for 650 SQLite rows).
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 100
     # Records kept in memory while the database is down; past it the oldest are dropped
     # (counted in gateway_usage_dropped_total).
     max_pending: Annotated[int, msgspec.Meta(ge=1)] = 100_000

@@ -93,7 +93,7 @@ class UsageReport(msgspec.Struct, kw_only=True):
 class UsageRecorder:
     """Owns the queue of records and the task that writes them."""
 
-    def __init__(self, db: Database, *, flush_interval_s: float = 1.0, batch_size: int = 500,
+    def __init__(self, db: Database, *, flush_interval_s: float = 0.25, batch_size: int = 100,
                  max_pending: int = 100_000,
                  on_drop: Callable[[int], None] | None = None,
                  on_error: Callable[[], None] | None = None) -> None:
@@ -171,6 +171,8 @@ class UsageRecorder:
             if self.last_error is not None:
                 log.info("usage_write_recovered")
                 self.last_error = None
+            # Requests run between batches (a write holds the loop while rows are bound).
+            await asyncio.sleep(0)
         return True
 
     async def aclose(self, timeout_s: float = 10.0) -> None:
