@@ -55,6 +55,7 @@ PATHS: dict[Dialect, str] = {"chat": "/v1/chat/completions", "responses": "/v1/r
 
 # The issue's bounds (issue 18), gateway against the floor, passthrough front doors.
 MIN_RATIO = 0.9            # saturation, 1 worker; and Redis limits against memory limits
+KEYS_P99_MS = 5.0          # virtual key + Redis limits against no limits, p99 at the rate
 C1_P50_MS = 0.2            # one-connection overhead above the floor's
 RATED_P50_MS = 0.3         # 500 req/s overhead above the floor's
 RATED_P99_MS = 1.0
@@ -121,6 +122,10 @@ SCENARIOS: list[Scenario] = [
              "Chat passthrough, rate limits in memory", gateway="rl-memory"),
     Scenario("chat-rl-redis", "chat", "chat", "bench-openai",
              "Chat passthrough, rate limits in Redis", gateway="rl-redis"),
+    Scenario("chat-keys-redis", "chat", "chat", "bench-openai",
+             "Chat passthrough as a virtual key (its rpm, tpm and token and cost budgets "
+             "with the provider's limits in Redis; usage records in SQLite)",
+             gateway="keys-redis"),
     Scenario("chat-traced", "chat", "chat", "bench-openai",
              "Chat passthrough, traces on (every request sampled, OTLP/HTTP to the mock)",
              gateway="traced"),
@@ -232,11 +237,12 @@ def _body_file(body: dict[str, Any]) -> Path:
     return path
 
 
-def hey_latency(url: str, body: Path, n: int, conns: int, qps: int) -> dict[str, float]:
+def hey_latency(url: str, body: Path, n: int, conns: int, qps: int,
+                auth: str = "") -> dict[str, float]:
     """p50/p90/p99 in ms of n POSTs at a fixed offered load (hey's per-request CSV)."""
     argv = ["taskset", "-c", LOAD_CORE, "hey", "-n", str(n), "-c", str(conns), "-q", str(qps),
             "-m", "POST", "-D", str(body), "-T", "application/json", "-t", "10", "-o", "csv",
-            url]
+            *(["-H", f"Authorization: Bearer {auth}"] if auth else []), url]
     p = subprocess.run(argv, capture_output=True, timeout=n / (conns * qps) * 3 + 30,
                        check=False)
     if p.returncode != 0:
@@ -259,7 +265,7 @@ _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
 def _wrk(url: str, body: Path, seconds: int, conns: int, core: str,
-         latency: bool) -> str:
+         latency: bool, auth: str = "") -> str:
     """wrk with post.lua, every answer checked for 200 and the mock's text: any request
     that failed in any way makes this an error, never a figure."""
     argv = ["taskset", "-c", core, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s",
@@ -267,7 +273,8 @@ def _wrk(url: str, body: Path, seconds: int, conns: int, core: str,
     if latency:
         argv.insert(5, "--latency")
     p = subprocess.run(argv, capture_output=True, timeout=seconds + 30, check=False,
-                       env={**os.environ, "BENCH_BODY_FILE": str(body), "BENCH_EXPECT": HELLO})
+                       env={**os.environ, "BENCH_BODY_FILE": str(body), "BENCH_EXPECT": HELLO,
+                            "BENCH_AUTH": auth})
     out = p.stdout.decode(errors="replace")
     if p.returncode != 0:
         raise RuntimeError(f"wrk exited {p.returncode} against {url}: "
@@ -290,9 +297,9 @@ def _wrk(url: str, body: Path, seconds: int, conns: int, core: str,
     return out
 
 
-def wrk_latency(url: str, body: Path, seconds: int) -> dict[str, float]:
+def wrk_latency(url: str, body: Path, seconds: int, auth: str = "") -> dict[str, float]:
     """p50/p90/p99 in ms at one connection from wrk's --latency histogram (µs resolution)."""
-    out = _wrk(url, body, seconds, 1, LOAD_CORE, latency=True)
+    out = _wrk(url, body, seconds, 1, LOAD_CORE, latency=True, auth=auth)
     res: dict[str, float] = {}
     for q in ("50", "90", "99"):
         m = re.search(rf"^\s+{q}%\s+([\d.]+)(us|ms|s)$", out, re.M)
@@ -302,8 +309,9 @@ def wrk_latency(url: str, body: Path, seconds: int) -> dict[str, float]:
     return res
 
 
-def wrk_rps(url: str, body: Path, seconds: int, conns: int, core: str) -> float:
-    out = _wrk(url, body, seconds, conns, core, latency=False)
+def wrk_rps(url: str, body: Path, seconds: int, conns: int, core: str,
+            auth: str = "") -> float:
+    out = _wrk(url, body, seconds, conns, core, latency=False, auth=auth)
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if m is None or float(m.group(1)) == 0:
         raise RuntimeError(f"wrk printed no rate: {out[-500:]}")
@@ -355,8 +363,9 @@ def stream_stats(url: str, body: dict[str, Any], count: int,
 
 
 def bench_config(port: int, mock_port: int, rate_limit: str | None, redis_url: str,
-                 rpm: int, traced: bool = False) -> str:
-    """The gateway's config: one alias per kind of provider, all on the mock."""
+                 rpm: int, traced: bool = False, storage: str = "") -> str:
+    """The gateway's config: one alias per kind of provider, all on the mock. ``storage``:
+    a SQLite file for the key and usage store (virtual keys on)."""
     rl = "enabled = false"
     if rate_limit is not None:
         # Budgets far above the load (but for the probe): the limiter runs its full path
@@ -370,6 +379,8 @@ def bench_config(port: int, mock_port: int, rate_limit: str | None, redis_url: s
 host = "127.0.0.1"
 port = {port}
 workers = 1
+{f'admin_keys = ["{BENCH_ADMIN}"]' if storage else ""}
+{f'[storage]{chr(10)}url = "sqlite:///{storage}"' if storage else ""}
 
 [logging]
 level = "info"
@@ -441,10 +452,17 @@ class Server:
 
 def gateway(procs: Procs, name: str, mock_port: int, workers: int, cores: str,
             rate_limit: str | None = None, redis_url: str = "",
-            rpm: int = 100_000_000, traced: bool = False) -> Server:
+            rpm: int = 100_000_000, traced: bool = False, keys: bool = False) -> Server:
     port = free_port()
     config = RESULTS / f"gateway-{name}.toml"
-    config.write_text(bench_config(port, mock_port, rate_limit, redis_url, rpm, traced))
+    storage = ""
+    if keys:
+        db = RESULTS / f"gateway-{name}.db"
+        for leftover in (db, db.with_suffix(".db-wal"), db.with_suffix(".db-shm")):
+            leftover.unlink(missing_ok=True)
+        storage = str(db)
+    config.write_text(bench_config(port, mock_port, rate_limit, redis_url, rpm, traced,
+                                   storage))
     exe = shutil.which("agentic-gateway") or "agentic-gateway"
     return Server(procs, f"gateway-{name}", [exe, "serve", "--config", str(config), "--port",
                                              str(port), "--workers", str(workers)],
@@ -458,9 +476,11 @@ def floor(procs: Procs, name: str, mock_port: int, workers: int, cores: str) -> 
                                 "--workers", str(workers)], port, cores, None)
 
 
-def post(url: str, body: dict[str, Any]) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
+def post(url: str, body: dict[str, Any], auth: str = "") -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"}
+    if auth:
+        headers["Authorization"] = f"Bearer {auth}"
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, r.read()
@@ -479,6 +499,36 @@ def start_redis(procs: Procs) -> str:
     if not wait_port(port):
         raise RuntimeError("redis-server did not start; see bench/results/redis.log")
     return f"redis://127.0.0.1:{port}/0"
+
+
+BENCH_ADMIN = "bench-admin-key"
+# Gateway name -> the virtual key its scenarios send (made at start through /admin/keys).
+AUTH: dict[str, str] = {}
+
+
+def make_key(g: Server, **limits: Any) -> str:
+    """A virtual key on the gateway, with limits far above the load (so every one of them
+    is checked and charged on each request, and none refuses)."""
+    status, body = post(g.base + "/admin/keys", {"name": "bench", **limits}, auth=BENCH_ADMIN)
+    if status != 201:
+        raise RuntimeError(f"creating a key answered HTTP {status}: {body[:300]!r}")
+    return str(json.loads(body)["key"])
+
+
+def keys_probe(procs: Procs, mock_port: int, redis_url: str) -> str:
+    """Are the key's limits on the path? A key allowing 3 requests/min must see a 429."""
+    g = gateway(procs, "probe-keys", mock_port, 1, GATEWAY_CORE, "redis", redis_url,
+                keys=True)
+    try:
+        g.ready()
+        key = make_key(g, rpm=3)
+        codes = [post(g.base + PATHS["chat"], request_body("chat", "bench-openai", False),
+                      auth=key)[0] for _ in range(6)]
+        if 429 in codes:
+            return f"yes (statuses {codes})"
+        return f"no: statuses {codes} — the key's limits are not on the request path"
+    finally:
+        g.stop()
 
 
 def rate_limit_probe(procs: Procs, mock_port: int, backend: str, redis_url: str) -> str:
@@ -517,6 +567,10 @@ class Bench:
         self.notes: dict[str, str] = {}
         self._cache: dict[tuple[Any, ...], Any] = {}
 
+    @staticmethod
+    def auth(sc: Scenario, target: str) -> str:
+        return AUTH.get(sc.gateway, "") if target == "gateway" else ""
+
     def urls(self, sc: Scenario) -> dict[str, str]:
         up = PATHS[sc.upstream]
         return {"direct": self.mock + up, "floor": self.floor_base + up,
@@ -535,7 +589,7 @@ class Bench:
             if sc.stream:
                 stream_stats(url, sc.body, 1, functools.partial(self.check, sc, target))
                 continue
-            status, body = post(url, sc.body)
+            status, body = post(url, sc.body, auth=self.auth(sc, target))
             if status != 200:
                 raise RuntimeError(f"{target} answered HTTP {status}: "
                                    f"{body[:300].decode(errors='replace')}")
@@ -577,16 +631,18 @@ class Bench:
             _progress(rep, s, sc, "TTFB ms", {t: v["ttfb"] for t, v in res.items()})
             return
         body = _body_file(sc.body)
-        res = self._pair(rep, sc, "c1", lambda _, url: wrk_latency(
-            url, body, s.one_conn_seconds), direct=True)
+        res = self._pair(rep, sc, "c1", lambda target, url: wrk_latency(
+            url, body, s.one_conn_seconds, self.auth(sc, target)), direct=True)
         _progress(rep, s, sc, "c=1 p50/p99 ms",
                   {t: f"{v['p50']:.2f}/{v['p99']:.2f}" for t, v in res.items()})
-        res = self._pair(rep, sc, "rated", lambda _, url: hey_latency(
-            url, body, s.n_rated, s.rate_conns, s.rate_per_conn), direct=True)
+        res = self._pair(rep, sc, "rated", lambda target, url: hey_latency(
+            url, body, s.n_rated, s.rate_conns, s.rate_per_conn, self.auth(sc, target)),
+            direct=True)
         _progress(rep, s, sc, f"{s.rate} req/s p50/p99 ms",
                   {t: f"{v['p50']:.2f}/{v['p99']:.2f}" for t, v in res.items()})
-        res = self._pair(rep, sc, "rps", lambda _, url: wrk_rps(
-            url, body, s.wrk_seconds, s.wrk_conns, LOAD_CORE), direct=False)
+        res = self._pair(rep, sc, "rps", lambda target, url: wrk_rps(
+            url, body, s.wrk_seconds, s.wrk_conns, LOAD_CORE, self.auth(sc, target)),
+            direct=False)
         _progress(rep, s, sc, "req/s", {t: f"{v:.0f}" for t, v in res.items()})
 
 
@@ -781,6 +837,15 @@ def verdicts(b: Bench, w2: dict[str, list[float]] | None, s: Settings,
         ratio = _fig([x / y for x, y in zip(red, mem, strict=True)])
         both("req/s, limits in Redis / in memory", f">= {MIN_RATIO}", ratio.show("", 2),
              mark(ratio.median >= MIN_RATIO))
+    if have("chat", "chat-keys-redis"):
+        keyed, base_ = (raw["chat-keys-redis"]["rps"]["gateway"],
+                        raw["chat"]["rps"]["gateway"])
+        ratio = _fig([x / y for x, y in zip(keyed, base_, strict=True)])
+        both("req/s, virtual key + limits in Redis / no limits", f">= {MIN_RATIO}",
+             ratio.show("", 2), mark(ratio.median >= MIN_RATIO))
+        p99 = _between(raw["chat-keys-redis"], raw["chat"], "rated", "p99")
+        both(f"virtual key + Redis overhead - no limits', {s.rate} req/s p99",
+             f"<= +{KEYS_P99_MS} ms", _signed(p99, " ms"), mark(p99.median <= KEYS_P99_MS))
     if have("chat", "chat-rl-memory"):
         mem, base_ = raw["chat-rl-memory"]["rps"]["gateway"], raw["chat"]["rps"]["gateway"]
         ratio = _fig([x / y for x, y in zip(mem, base_, strict=True)])
@@ -883,16 +948,28 @@ def run(s: Settings, names: list[str], profile: str | None) -> int:
         gateways: dict[str, Server] = {}
         errors: dict[str, str] = {}
         needed = {sc.gateway for sc in scenarios}
+        redis_url = ""
         for backend in ("memory", "redis"):
             if f"rl-{backend}" not in needed:
                 continue
             try:
-                url = start_redis(procs) if backend == "redis" else ""
+                if backend == "redis":
+                    redis_url = url = start_redis(procs)
+                else:
+                    url = ""
                 probes[backend] = rate_limit_probe(procs, mock_port, backend, url)
                 gateways[f"rl-{backend}"] = gateway(procs, f"rl-{backend}", mock_port, 1,
                                                     GATEWAY_CORE, backend, url)
             except RuntimeError as e:
                 errors[f"chat-rl-{backend}"] = str(e)
+        if "keys-redis" in needed:
+            try:
+                redis_url = redis_url or start_redis(procs)
+                probes["keys"] = keys_probe(procs, mock_port, redis_url)
+                gateways["keys-redis"] = gateway(procs, "keys-redis", mock_port, 1,
+                                                 GATEWAY_CORE, "redis", redis_url, keys=True)
+            except RuntimeError as e:
+                errors["chat-keys-redis"] = str(e)
         if "base" in needed:
             gateways["base"] = gateway(procs, "base", mock_port, 1, GATEWAY_CORE)
         if "traced" in needed:
@@ -905,6 +982,13 @@ def run(s: Settings, names: list[str], profile: str | None) -> int:
             except RuntimeError as e:
                 del gateways[name]
                 errors.update({sc.name: str(e) for sc in scenarios if sc.gateway == name})
+        if "keys-redis" in gateways:
+            try:
+                AUTH["keys-redis"] = make_key(
+                    gateways["keys-redis"], rpm=100_000_000, tpm=1_000_000_000_000,
+                    max_tokens=10**15, max_cost=1_000_000.0, period="month")
+            except RuntimeError as e:
+                errors["chat-keys-redis"] = str(e)
         fl.ready()
 
         b = Bench(s, mock, fl.base, gateways)
@@ -914,7 +998,8 @@ def run(s: Settings, names: list[str], profile: str | None) -> int:
             if sc.name in b.errors:
                 raise RuntimeError(b.errors[sc.name])
             b.verify(sc)
-            run_profile(gateways[sc.gateway], b.urls(sc)["gateway"], _body_file(sc.body))
+            run_profile(gateways[sc.gateway], b.urls(sc)["gateway"], _body_file(sc.body),
+                        b.auth(sc, "gateway"))
             return 0
 
         # The mock alone, driven from the other core: it must be far above the gateway.
@@ -976,7 +1061,7 @@ def run(s: Settings, names: list[str], profile: str | None) -> int:
     return 1 if b.errors or any(r.verdict == "ERROR" for r in table.rows) else 0
 
 
-def run_profile(gw: Server, url: str, body: Path) -> None:
+def run_profile(gw: Server, url: str, body: Path, auth: str = "") -> None:
     """py-spy samples the gateway while wrk saturates it; flame graph + collapsed stacks."""
     pyspy = shutil.which("py-spy")
     if pyspy is None:
@@ -985,7 +1070,8 @@ def run_profile(gw: Server, url: str, body: Path) -> None:
     seconds = 20
     load = subprocess.Popen(["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c16", f"-d{seconds + 4}s",
                              "-s", str(BENCH_DIR / "post.lua"), url],
-                            env={**os.environ, "BENCH_BODY_FILE": str(body)},
+                            env={**os.environ, "BENCH_BODY_FILE": str(body),
+                                 "BENCH_AUTH": auth},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(1)

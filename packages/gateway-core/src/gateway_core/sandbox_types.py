@@ -32,6 +32,7 @@ __all__ = [
     "OutputChunk",
     "Resources",
     "SandboxInfo",
+    "SandboxLLM",
     "SandboxList",
     "SandboxStatus",
     "SignalRequest",
@@ -57,6 +58,17 @@ class NetworkRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                      msgspec.Meta(max_length=256)] = msgspec.field(default_factory=list)
 
 
+class SandboxLLM(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A key for the code inside the sandbox: a child of the caller's key, never allowed
+    more than its parent, revoked when the sandbox is deleted."""
+
+    # Aliases the child may use (within the parent's); unset: the parent's.
+    models: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=256)]],
+                      msgspec.Meta(min_length=1, max_length=256)] | None = None
+    max_tokens: PositiveInt | None = None  # over the sandbox's life
+    max_cost: Annotated[float, msgspec.Meta(ge=0)] | None = None  # USD
+
+
 class CreateSandboxRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     runtime: str
     # Lifetime of the sandbox in seconds (capped by the config's max_lifetime_s).
@@ -72,6 +84,8 @@ class CreateSandboxRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
     template: str | None = None
     # Unset: the config's default allow-list ([sandbox.egress] default_allow).
     network: NetworkRequest | None = None
+    # A child key of the caller's for the code inside (OPENAI_API_KEY, ANTHROPIC_API_KEY).
+    llm: SandboxLLM | None = None
 
 
 class Resources(msgspec.Struct, frozen=True, kw_only=True):

@@ -10,12 +10,20 @@ than ``amount`` units can be spent at once, and capacity comes back continuously
 minute boundary. A reservation covers all limits of a request at once (all or nothing);
 after the call it is settled to the tokens the provider reported (refund or extra charge),
 or released when the request never reached the provider.
+
+A caller's own limits (a virtual key's and its team's rpm/tpm, and budgets of tokens or
+cost per day, month or in total) ride in the same reservation as a :class:`Charge`: budgets
+are counters for a fixed period (reset at its end) rather than GCRA, and all of them are
+checked and taken in one step — one script in Redis, one synchronous step in memory.
+Settlement is batched: what finished requests report is added up and sent as one script
+call while the previous one is in flight, off the request's path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -38,10 +46,13 @@ from gateway_llm.hub import (
     Text,
     ToolCall,
     ToolResult,
+    Usage,
 )
+from gateway_llm.prices import Price
 
 __all__ = [
     "Admission",
+    "Charge",
     "Decision",
     "Denied",
     "Limit",
@@ -53,11 +64,13 @@ __all__ = [
     "RedisLimitStore",
     "estimate_prompt_tokens",
     "format_reset",
+    "iso_utc",
 ]
 
 log = structlog.get_logger("gateway.limits")
 
-LimitName = Literal["requests", "tokens", "tokens_day"]
+# budget_tokens and budget_cost (nano-USD) are a caller's counters for a fixed period.
+LimitName = Literal["requests", "tokens", "tokens_day", "budget_tokens", "budget_cost"]
 _WINDOWS: dict[LimitName, float] = {"requests": 60.0, "tokens": 60.0, "tokens_day": 86400.0}
 
 
@@ -67,10 +80,45 @@ class Limit:
     name: LimitName
     amount: int
     window_s: float
+    # Counters (budgets) only: wall-clock end of their period (0: never, a "total" budget),
+    # whose description goes into messages ("max_tokens per day", ...).
+    resets_at: float = 0.0
+    owner: str = ""  # whose limit, for messages: "key 'ci'" (empty: the provider's)
+    label: str = ""
 
     @property
     def interval(self) -> float:
         return self.window_s / self.amount
+
+    @property
+    def counter(self) -> bool:
+        return self.name in ("budget_tokens", "budget_cost")
+
+    def ttl_ms(self, wall_now: float) -> int:
+        """Counters: milliseconds until the period ends (0: no expiry)."""
+        if not self.resets_at:
+            return 0
+        return max(1, math.ceil((self.resets_at - wall_now) * 1000))
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """A caller's own limits (a virtual key's, its team's), reserved with the provider's.
+    ``price`` gives what a deployment's tokens cost, for budgets in money."""
+
+    limits: list[Limit]
+    price: Callable[[str, str], Price]
+
+    def costs(self, tokens: int, price: Price) -> list[int]:
+        out = []
+        for limit in self.limits:
+            if limit.name == "requests":
+                out.append(1)
+            elif limit.name == "budget_cost":
+                out.append(price.bound_nano(tokens))
+            else:
+                out.append(tokens)
+        return out
 
 
 @dataclass(slots=True)
@@ -123,41 +171,84 @@ class MemoryLimitStore:
     """One process's budgets. Each call runs without awaiting, so it is atomic under
     asyncio."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
+        self.wall_clock = wall_clock
         self._tat: dict[str, float] = {}
+        self._used: dict[str, tuple[int, float]] = {}  # counters: (used, resets_at)
 
     async def start(self) -> None:
         return None
 
     async def aclose(self) -> None:
         self._tat.clear()
+        self._used.clear()
+
+    def _counter(self, limit: Limit, wall: float) -> int:
+        used, resets_at = self._used.get(limit.key, (0, 0.0))
+        return used if not resets_at or resets_at > wall else 0
 
     async def reserve(self, limits: Sequence[Limit], costs: Sequence[int]) -> Decision:
         now = self.clock()
+        wall = self.wall_clock()
         new: list[float] = []
         for i, (limit, cost) in enumerate(zip(limits, costs, strict=False)):
+            if limit.counter:
+                used = self._counter(limit, wall)
+                if used + cost > limit.amount:
+                    retry = limit.resets_at - wall if limit.resets_at else math.inf
+                    decision = Decision(False, denied_index=i, retry_after_s=retry)
+                    self._fill(decision, limits, now, wall)
+                    return decision
+                new.append(float(used + cost))
+                continue
             ok, tat, retry = _gcra(self._tat.get(limit.key, now), now, limit, cost)
             if not ok:
                 decision = Decision(False, denied_index=i, retry_after_s=retry)
-                self._fill(decision, limits, now)
+                self._fill(decision, limits, now, wall)
                 return decision
             new.append(tat)
-        for limit, tat in zip(limits, new, strict=False):
-            self._tat[limit.key] = tat
+        for limit, value in zip(limits, new, strict=False):
+            if limit.counter:
+                self._used[limit.key] = (int(value), limit.resets_at)
+            else:
+                self._tat[limit.key] = value
+        if len(self._used) > 10_000:
+            self._purge(wall)
         decision = Decision(True)
-        self._fill(decision, limits, now)
+        self._fill(decision, limits, now, wall)
         return decision
 
-    def _fill(self, decision: Decision, limits: Sequence[Limit], now: float) -> None:
+    def _purge(self, wall: float) -> None:
+        for key, (_, resets_at) in list(self._used.items()):
+            if resets_at and resets_at <= wall:
+                del self._used[key]
+
+    def _fill(self, decision: Decision, limits: Sequence[Limit], now: float,
+              wall: float) -> None:
         for limit in limits:
+            if limit.counter:
+                decision.remaining.append(max(0, limit.amount - self._counter(limit, wall)))
+                decision.reset_s.append(max(0.0, limit.resets_at - wall)
+                                        if limit.resets_at else 0.0)
+                continue
             ahead = max(0.0, self._tat.get(limit.key, now) - now)
             decision.remaining.append(_remaining(ahead, limit))
             decision.reset_s.append(ahead)
 
     async def adjust(self, limits: Sequence[Limit], deltas: Sequence[int]) -> None:
+        self.adjust_now(limits, deltas)
+
+    def adjust_now(self, limits: Sequence[Limit], deltas: Sequence[int]) -> None:
+        """``adjust`` without awaiting (so the router's settlement costs no task)."""
         now = self.clock()
+        wall = self.wall_clock()
         for limit, delta in zip(limits, deltas, strict=False):
+            if limit.counter:
+                used = max(0, self._counter(limit, wall) + delta)
+                self._used[limit.key] = (used, limit.resets_at)
+                continue
             # From now, like the Redis script: a TAT in the past means a full bucket.
             tat = max(self._tat.get(limit.key, now), now) + delta * limit.interval
             self._tat[limit.key] = max(tat, now)
@@ -166,38 +257,74 @@ class MemoryLimitStore:
         return {"backend": "memory", "healthy": True}
 
 
-# The same GCRA in Lua, over every limit of a reservation at once. Times in milliseconds
-# from Redis' own clock (so every gateway host agrees), unless the caller passes now_ms.
+# The same GCRA in Lua, over every limit of a reservation at once, for a batch of
+# reservations (each atomic, taken in order: the ones that waited while the previous call
+# was in flight). Times in milliseconds from Redis' own clock (so every gateway host
+# agrees), unless the caller passes now_ms. ARGV: now, the number of reservations, then one
+# string per reservation (one argument, not dozens: packing arguments is most of what a
+# call costs the client): its number of keys, then four numbers per key: kind (0 GCRA,
+# 1 counter), interval and window (GCRA) or amount and time-to-live (counter; 0: none),
+# and the cost. Per reservation the answer is admitted, the denied key's index, the
+# retry-after, and per key how far its TAT is ahead of now (GCRA) or what is used
+# (counter).
 _RESERVE = """
 local now = tonumber(ARGV[1])
 if now < 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 end
-local n = #KEYS
-local new = {}
-for i = 1, n do
-  local interval = tonumber(ARGV[1 + (i - 1) * 3 + 1])
-  local window = tonumber(ARGV[1 + (i - 1) * 3 + 2])
-  local cost = tonumber(ARGV[1 + (i - 1) * 3 + 3])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
-  if tat < now then tat = now end
-  local nt = tat + cost * interval
-  if nt - window > now then
-    local out = {0, i, tostring(nt - window - now)}
-    for j = 1, n do
-      local t2 = tonumber(redis.call('GET', KEYS[j]) or now)
-      table.insert(out, tostring(math.max(0, t2 - now)))
-    end
-    return out
-  end
-  new[i] = nt
+local function state(key, kind)
+  local v = redis.call('GET', key)
+  if kind == 1 then return string.format('%.0f', tonumber(v or 0)) end
+  return tostring(math.max(0, tonumber(v or now) - now))
 end
-local out = {1, 0, '0'}
-for i = 1, n do
-  local window = tonumber(ARGV[1 + (i - 1) * 3 + 2])
-  redis.call('SET', KEYS[i], tostring(new[i]), 'PX', math.ceil(new[i] - now + window))
-  table.insert(out, tostring(new[i] - now))
+local out = {}
+local k = 0
+for r = 1, tonumber(ARGV[2]) do
+  local f = {}
+  for x in string.gmatch(ARGV[2 + r], '%S+') do f[#f + 1] = tonumber(x) end
+  local n = f[1]
+  local new = {}
+  local denied = 0
+  local retry = '0'
+  for i = 1, n do
+    local b = 1 + (i - 1) * 4
+    local kind, x, w, cost = f[b + 1], f[b + 2], f[b + 3], f[b + 4]
+    if kind == 1 then
+      local used = tonumber(redis.call('GET', KEYS[k + i]) or 0)
+      if used + cost > x then denied = i; retry = tostring(w) else new[i] = used + cost end
+    else
+      local tat = tonumber(redis.call('GET', KEYS[k + i]) or now)
+      if tat < now then tat = now end
+      local nt = tat + cost * x
+      if nt - w > now then denied = i; retry = tostring(nt - w - now) else new[i] = nt end
+    end
+    if denied > 0 then break end
+  end
+  if denied > 0 then
+    table.insert(out, 0)
+    table.insert(out, denied)
+    table.insert(out, retry)
+    for j = 1, n do table.insert(out, state(KEYS[k + j], f[1 + (j - 1) * 4 + 1])) end
+  else
+    table.insert(out, 1)
+    table.insert(out, 0)
+    table.insert(out, '0')
+    for i = 1, n do
+      local b = 1 + (i - 1) * 4
+      local w = f[b + 3]
+      if f[b + 1] == 1 then
+        local v = string.format('%.0f', new[i])
+        if w > 0 then redis.call('SET', KEYS[k + i], v, 'PX', w)
+        else redis.call('SET', KEYS[k + i], v) end
+        table.insert(out, v)
+      else
+        redis.call('SET', KEYS[k + i], tostring(new[i]), 'PX', math.ceil(new[i] - now + w))
+        table.insert(out, tostring(new[i] - now))
+      end
+    end
+  end
+  k = k + n
 end
 return out
 """
@@ -209,13 +336,19 @@ if now < 0 then
   now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 end
 for i = 1, #KEYS do
-  local interval = tonumber(ARGV[1 + (i - 1) * 3 + 1])
-  local window = tonumber(ARGV[1 + (i - 1) * 3 + 2])
-  local delta = tonumber(ARGV[1 + (i - 1) * 3 + 3])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
-  if tat < now then tat = now end
-  tat = math.max(now, tat + delta * interval)
-  redis.call('SET', KEYS[i], tostring(tat), 'PX', math.ceil(tat - now + window))
+  local b = 1 + (i - 1) * 4
+  local a = tonumber(ARGV[b + 2])
+  local w = tonumber(ARGV[b + 3])
+  local delta = tonumber(ARGV[b + 4])
+  if tonumber(ARGV[b + 1]) == 1 then
+    local v = string.format('%.0f', math.max(0, tonumber(redis.call('GET', KEYS[i]) or 0) + delta))
+    if w > 0 then redis.call('SET', KEYS[i], v, 'PX', w) else redis.call('SET', KEYS[i], v) end
+  else
+    local tat = tonumber(redis.call('GET', KEYS[i]) or now)
+    if tat < now then tat = now end
+    tat = math.max(now, tat + delta * a)
+    redis.call('SET', KEYS[i], tostring(tat), 'PX', math.ceil(tat - now + w))
+  end
 end
 return 1
 """
@@ -224,8 +357,14 @@ return 1
 class RedisLimitStore:
     """Budgets shared by every process and host using one Redis. Each operation is one
     server-side script, so a reservation over several limits is atomic; keys expire once
-    their window has passed. Every call is bounded by ``timeout_s``."""
+    their window has passed. Every call is bounded by ``timeout_s``.
 
+    Reservations that arrive while one is in flight wait for it and then go together, in
+    one script call (each still atomic, in arrival order): under load one round trip
+    carries many requests, idle each goes alone at once."""
+
+    _BATCH = 64  # reservations per script call
+    _IN_FLIGHT = 2  # script calls at once
     def __init__(self, url: str, *, timeout_s: float = 0.25, key_prefix: str = "agw:rl:",
                  clock: Callable[[], float] | None = None) -> None:
         self.url = url
@@ -236,6 +375,8 @@ class RedisLimitStore:
         self._reserve: object | None = None
         self._adjust: object | None = None
         self.last_error: str | None = None
+        self._queue: list[tuple[Sequence[Limit], Sequence[int], asyncio.Future[Decision]]] = []
+        self._pumps: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         import redis.asyncio as aioredis
@@ -259,6 +400,9 @@ class RedisLimitStore:
             log.warning("ratelimit_store_unreachable_at_start", error=self.last_error)
 
     async def aclose(self) -> None:
+        for pump in list(self._pumps):
+            with contextlib.suppress(Exception):
+                await pump
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()  # type: ignore[attr-defined]
@@ -270,9 +414,18 @@ class RedisLimitStore:
     def _args(self, limits: Sequence[Limit], amounts: Sequence[int]) -> tuple[list[str], list[str]]:
         keys = [self.key_prefix + limit.key for limit in limits]
         args = [repr(self._now_ms())]
-        for limit, amount in zip(limits, amounts, strict=False):
-            args += [repr(limit.interval * 1000), repr(limit.window_s * 1000), str(amount)]
+        self._limit_args(args, limits, amounts, time.time())
         return keys, args
+
+    @staticmethod
+    def _limit_args(args: list[str], limits: Sequence[Limit], amounts: Sequence[int],
+                    wall: float) -> None:
+        for limit, amount in zip(limits, amounts, strict=False):
+            if limit.counter:
+                args += ["1", str(limit.amount), str(limit.ttl_ms(wall)), str(amount)]
+            else:
+                args += ["0", repr(limit.interval * 1000), repr(limit.window_s * 1000),
+                         str(amount)]
 
     async def _call(self, script: object, keys: list[str], args: list[str]) -> list[object]:
         if script is None:
@@ -292,15 +445,67 @@ class RedisLimitStore:
         return list(result) if isinstance(result, list) else [1]
 
     async def reserve(self, limits: Sequence[Limit], costs: Sequence[int]) -> Decision:
-        keys, args = self._args(limits, costs)
-        out = await self._call(self._reserve, keys, args)
+        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self._queue.append((limits, costs, future))
+        # Up to _IN_FLIGHT calls at once: a batch waits for Redis less while another is
+        # on its way back.
+        if len(self._pumps) < self._IN_FLIGHT and len(self._queue) > len(self._pumps) - 1:
+            pump = asyncio.get_running_loop().create_task(self._send())
+            self._pumps.add(pump)
+            pump.add_done_callback(self._pumps.discard)
+        return await future
+
+    async def _send(self) -> None:
+        """Send what waits, a batch per script call, until nothing does."""
+        while self._queue:
+            batch = [item for item in self._queue[:self._BATCH] if not item[2].done()]
+            del self._queue[:self._BATCH]
+            if not batch:
+                continue
+            keys: list[str] = []
+            args = [repr(self._now_ms()), str(len(batch))]
+            wall = time.time()
+            for limits, costs, _ in batch:
+                keys += [self.key_prefix + limit.key for limit in limits]
+                fields = [str(len(limits))]
+                self._limit_args(fields, limits, costs, wall)
+                args.append(" ".join(fields))
+            try:
+                out = await self._call(self._reserve, keys, args)
+            except BaseException as exc:
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc if isinstance(exc, Exception)
+                                             else LimitStoreUnavailable("cancelled"))
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            at = 0
+            for limits, _, future in batch:
+                part = out[at:at + 3 + len(limits)]
+                at += 3 + len(limits)
+                if not future.done():
+                    future.set_result(self._decision(limits, part))
+
+    @staticmethod
+    def _decision(limits: Sequence[Limit], out: list[object]) -> Decision:
         admitted = int(out[0]) == 1  # type: ignore[call-overload]
-        aheads = [float(x) / 1000 for x in out[3:]]  # type: ignore[arg-type]
-        decision = Decision(admitted, denied_index=int(out[1]) - 1,  # type: ignore[call-overload]
-                            retry_after_s=float(out[2]) / 1000)  # type: ignore[arg-type]
-        for limit, ahead in zip(limits, aheads, strict=False):
-            decision.remaining.append(_remaining(ahead, limit))
-            decision.reset_s.append(ahead)
+        values = [float(x) for x in out[3:]]  # type: ignore[arg-type]
+        denied = int(out[1]) - 1  # type: ignore[call-overload]
+        retry = float(out[2]) / 1000  # type: ignore[arg-type]
+        wall = time.time()
+        if not admitted and limits[denied].counter:
+            resets_at = limits[denied].resets_at
+            retry = resets_at - wall if resets_at else math.inf
+        decision = Decision(admitted, denied_index=denied, retry_after_s=retry)
+        for limit, value in zip(limits, values, strict=False):
+            if limit.counter:
+                decision.remaining.append(max(0, limit.amount - int(value)))
+                decision.reset_s.append(max(0.0, limit.resets_at - wall)
+                                        if limit.resets_at else 0.0)
+            else:
+                decision.remaining.append(_remaining(value / 1000, limit))
+                decision.reset_s.append(value / 1000)
         return decision
 
     async def adjust(self, limits: Sequence[Limit], deltas: Sequence[int]) -> None:
@@ -325,6 +530,7 @@ class Admission:
     reset_s: list[float]
     degraded: bool = False  # admitted without checking because the store is down
     settled: bool = False
+    price: Price | None = None  # set when a caller's budget in money is part of it
 
 
 @dataclass(slots=True)
@@ -336,6 +542,8 @@ class Denied:
     too_large: bool = False
     store_unavailable: bool = False
     headers: dict[str, str] = field(default_factory=dict)
+    caller: bool = False  # the caller's own limit (a key's, a team's): no other door helps
+    resets_at: float = 0.0  # a budget's period end (wall clock; 0: never or not a budget)
 
 
 def format_reset(seconds: float) -> str:
@@ -354,17 +562,24 @@ def format_reset(seconds: float) -> str:
 
 class RateLimiter:
     def __init__(self, scopes: dict[str, list[Limit]], store: LimitStore, *,
-                 fail_open: bool = True, default_completion_tokens: int = 1024) -> None:
+                 fail_open: bool = True, default_completion_tokens: int = 1024,
+                 charges: bool = False) -> None:
         self.scopes = scopes
         self.store = store
         self.fail_open = fail_open
         self.default_completion_tokens = default_completion_tokens
+        # Whether callers bring limits of their own (virtual keys): then the limiter is in
+        # use even with no provider limits configured.
+        self.charges = charges
         self.degraded_since: float | None = None
+        self._pending: dict[str, tuple[Limit, int]] = {}
+        self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
     def from_config(
         cls, rl: RateLimitConfig, providers: dict[str, ProviderConfig],
         models: dict[str, ModelConfig], *, store: LimitStore | None = None,
+        charges: bool = False,
     ) -> RateLimiter:
         scopes: dict[str, list[Limit]] = {}
         # enabled = false switches every limit off, the providers' own included.
@@ -388,16 +603,17 @@ class RateLimiter:
             store = (RedisLimitStore(rl.redis_url, timeout_s=rl.redis_timeout_s)
                      if rl.backend == "redis" else MemoryLimitStore())
         return cls(scopes, store, fail_open=rl.fail_open,
-                   default_completion_tokens=rl.default_completion_tokens)
+                   default_completion_tokens=rl.default_completion_tokens, charges=charges)
 
     @property
     def enabled(self) -> bool:
-        return bool(self.scopes)
+        return bool(self.scopes) or self.charges
 
     async def start(self) -> None:
         await self.store.start()
 
     async def aclose(self) -> None:
+        await self.drain()
         await self.store.aclose()
 
     def estimate(self, request: LLMRequest) -> int:
@@ -409,13 +625,14 @@ class RateLimiter:
         return estimate_prompt_tokens(request.conversation()) + out * n
 
     async def acquire(self, provider: str, alias: str | None, tokens: int, *,
-                      deployment: str | None = None) -> Admission | Denied:
+                      deployment: str | None = None, model: str = "",
+                      charge: Charge | None = None) -> Admission | Denied:
         limits = list(self.scopes.get(f"provider:{provider}", ()))
         if alias is not None:
             limits += self.scopes.get(f"model:{alias}", ())
         if deployment is not None:
             limits += self.scopes.get(f"deployment:{deployment}", ())
-        if not limits:
+        if not limits and (charge is None or not charge.limits):
             return Admission([], [], tokens, provider, [], [])
         for limit in limits:
             if limit.name != "requests" and tokens > limit.amount:
@@ -424,6 +641,18 @@ class RateLimiter:
                     f"{limit.amount} {_describe(limit)} allowed for {_owner(limit, provider)}; "
                     "reduce the prompt or max_tokens."))
         costs = [1 if limit.name == "requests" else tokens for limit in limits]
+        price: Price | None = None
+        if charge is not None and charge.limits:
+            price = charge.price(alias or "", model)
+            for limit in charge.limits:
+                if limit.name == "tokens" and tokens > limit.amount:
+                    return Denied(provider, limit.name, 0.0, too_large=True, caller=True,
+                                  message=(
+                        f"This request needs an estimated {tokens} tokens, more than the "
+                        f"{limit.amount} tokens per minute allowed for {limit.owner}; "
+                        "reduce the prompt or max_tokens."))
+            limits += charge.limits
+            costs += charge.costs(tokens, price)
         try:
             decision = await self.store.reserve(limits, costs)
         except LimitStoreUnavailable as exc:
@@ -432,7 +661,8 @@ class RateLimiter:
                 log.error("ratelimit_store_unavailable", error=str(exc),
                           fail_open=self.fail_open)
             if self.fail_open:
-                return Admission(limits, costs, tokens, provider, [], [], degraded=True)
+                return Admission(limits, costs, tokens, provider, [], [], degraded=True,
+                                 price=price)
             return Denied(provider, "requests", 1.0, store_unavailable=True,
                           message="The rate-limit store is unavailable; try again shortly.")
         if self.degraded_since is not None:
@@ -440,29 +670,89 @@ class RateLimiter:
             self.degraded_since = None
         if decision.admitted:
             return Admission(limits, costs, tokens, provider, decision.remaining,
-                             decision.reset_s)
+                             decision.reset_s, price=price)
         limit = limits[decision.denied_index]
-        denied = Denied(provider, limit.name, decision.retry_after_s, message=(
-            f"Rate limit reached for {_owner(limit, provider)}: {limit.amount} "
-            f"{_describe(limit)}. "
-            f"Try again in {format_reset(decision.retry_after_s)}."))
+        if limit.counter:
+            denied = Denied(provider, limit.name, decision.retry_after_s, caller=True,
+                            resets_at=limit.resets_at, message=_budget_message(limit))
+        else:
+            denied = Denied(provider, limit.name, decision.retry_after_s,
+                            caller=bool(limit.owner), message=(
+                f"Rate limit reached for {limit.owner or _owner(limit, provider)}: "
+                f"{limit.amount} {_describe(limit)}. "
+                f"Try again in {format_reset(decision.retry_after_s)}."))
         denied.headers = _headers(limits, decision.remaining, decision.reset_s)
         return denied
 
-    async def settle(self, admission: Admission, actual_tokens: int | None) -> None:
-        """Charge what the provider reported instead of the estimate."""
+    def _deltas(self, admission: Admission, actual_tokens: int | None,
+                usage: Usage | None) -> list[int] | None:
+        """What settling a reservation to the reported usage adds (or gives back) per
+        limit; None when there is nothing to do."""
         if admission.settled or not admission.limits:
-            return
+            return None
         admission.settled = True
+        if usage is not None:
+            actual_tokens = usage.total_tokens
         if actual_tokens is None:
-            return
+            return None
         delta = actual_tokens - admission.tokens
-        if delta == 0:
+        deltas = []
+        for limit, cost in zip(admission.limits, admission.costs, strict=False):
+            if limit.name == "requests":
+                deltas.append(0)
+            elif limit.name == "budget_cost":
+                price = admission.price or Price()
+                actual = (price.cost_nano(usage) if usage is not None
+                          else price.bound_nano(actual_tokens))
+                deltas.append(actual - cost)
+            else:
+                deltas.append(delta)
+        return deltas if any(deltas) else None
+
+    async def settle(self, admission: Admission, actual_tokens: int | None = None, *,
+                     usage: Usage | None = None) -> None:
+        """Charge what the provider reported instead of the estimate (``usage``, when
+        given, also prices a budget in money exactly)."""
+        deltas = self._deltas(admission, actual_tokens, usage)
+        if deltas is None:
             return
-        deltas = [0 if limit.name == "requests" else delta for limit in admission.limits]
         # Already logged by acquire's path; the budget is approximate meanwhile.
         with contextlib.suppress(LimitStoreUnavailable):
             await self.store.adjust(admission.limits, deltas)
+
+    def settle_later(self, admission: Admission, actual_tokens: int | None = None, *,
+                     usage: Usage | None = None) -> None:
+        """``settle`` off the caller's path: in memory at once; in Redis added to the next
+        batch, which one script call sends while the caller goes on."""
+        deltas = self._deltas(admission, actual_tokens, usage)
+        if deltas is None:
+            return
+        if isinstance(self.store, MemoryLimitStore):
+            self.store.adjust_now(admission.limits, deltas)
+            return
+        for limit, delta in zip(admission.limits, deltas, strict=False):
+            if delta:
+                _, before = self._pending.get(limit.key, (limit, 0))
+                self._pending[limit.key] = (limit, before + delta)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, {}
+            limits = [limit for limit, _ in batch.values()]
+            deltas = [delta for _, delta in batch.values()]
+            try:
+                await self.store.adjust(limits, deltas)
+            except LimitStoreUnavailable:
+                pass  # logged by acquire's path; the budget is approximate meanwhile
+            except Exception as exc:  # noqa: BLE001 - a background task must not die silently
+                log.error("ratelimit_settle_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def drain(self) -> None:
+        """Wait for the settlements handed to ``settle_later`` to reach the store."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
 
     async def release(self, admission: Admission) -> None:
         """Give everything back: the request never reached the provider."""
@@ -497,7 +787,27 @@ def _owner(limit: Limit, provider: str) -> str:
 
 def _describe(limit: Limit) -> str:
     return {"requests": "requests per minute", "tokens": "tokens per minute",
-            "tokens_day": "tokens per day"}[limit.name]
+            "tokens_day": "tokens per day", "budget_tokens": "tokens",
+            "budget_cost": "nano-USD"}[limit.name]
+
+
+def _budget_message(limit: Limit) -> str:
+    if limit.name == "budget_cost":
+        amount = f"max_cost = {limit.amount / 1e9:.6g} USD"
+    else:
+        amount = f"max_tokens = {limit.amount}"
+    period = limit.label or "total"
+    if limit.resets_at:
+        when = f"it resets at {iso_utc(limit.resets_at)}"
+    else:
+        when = "it does not reset (period = \"total\")"
+    per = "in total" if period == "total" else f"per {period}"
+    return f"Budget exceeded for {limit.owner}: {amount} {per} is spent; {when}."
+
+
+def iso_utc(ts: float) -> str:
+    """A wall-clock time as RFC 3339 in UTC, to the second."""
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _headers(limits: Sequence[Limit], remaining: Sequence[int],
@@ -506,8 +816,8 @@ def _headers(limits: Sequence[Limit], remaining: Sequence[int],
     deployment's own limits, more specific, win over its provider's)."""
     out: dict[str, str] = {}
     for limit, left, reset in zip(limits, remaining, reset_s, strict=False):
-        if limit.name == "tokens_day" or not limit.key.startswith(("provider:",
-                                                                    "deployment:")):
+        if limit.name not in ("requests", "tokens") or not limit.key.startswith(
+                ("provider:", "deployment:", "key:")):
             continue
         suffix = "requests" if limit.name == "requests" else "tokens"
         out[f"x-ratelimit-limit-{suffix}"] = str(limit.amount)

@@ -28,8 +28,10 @@ from gateway_core.config import (
     Routing,
 )
 from gateway_core.errors import (
+    GatewayError,
     InvalidRequest,
     NotFound,
+    PermissionDenied,
     RateLimited,
     ServiceUnavailable,
     UpstreamTimeout,
@@ -38,7 +40,7 @@ from gateway_llm.balancer import DeploymentStats, order
 from gateway_llm.circuit import CircuitBreaker, Permit
 from gateway_llm.errors import PROVIDER_FAULT_STATUSES, AttemptFailed
 from gateway_llm.hub import EncodeOptions, LLMRequest, Usage
-from gateway_llm.limiter import Admission, Denied, RateLimiter
+from gateway_llm.limiter import Admission, Charge, Denied, RateLimiter, iso_utc
 from gateway_llm.providers import make_provider
 from gateway_llm.providers.base import Call, Completion, Provider, Stream
 
@@ -216,12 +218,13 @@ _NO_HEADERS: Mapping[str, str] = {}
 class _Walk:
     """One client request's way through the chain."""
 
-    __slots__ = ("attempts", "counted", "deadline", "denials", "estimate", "last",
+    __slots__ = ("attempts", "charge", "counted", "deadline", "denials", "estimate", "last",
                  "previous", "primary", "request", "shut", "skipped", "stream", "tried")
 
     def __init__(self, request: LLMRequest, stream: bool, deadline: float, estimate: int,
-                 primary: _Group) -> None:
+                 primary: _Group, charge: Charge | None = None) -> None:
         self.request = request
+        self.charge = charge
         self.stream = stream
         self.deadline = deadline
         self.estimate = estimate
@@ -279,14 +282,15 @@ class Router:
     @classmethod
     def from_config(
         cls, llm: LLMConfig, rate_limit: RateLimitConfig | None = None, *,
-        observer: RouterObserver | None = None,
+        observer: RouterObserver | None = None, charges: bool = False,
     ) -> Router:
         providers: dict[str, Provider] = {
             name: make_provider(name, pc) for name, pc in llm.providers.items() if pc.enabled
         }
         limiter = None
         if rate_limit is not None:
-            limiter = RateLimiter.from_config(rate_limit, llm.providers, llm.models)
+            limiter = RateLimiter.from_config(rate_limit, llm.providers, llm.models,
+                                              charges=charges)
         return cls(llm, providers, observer=observer, limiter=limiter)
 
     async def start(self) -> None:
@@ -413,6 +417,11 @@ class Router:
                 )
             return groups
         # "provider/upstream-model" addresses a configured provider directly.
+        if "/" in model and self.config.aliases_only:
+            raise PermissionDenied(
+                f"The model '{model}' addresses a provider directly, which this gateway "
+                "refuses (llm.aliases_only); use one of its model aliases.", param="model",
+                code="aliases_only")
         if "/" in model:
             provider, upstream = model.split("/", 1)
             d = self._deployment(model, provider, upstream, direct=True)
@@ -462,16 +471,19 @@ class Router:
 
     async def complete(
         self, request: LLMRequest, *, timeout_s: float | None = None,
+        charge: Charge | None = None,
     ) -> RoutedCompletion:
-        routed = await self._route(request, stream=False, timeout_s=timeout_s)
+        """``charge``: the caller's own limits, reserved with the deployments'."""
+        routed = await self._route(request, stream=False, timeout_s=timeout_s, charge=charge)
         assert isinstance(routed, RoutedCompletion)
         return routed
 
     async def stream(
         self, request: LLMRequest, *, timeout_s: float | None = None,
+        charge: Charge | None = None,
     ) -> RoutedStream:
         """The stream settles its reservation itself when it is closed."""
-        routed = await self._route(request, stream=True, timeout_s=timeout_s)
+        routed = await self._route(request, stream=True, timeout_s=timeout_s, charge=charge)
         assert isinstance(routed, RoutedStream)
         return routed
 
@@ -490,6 +502,7 @@ class Router:
 
     async def _route(
         self, request: LLMRequest, *, stream: bool, timeout_s: float | None,
+        charge: Charge | None = None,
     ) -> RoutedCompletion | RoutedStream:
         groups = self.groups(request.model)
         self._check_output_limit(request)
@@ -499,7 +512,7 @@ class Router:
             budget = min(budget, timeout_s)
         deadline = loop.time() + budget
         estimate = self.limiter.estimate(request) if self.limiter is not None else 0
-        walk = _Walk(request, stream, deadline, estimate, groups[0])
+        walk = _Walk(request, stream, deadline, estimate, groups[0], charge)
         for g in groups:
             ordered = order(g.routing, g.deployments, rng=self._rng, now=self.clock())
             result = await self._walk(walk, ordered, budget)
@@ -552,13 +565,16 @@ class Router:
                 admission: Admission | None = None
                 if limiter is not None:
                     try:
-                        decision = await limiter.acquire(d.provider.name, d.alias,
-                                                         walk.estimate, deployment=d.name)
+                        decision = await limiter.acquire(
+                            d.provider.name, d.alias, walk.estimate, deployment=d.name,
+                            model=d.model, charge=walk.charge)
                     except BaseException:
                         d.breaker.release(permit)  # cancelled: a probe slot must not leak
                         raise
                     if isinstance(decision, Denied):
                         d.breaker.release(permit)
+                        if decision.caller:  # the caller's own limit: no other door helps
+                            raise _caller_denied(decision)
                         walk.denials.append(decision)
                         walk.skipped.append(f"{d.name} over its {decision.limit} limit")
                         if not decision.too_large and not decision.store_unavailable:
@@ -644,8 +660,7 @@ class Router:
             self._succeeded(d, permit, count, walk.attempts, took,
                             None if walk.stream else result, api)
             if isinstance(result, RoutedCompletion) and limiter and admission:
-                usage = result.completion.usage
-                await limiter.settle(admission, usage.total_tokens if usage else None)
+                limiter.settle_later(admission, usage=result.completion.usage)
             admission = None  # handed over to the result (streams settle at the end)
             return result
         except BaseException as exc:
@@ -662,7 +677,7 @@ class Router:
                 d.stats.in_flight -= 1
             if limiter is not None and admission is not None:
                 # The deployment failed: keep the request counted, give the tokens back.
-                await limiter.settle(admission, 0)
+                limiter.settle_later(admission, 0)
 
     # --- raw attempts (the OpenAI pass-through) ------------------------------------------
     # The pass-through relays bytes instead of a Call, so it walks the deployments itself;
@@ -741,8 +756,7 @@ class Router:
             if self.observer is not None and usage is not None:
                 self.observer.tokens(d.provider.name, d.model, usage)
             if self.limiter is not None and admission is not None:
-                await self.limiter.settle(admission,
-                                          usage.total_tokens if usage is not None else None)
+                self.limiter.settle_later(admission, usage=usage)
         return settle
 
     def _backoff(self, retry: int, retry_after: float | None) -> float:
@@ -806,3 +820,20 @@ class Router:
                 log.info("alias_circuit_closed", model=alias)
             if self.observer is not None:
                 self.observer.open_circuit(alias, shut)
+
+
+def _caller_denied(denied: Denied) -> GatewayError:
+    """A caller's own limit refused the request: 429 saying which one and when it resets
+    (a budget), or 400 when the request could never fit its tokens per minute."""
+    if denied.too_large:
+        return InvalidRequest(denied.message, param="max_tokens",
+                              code="request_too_large_for_limit")
+    headers = dict(denied.headers)
+    if math.isfinite(denied.retry_after_s):
+        headers["retry-after"] = str(max(1, math.ceil(denied.retry_after_s)))
+        headers["retry-after-ms"] = str(max(1, math.ceil(denied.retry_after_s * 1000)))
+    if denied.limit in ("budget_tokens", "budget_cost"):
+        if denied.resets_at:
+            headers["x-gateway-budget-reset"] = iso_utc(denied.resets_at)
+        return RateLimited(denied.message, code="budget_exceeded", headers=headers)
+    return RateLimited(denied.message, headers=headers)

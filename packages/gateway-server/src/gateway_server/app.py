@@ -22,6 +22,7 @@ from gateway_server.hot_routes import HotRoutes
 from gateway_server.metrics import get_metrics
 from gateway_server.middleware import GatewayMiddleware
 from gateway_server.routes import (
+    admin,
     chat,
     completions,
     e2b,
@@ -95,7 +96,7 @@ def create_app(config: Config) -> Starlette:
     route_list: list[BaseRoute] = [*health.routes, *models.routes, *chat.routes,
                                    *responses.routes, *messages.routes, *sandboxes.routes,
                                    *completions.routes, *embeddings.routes,
-                                   *e2b.routes(config.server.e2b),
+                                   *e2b.routes(config.server.e2b), *admin.routes,
                                    *openai_passthrough.routes]
     # E2B's data plane (E2B_SANDBOX_URL): chosen by header, not by path, so beside the routes.
     data_plane = e2b_data_routes() if config.server.e2b.enabled else {}
@@ -123,6 +124,8 @@ def create_app(config: Config) -> Starlette:
             access_log=config.logging.access_log,
             guarded_prefixes=("/v1/", *e2b.guarded_prefixes(config.server.e2b)),
             render=e2b.error_renderer(config.server.e2b, render_error),
+            admin_keys=config.server.admin_keys,
+            authenticate=None if state.access is None else state.access.keys.lookup,
             tracing=state.tracing,
         ), Middleware(HotRoutes, routes=hot, on_error=_route_error),
            Middleware(DataPlane, cfg=config.server.e2b, port_routes=data_plane)],

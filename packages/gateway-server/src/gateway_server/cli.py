@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gateway_core.config import Config, ConfigError, load_config
 
-__all__ = ["build_image", "build_templates", "check_config", "main", "serve"]
+__all__ = ["build_image", "build_templates", "check_config", "keys", "main", "serve"]
 
 
 def _find_config(explicit: str | None) -> Path:
@@ -37,7 +37,8 @@ def _is_loopback(host: str) -> bool:
 
 def _check_exposure(config: Config) -> None:
     s = config.server
-    if not s.api_keys and not s.allow_unauthenticated and not _is_loopback(s.host):
+    if not s.api_keys and not s.admin_keys and not s.allow_unauthenticated \
+            and not _is_loopback(s.host):
         raise ConfigError(
             f"`server.host` = {s.host!r}: refusing to listen on a non-loopback address "
             "without API keys. Set server.api_keys = [\"${GATEWAY_API_KEY}\"] (and export "
@@ -76,6 +77,11 @@ def serve(args: argparse.Namespace) -> int:
                   "keeps its own budget, so providers may see up to "
                   f"{s.workers}x the configured limits. Use backend = \"redis\" to share one.")
     os.environ["AGENTIC_GATEWAY_CONFIG"] = str(path.resolve())
+    # The workers load the file again: what the command line changed goes with it.
+    os.environ["AGENTIC_GATEWAY_LISTEN"] = f"{s.host} {s.port}"
+    if config.key_store is not None:
+        # Migrate once here, before workers start (each would otherwise race to).
+        _migrate(config)
 
     from hypercorn.config import Config as HypercornConfig
     from hypercorn.run import run
@@ -96,6 +102,34 @@ def serve(args: argparse.Namespace) -> int:
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _migrate(config: Config) -> None:
+    import asyncio
+
+    from gateway_server.access.database import Database
+
+    storage = config.key_store
+    assert storage is not None
+
+    async def migrate() -> None:
+        db = Database(storage.url)
+        try:
+            await db.start()
+        finally:
+            await db.aclose()
+
+    try:
+        asyncio.run(migrate())
+    except Exception as exc:  # noqa: BLE001 - any driver's error: say it in one line
+        raise ConfigError(f"storage.url: cannot open or migrate the database: "
+                          f"{type(exc).__name__}: {exc}") from None
+
+
+def keys(args: argparse.Namespace) -> int:
+    from gateway_server.access.cli import run
+
+    return run(load_config(_find_config(args.config)), args)
 
 
 def _has_uvloop() -> bool:
@@ -182,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--config", help="TOML config holding the templates (default: "
                    "./config.toml, then ./config.example.toml)")
     b.set_defaults(func=build_image)
+    from gateway_server.access.cli import add_parsers
+
+    add_parsers(sub, "TOML config (its [storage] and [rate_limit] redis are used)")
+    for name in ("keys", "teams", "usage"):
+        sub.choices[name].set_defaults(func=keys)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

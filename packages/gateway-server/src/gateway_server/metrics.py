@@ -109,6 +109,14 @@ class Metrics:
             "gateway_sandbox_execution_seconds", "Execution round trip.",
             ["runtime"], buckets=_LATENCY_BUCKETS,
         )
+        self.usage_dropped = Counter(
+            "gateway_usage_dropped_total", "Usage records dropped because the database "
+            "stayed unreachable past [storage] max_pending.",
+        )
+        self.usage_write_errors = Counter(
+            "gateway_usage_write_errors_total", "Failed writes of a batch of usage records "
+            "(kept and retried).",
+        )
         self.sandbox_egress = Counter(
             "gateway_sandbox_egress_total", "Egress proxy connections by decision (allowed, "
             "denied, capped, error).", ["decision"],

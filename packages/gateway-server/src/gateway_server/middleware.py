@@ -1,21 +1,31 @@
-"""The one ASGI middleware in front of every route: request id, bearer-key auth on /v1/*,
-request body cap, and per request one metrics update and one access log line (with what
-the request's record gathered: key name, alias, provider, tokens, overhead, trace id). A
-client that went away before the response started is recorded as 499, not 500."""
+"""The one ASGI middleware in front of every route: request id, bearer-key auth on /v1/*
+and /admin/* (static keys, admin keys, virtual keys; the caller goes into the scope's state
+as ``principal``), request body cap, and per request one metrics update and one access log
+line (with what the request's record gathered: key name, alias, provider, tokens, overhead,
+trace id). A client that went away before the response started is recorded as 499, not
+500."""
 
 from __future__ import annotations
 
 import hmac
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import structlog
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway_core.errors import AuthenticationError, GatewayError, PayloadTooLarge
+from gateway_core.errors import (
+    AuthenticationError,
+    GatewayError,
+    PayloadTooLarge,
+    PermissionDenied,
+    ServiceUnavailable,
+)
+from gateway_server.access.keys import KEY_PREFIX
+from gateway_server.access.records import ADMIN, OPEN, STATIC, Principal
 from gateway_server.error_shapes import ANTHROPIC_PREFIX, render_error
 from gateway_server.logs import access_line
 from gateway_server.metrics import Metrics
@@ -30,7 +40,10 @@ OVERHEAD_HEADER = b"x-gateway-overhead-ms"
 CLIENT_CLOSED = 499  # nginx's "client closed request"
 _UNTRACED = ("/health", "/metrics")  # probes and scrapes: no spans
 
+log = structlog.get_logger("gateway.keys")
 _JSON = [(b"content-type", b"application/json")]
+ADMIN_PREFIX = "/admin/"
+_VIRTUAL = KEY_PREFIX.encode()
 
 
 def _valid_request_id(value: bytes) -> bool:
@@ -50,9 +63,17 @@ class GatewayMiddleware:
         guarded_prefixes: tuple[str, ...] = ("/v1/",),
         render: Callable[[str, GatewayError], tuple[int, bytes]] = render_error,
         tracing: Tracing | None = None,
+        admin_keys: list[str] | None = None,
+        authenticate: Callable[[bytes], Awaitable[Principal | None]] | None = None,
     ) -> None:
         self.app = app
         self.api_keys = [k.encode() for k in api_keys]
+        self.admin_keys = [k.encode() for k in admin_keys or ()]
+        # Virtual keys: the key store's cached lookup (None without [storage]).
+        self.authenticate = authenticate
+        # Keys are required once any static or admin key is configured; a gateway without
+        # either (loopback only) still resolves a virtual key when one is presented.
+        self.auth_on = bool(self.api_keys or self.admin_keys)
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
         self.route_of = route_of
@@ -123,8 +144,17 @@ class GatewayMiddleware:
 
         try:
             error: GatewayError | None = None
-            if self.api_keys and scope["path"].startswith(self.guarded_prefixes):
-                error = self._check_key(authorization, record)
+            path = scope["path"]
+            principal = OPEN
+            if path.startswith(ADMIN_PREFIX):
+                principal, error = await self._check_key(authorization, record)
+                if error is None and not principal.admin:
+                    error = PermissionDenied("The admin API needs one of server.admin_keys.",
+                                             code="admin_key_required")
+            elif (self.auth_on or (self.authenticate is not None and authorization)) \
+                    and path.startswith(self.guarded_prefixes):
+                principal, error = await self._check_key(authorization, record)
+            scope["state"]["principal"] = principal
             if error is None and content_length > self.max_body_bytes:
                 error = PayloadTooLarge(
                     f"Request body of {content_length} bytes exceeds the limit of "
@@ -167,26 +197,45 @@ class GatewayMiddleware:
             self._overhead[key] = child
         child.observe(seconds)
 
-    def _check_key(self, header: bytes, record: RequestRecord) -> GatewayError | None:
+    async def _check_key(self, header: bytes, record: RequestRecord,
+                         ) -> tuple[Principal, GatewayError | None]:
         if not header:
-            return AuthenticationError(
+            return OPEN, AuthenticationError(
                 "Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key"
             )
         scheme, _, key = header.partition(b" ")
         if not key:  # x-api-key style: the whole value is the key
             key = scheme
         elif scheme.lower() != b"bearer":
-            return AuthenticationError("The Authorization header must use the Bearer scheme.")
+            return OPEN, AuthenticationError(
+                "The Authorization header must use the Bearer scheme.")
         key = key.strip()
         matched = -1
+        admin = False
+        # Compare against every key so the time taken does not tell which one matched.
         for i, candidate in enumerate(self.api_keys):
-            # Compare against every key so the time taken does not tell which one matched.
             if hmac.compare_digest(key, candidate):
                 matched = i
+        for candidate in self.admin_keys:
+            admin |= hmac.compare_digest(key, candidate)
+        if admin:
+            record.key_name = "admin"
+            return ADMIN, None
         if matched >= 0:
             record.key_name = f"key-{matched}"  # its index in server.api_keys, never the key
-            return None
-        return AuthenticationError("Incorrect API key provided.")
+            return STATIC, None
+        if self.authenticate is not None and key.startswith(_VIRTUAL):
+            try:
+                principal = await self.authenticate(key)
+            except Exception as exc:  # noqa: BLE001 - the database's errors, whatever driver
+                log.error("key_store_unavailable", error=type(exc).__name__)
+                return OPEN, ServiceUnavailable(
+                    "The key store is unavailable; try again shortly.",
+                    code="key_store_unavailable", headers={"retry-after": "1"})
+            if principal is not None:
+                record.key_name = principal.key_id  # the virtual key's id, never its secret
+                return principal, None
+        return OPEN, AuthenticationError("Incorrect API key provided.")
 
 
 

@@ -11,8 +11,10 @@ import structlog
 
 from gateway_core.config import Config
 from gateway_llm.object_owners import ObjectOwners, owners_from_config
+from gateway_llm.prices import Prices
 from gateway_llm.responses_store import ResponseStore, store_from_config
 from gateway_llm.router import Router, RouterObserver
+from gateway_server.access import AccessControl
 from gateway_server.metrics import Metrics
 from gateway_server.observers import RouterMetrics
 
@@ -32,6 +34,12 @@ class GatewayState:
         self.config = config
         self.metrics = metrics
         self.started_at = int(time.time())
+        self.prices = Prices(config.llm.models)
+        storage = config.key_store
+        # Virtual keys, teams and usage records ([storage], or admin_keys set).
+        self.access: AccessControl | None = None if storage is None else AccessControl(
+            config, storage, self.prices, on_drop=lambda n: metrics.usage_dropped.inc(n),
+            on_error=metrics.usage_write_errors.inc)
         self.tracing: Tracing | None = None
         observer: RouterObserver = RouterMetrics(metrics)
         if config.telemetry.enabled:
@@ -40,7 +48,8 @@ class GatewayState:
             self.tracing = Tracing(config.telemetry, metrics, config.llm,
                                    secrets=_secrets(config))
             observer = TracingRouterObserver(observer)
-        self.router = Router.from_config(config.llm, config.rate_limit, observer=observer)
+        self.router = Router.from_config(config.llm, config.rate_limit, observer=observer,
+                                         charges=self.access is not None)
         self.responses: ResponseStore = store_from_config(config.llm.responses)
         # Which provider holds an object created through the OpenAI pass-through.
         self.object_owners: ObjectOwners = owners_from_config(config.llm, config.rate_limit)
@@ -53,6 +62,8 @@ class GatewayState:
         await self.router.start()
         await self.responses.start()
         await self.object_owners.start()
+        if self.access is not None:
+            await self.access.start()
         if self.config.sandbox.enabled:
             await self._start_sandboxes()
         self.ready = True
@@ -70,6 +81,9 @@ class GatewayState:
             if self.config.sandbox.egress.enabled:
                 # Started before the sandboxes and closed after them (aclose below).
                 self.egress = EgressProxy(self.config.sandbox.egress, observer)
+                if self.access is not None:
+                    # Sandboxes' child keys reach this gateway through the proxy.
+                    self.egress.gateway = _own_address(self.config)
                 await self.egress.start()
             traced: SandboxObserver = observer
             if self.tracing is not None:
@@ -109,10 +123,15 @@ class GatewayState:
                 await self.object_owners.aclose()
                 await self.responses.aclose()
             finally:
-                await self.router.aclose()
-                if self.tracing is not None:
-                    # Flushes the spans still queued (within the export timeout).
-                    await asyncio.to_thread(self.tracing.shutdown)
+                try:
+                    await self.router.aclose()
+                    if self.tracing is not None:
+                        # Flushes the spans still queued (within the export timeout).
+                        await asyncio.to_thread(self.tracing.shutdown)
+                finally:
+                    # Last: the usage of every request that finished gets written.
+                    if self.access is not None:
+                        await self.access.aclose()
         log.info("gateway_stopped")
 
     def refresh_gauges(self) -> None:
@@ -134,11 +153,22 @@ class GatewayState:
             "sandbox": sandbox,
             "telemetry": {"enabled": False} if self.tracing is None
             else self.tracing.health(),
+            **({} if self.access is None else {"access": self.access.health()}),
         }
 
 
 def _secrets(config: Config) -> list[str]:
     """Strings never to show in captured content: the gateway's and providers' keys."""
-    keys = [*config.server.api_keys]
+    keys = [*config.server.api_keys, *config.server.admin_keys]
     keys.extend(pc.api_key for pc in config.llm.providers.values() if pc.api_key)
     return keys
+
+
+def _own_address(config: Config) -> tuple[str, int]:
+    """Where this gateway listens, as the host itself connects to it."""
+    host = config.server.host.strip("[]")
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return host, config.server.port

@@ -38,6 +38,7 @@ from gateway_core.config.sandbox import (
     TemplatePoolConfig,
 )
 from gateway_core.config.server import LoggingConfig, ServerConfig
+from gateway_core.config.storage import StorageConfig
 from gateway_core.config.telemetry import TelemetryConfig, TraceProtocol
 from gateway_core.errors import ConfigError
 from gateway_core.host_patterns import parse_pattern, within_any
@@ -61,6 +62,7 @@ __all__ = [
     "SandboxConfig",
     "SandboxLimits",
     "ServerConfig",
+    "StorageConfig",
     "TelemetryConfig",
     "TemplateConfig",
     "TemplatePoolConfig",
@@ -86,6 +88,15 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
     sandbox: SandboxConfig = msgspec.field(default_factory=SandboxConfig)
     telemetry: TelemetryConfig = msgspec.field(default_factory=TelemetryConfig)
+    # Virtual keys, teams and usage records; on when present or when admin_keys are set.
+    storage: StorageConfig | None = None
+
+    @property
+    def key_store(self) -> StorageConfig | None:
+        """The storage config in force: [storage], or its defaults once admin keys exist."""
+        if self.storage is None and self.server.admin_keys:
+            return StorageConfig()
+        return self.storage
 
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -265,6 +276,10 @@ def _check(config: Config, source: str) -> None:
     for i, key in enumerate(s.api_keys):
         if not key.strip():
             raise fail(f"server.api_keys[{i}]", "empty key (an unset ${VAR}?); expected a key")
+    for i, key in enumerate(s.admin_keys):
+        if not key.strip():
+            raise fail(f"server.admin_keys[{i}]",
+                       "empty key (an unset ${VAR}?); expected a key")
 
     llm = config.llm
     if llm.max_retries < 0:

@@ -26,6 +26,7 @@ Routing = Literal["weighted", "least-busy", "lowest-latency", "usage"]
 
 _Budget = Annotated[int, msgspec.Meta(ge=1)]
 _Seconds = Annotated[float, msgspec.Meta(gt=0)]
+_Price = Annotated[float, msgspec.Meta(ge=0)]
 
 
 class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -124,6 +125,11 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     drop_params: list[str] = msgspec.field(default_factory=list)
     # The largest max_output_tokens / max_tokens a client may ask for on this alias.
     max_output_tokens: int | None = None
+    # USD per million tokens, for spend and virtual keys' budgets; left out, the shipped
+    # table of well-known upstream models (gateway_llm.prices) is used, else 0.
+    input_cost_per_mtok: _Price | None = None
+    output_cost_per_mtok: _Price | None = None
+    cached_input_cost_per_mtok: _Price | None = None
 
     def resolved_deployments(self, alias: str) -> list[DeploymentConfig]:
         """The alias's deployments with model and name filled in (the shorthand as one)."""
@@ -209,6 +215,9 @@ class LLMConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Anthropic requires max_tokens; used when the client sends none.
     default_max_tokens: int = 4096
     cooldown: CooldownConfig = msgspec.field(default_factory=CooldownConfig)
+    # Refuse "provider/model" addressing: only configured aliases (so virtual keys' model
+    # allow-lists cannot be gone around).
+    aliases_only: bool = False
     responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
     passthrough: PassthroughConfig = msgspec.field(default_factory=PassthroughConfig)
 

@@ -33,14 +33,23 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # unless allow_unauthenticated is set.
     api_keys: list[str] = msgspec.field(default_factory=list)
     allow_unauthenticated: bool = False
+    # Keys for /admin/* (virtual keys, teams, usage); they may also use /v1/* without
+    # limits. Setting any turns the key and usage store ([storage]) on.
+    admin_keys: list[str] = msgspec.field(default_factory=list)
+    # The gateway's URL as code inside a sandbox reaches it, for a sandbox created with
+    # "llm" (OPENAI_BASE_URL = this + "/v1", ANTHROPIC_BASE_URL). Unset: the egress proxy's
+    # route to this gateway, http://gateway.sandbox.internal.
+    sandbox_gateway_url: str | None = None
     max_body_bytes: int = 10 * 1024 * 1024
     graceful_timeout_s: float = 10.0
     keep_alive_timeout_s: float = 75.0
     e2b: E2BConfig = msgspec.field(default_factory=E2BConfig)
 
     def __repr__(self) -> str:
-        shown = {f: getattr(self, f) for f in self.__struct_fields__ if f != "api_keys"}
-        return f"ServerConfig(api_keys=<{len(self.api_keys)} keys>, " + ", ".join(
+        shown = {f: getattr(self, f) for f in self.__struct_fields__
+                 if f not in ("api_keys", "admin_keys")}
+        return (f"ServerConfig(api_keys=<{len(self.api_keys)} keys>, "
+                f"admin_keys=<{len(self.admin_keys)} keys>, ") + ", ".join(
             f"{k}={v!r}" for k, v in shown.items()) + ")"
 
 

@@ -3,6 +3,7 @@ sandbox, domain allow-lists, address checks, SNI checks, caps, logs and counts."
 
 from gateway_sandbox.egress.addresses import forbidden_reason
 from gateway_sandbox.egress.proxy import (
+    GATEWAY_HOST,
     Decision,
     EgressObserver,
     EgressProxy,
@@ -12,6 +13,7 @@ from gateway_sandbox.egress.proxy import (
 from gateway_sandbox.egress.tls import NotClientHello, parse_sni
 
 __all__ = [
+    "GATEWAY_HOST",
     "Decision",
     "EgressObserver",
     "EgressProxy",

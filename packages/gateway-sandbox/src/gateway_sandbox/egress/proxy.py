@@ -35,7 +35,13 @@ from gateway_sandbox.egress.tls import (
     read_client_hello,
 )
 
-__all__ = ["Decision", "EgressObserver", "EgressProxy", "NullEgressObserver", "SandboxEgress"]
+__all__ = ["GATEWAY_HOST", "Decision", "EgressObserver", "EgressProxy", "NullEgressObserver",
+           "SandboxEgress"]
+
+#: The name under which a sandbox reaches the gateway's own API through the proxy (plain
+#: HTTP only: the hop is the proxy's socket and the host's loopback, never a network), when
+#: the application routes it (``EgressProxy.gateway``); the key the request carries decides.
+GATEWAY_HOST = "gateway.sandbox.internal"
 
 log = structlog.get_logger("gateway_sandbox.egress")
 
@@ -185,9 +191,9 @@ class SandboxEgress:
                                    f"egress refused: this sandbox has used its egress "
                                    f"allowance of {cfg.max_bytes} bytes.\n")
                 self.connections += 1
-                name, addresses = await self._decide(req)
+                name, addresses, port = await self._decide(req)
                 conn.host = name
-                up_reader, upstream, conn.address = await self._connect(addresses, req.port)
+                up_reader, upstream, conn.address = await self._connect(addresses, port)
                 if req.is_connect:
                     writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
                     await writer.drain()
@@ -241,9 +247,15 @@ class SandboxEgress:
         except BadRequest as exc:
             raise _Refused("error", 400, "Bad Request", f"egress refused: {exc}.\n") from None
 
-    async def _decide(self, req: ProxyRequest) -> tuple[str, list[str]]:
-        """The normalized host and the addresses to try, or _Refused (a readable 403)."""
+    async def _decide(self, req: ProxyRequest) -> tuple[str, list[str], int]:
+        """The normalized host, the addresses and port to try, or _Refused (a readable
+        403)."""
         name = normalize_host(req.host)
+        gateway = self._proxy.gateway
+        if gateway is not None and name == GATEWAY_HOST and not req.is_connect \
+                and matches_any(name, self.allow):
+            # Only sandboxes whose list names it (those given a key); the key decides.
+            return name, [gateway[0]], gateway[1]
         if name is None:
             raise _Refused("denied", 403, "Forbidden",
                            f"egress denied: {req.host!r} is not a host name; this sandbox "
@@ -263,7 +275,7 @@ class SandboxEgress:
                     raise _Refused("denied", 403, "Forbidden",
                                    f"egress denied: host {name} resolves to a {kind} address "
                                    f"({address}), which sandboxes may not reach.\n")
-        return name, addresses
+        return name, addresses, req.port
 
     async def _connect(self, addresses: Sequence[str], port: int,
                        ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
@@ -370,6 +382,9 @@ class EgressProxy:
                                                    "sandbox.egress.default_allow"))
         self._sandboxes: dict[str, SandboxEgress] = {}
         self._started = False
+        # (address, port) of the gateway's own API, reached as http://GATEWAY_HOST/ from
+        # every sandbox with egress; None: not routed.
+        self.gateway: tuple[str, int] | None = None
 
     @staticmethod
     def _parse_all(entries: Sequence[str], param: str) -> list[HostPattern]:
@@ -408,6 +423,8 @@ class EgressProxy:
         patterns = self._parse_all(entries, param)
         if self.cap is not None:
             for i, pattern in enumerate(patterns):
+                if str(pattern) == GATEWAY_HOST and self.gateway is not None:
+                    continue  # the gateway itself, not a host on the internet
                 if not within_any(pattern, self.cap):
                     raise PermissionDenied(
                         f"{param}[{i}] = {str(pattern)!r} is beyond what this gateway lets a "

@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 from gateway_core.config.server import E2BConfig
 from gateway_core.errors import GatewayError, InvalidRequest, NotFound, ServiceUnavailable
 from gateway_sandbox import Sandbox, SandboxManager
+from gateway_server import sandbox_access
 from gateway_server.bodies import decode_typed
 
 __all__ = ["CLIENT_ID", "ENVD_VERSION", "E2BError", "envd_access_token", "error_renderer",
@@ -195,6 +196,7 @@ class _Api:
     def sandbox(self, request: Request) -> Sandbox:
         manager = self.manager(request)
         sid = self.sandbox_id(request)
+        sandbox_access.check_visible(request, sid)
         sb = manager.get(sid)
         if sb.status in ("dead", "closed"):
             # E2B has no such state: for its clients the sandbox is gone.
@@ -306,17 +308,20 @@ def routes(cfg: E2BConfig) -> list[BaseRoute]:
                                      "send allow_internet_access=false or leave it out.",
                                      param="allow_internet_access")
             timeout = default_timeout if req.timeout is None else req.timeout
+            await sandbox_access.check_quota(request, manager)
             runtime, template = api.resolve(manager, req.template_id)
             sb = await manager.create(runtime, timeout_s=timeout,
                                       env=req.env_vars, metadata=req.metadata,
                                       on_timeout="pause" if req.auto_pause else "delete",
                                       template=template)
+            await sandbox_access.created(request, manager, sb)
             return _json(api.created(sb), 201)
         return create_sandbox
 
     async def list_v1(request: Request) -> Response:
         manager = api.manager(request)
-        found = [api.listed(manager, sb) for sb in manager.list(_metadata_filter(request))
+        found = [api.listed(manager, sb) for sb in
+                 sandbox_access.visible(request, manager.list(_metadata_filter(request)))
                  if sb.status not in ("dead", "closed") and not sb.paused]
         return _json(found)
 
@@ -326,7 +331,8 @@ def routes(cfg: E2BConfig) -> list[BaseRoute]:
         limit = _int_query(request, "limit", 100, 1)
         start = _int_query(request, "nextToken", 0, 0)
         template = request.query_params.get("template")
-        found = [sb for sb in manager.list(_metadata_filter(request))
+        found = [sb for sb in
+                 sandbox_access.visible(request, manager.list(_metadata_filter(request)))
                  if sb.status not in ("dead", "closed")
                  and ("paused" if sb.paused else "running") in states
                  and (not template or api.template_of(sb) in (template,
@@ -342,7 +348,11 @@ def routes(cfg: E2BConfig) -> list[BaseRoute]:
         return _json(api.listed(api.manager(request), api.sandbox(request), detail=True))
 
     async def kill(request: Request) -> Response:
-        await api.manager(request).delete(api.sandbox_id(request))
+        manager = api.manager(request)
+        sid = api.sandbox_id(request)
+        sandbox_access.check_visible(request, sid)
+        await manager.delete(sid)
+        await sandbox_access.deleted(request, sid)
         return Response(status_code=204)
 
     async def set_timeout(request: Request) -> Response:

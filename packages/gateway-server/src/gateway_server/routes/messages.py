@@ -23,7 +23,7 @@ from gateway_llm.hub import LLMRequest
 from gateway_llm.limiter import estimate_prompt_tokens
 from gateway_llm.providers import AnthropicProvider
 from gateway_server.bodies import decode_raw, field_of
-from gateway_server.routes.front_door import serve, timeout_of, until_disconnect
+from gateway_server.routes.front_door import principal_of, serve, timeout_of, until_disconnect
 from gateway_server.state import GatewayState
 
 __all__ = ["ANTHROPIC_PATHS", "routes"]
@@ -79,6 +79,9 @@ async def count_tokens(request: Request) -> Response:
     body = await request.body()
     raw = decode_raw(body)
     req = _count(body)
+    principal = principal_of(request)
+    if state.access is not None and principal is not None:
+        state.access.check_model(principal, req.model)
     deployment = state.router.chain(req.model)[0]
     provider = deployment.provider
     if isinstance(provider, AnthropicProvider):

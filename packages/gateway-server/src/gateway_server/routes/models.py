@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from gateway_core.errors import NotFound
 from gateway_core.openai_types import Model, ModelList
+from gateway_server.access.records import Principal
 from gateway_server.state import GatewayState
 
 __all__ = ["get_model", "list_models", "routes"]
@@ -35,9 +36,13 @@ class AnthropicModelList(msgspec.Struct):
     last_id: str | None
 
 
-def _models(state: GatewayState) -> list[Model]:
+def _models(request: Request) -> list[Model]:
+    """The aliases served, those the caller's key allows."""
+    state: GatewayState = request.app.state.gateway
+    principal = request.scope.get("state", {}).get("principal")
+    allows = principal.allows if isinstance(principal, Principal) else None
     return [Model(id=alias, created=state.started_at, owned_by=provider)
-            for alias, provider in state.router.models()]
+            for alias, provider in state.router.models() if allows is None or allows(alias)]
 
 
 def _anthropic(model: Model) -> AnthropicModel:
@@ -51,8 +56,7 @@ def _wants_anthropic(request: Request) -> bool:
 
 
 async def list_models(request: Request) -> Response:
-    state: GatewayState = request.app.state.gateway
-    models = _models(state)
+    models = _models(request)
     if _wants_anthropic(request):
         data = [_anthropic(m) for m in models]
         body = _encode(AnthropicModelList(data, False, data[0].id if data else None,
@@ -63,9 +67,8 @@ async def list_models(request: Request) -> Response:
 
 
 async def get_model(request: Request) -> Response:
-    state: GatewayState = request.app.state.gateway
     model_id = request.path_params["model"]
-    for m in _models(state):
+    for m in _models(request):
         if m.id == model_id:
             body = _encode(_anthropic(m)) if _wants_anthropic(request) else _encode(m)
             return Response(body, media_type="application/json")

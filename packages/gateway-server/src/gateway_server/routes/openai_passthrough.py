@@ -28,6 +28,7 @@ from gateway_core.errors import (
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
+    PermissionDenied,
     RateLimited,
     ServiceUnavailable,
     UpstreamError,
@@ -47,6 +48,7 @@ from gateway_llm.passthrough import (
 )
 from gateway_llm.providers.base import HTTPProvider, read_body
 from gateway_llm.router import Deployment, Router
+from gateway_server.access.records import Principal
 from gateway_server.state import GatewayState
 
 __all__ = ["MODEL_ROUTES", "TEMPLATES", "relay", "routes"]
@@ -559,6 +561,11 @@ def _endpoint(template: str, by_model: bool) -> Callable[[Request], Awaitable[Re
             _not_served(request, rel.split("/")[1] in _ROOTS)
         if not _served(state.config.llm.passthrough, rel):
             raise NotFound(f"Unknown path {request.url.path}.", code="unknown_url")
+        principal = request.scope.get("state", {}).get("principal")
+        if isinstance(principal, Principal) and principal.limited:
+            # Spend here is neither reserved nor metered per key: not for virtual keys.
+            raise PermissionDenied("Virtual keys cannot use the pass-through OpenAI "
+                                   f"endpoints ({rel_template}).", code="not_allowed_for_key")
         body = _Body(request)
         out = await _outgoing(request, state, rel, by_model and request.method == "POST",
                               body)

@@ -36,6 +36,7 @@ from gateway_core.sandbox_types import (
     TimeoutRequest,
 )
 from gateway_sandbox import Sandbox, SandboxManager
+from gateway_server import sandbox_access
 from gateway_server.bodies import decode_typed
 
 __all__ = [
@@ -79,6 +80,7 @@ def _manager(request: Request) -> SandboxManager:
 
 
 def _sandbox(request: Request) -> Sandbox:
+    sandbox_access.check_visible(request, request.path_params["id"])
     sb = _manager(request).get(request.path_params["id"])
     sb.touch()
     return sb
@@ -155,11 +157,21 @@ async def _last(events: AsyncGenerator[OutputChunk | ExecResult, None]) -> ExecR
 async def create_sandbox(request: Request) -> Response:
     manager = _manager(request)
     req = await _decode(_create_decoder, request)
-    sb = await manager.create(req.runtime, timeout_s=req.timeout_s, env=req.env,
-                              metadata=req.metadata, on_timeout=req.on_timeout, cpus=req.cpus,
-                              memory_mb=req.memory_mb, disk_mb=req.disk_mb,
-                              template=req.template,
-                              network=None if req.network is None else req.network.allow)
+    await sandbox_access.check_quota(request, manager)
+    child, child_env = await sandbox_access.child_key(request, manager, req.llm)
+    network = None if req.network is None else req.network.allow
+    if child is not None and sandbox_access.routes_gateway(manager):
+        network = sandbox_access.network_with_gateway(manager, network)
+    try:
+        sb = await manager.create(req.runtime, timeout_s=req.timeout_s,
+                                  env={**(req.env or {}), **child_env} if child_env else req.env,
+                                  metadata=req.metadata, on_timeout=req.on_timeout,
+                                  cpus=req.cpus, memory_mb=req.memory_mb, disk_mb=req.disk_mb,
+                                  template=req.template, network=network)
+    except BaseException:
+        await sandbox_access.not_created(request, child)
+        raise
+    await sandbox_access.created(request, manager, sb, child)
     return _json(sb.info(), 201)
 
 
@@ -172,15 +184,24 @@ async def list_sandboxes(request: Request) -> Response:
     # ?metadata.key=value filters; several are ANDed.
     want = {k[len("metadata."):]: v for k, v in request.query_params.items()
             if k.startswith("metadata.")}
-    return _json(SandboxList(data=[sb.info() for sb in manager.list(want)]))
+    found = sandbox_access.visible(request, manager.list(want))
+    return _json(SandboxList(data=[sb.info() for sb in found]))
 
 
 async def get_sandbox(request: Request) -> Response:
-    return _json(_sandbox(request).info())
+    sb = _sandbox(request)
+    llm = await sandbox_access.llm_usage(request, sb.id)
+    if llm is None:
+        return _json(sb.info())
+    # What the code inside spent with its child key, beside the sandbox's own fields.
+    return _json({**msgspec.structs.asdict(sb.info()), "llm": llm})
 
 
 async def delete_sandbox(request: Request) -> Response:
-    await _manager(request).delete(request.path_params["id"])
+    manager = _manager(request)
+    sandbox_access.check_visible(request, request.path_params["id"])
+    await manager.delete(request.path_params["id"])
+    await sandbox_access.deleted(request, request.path_params["id"])
     return Response(status_code=204)
 
 

@@ -1,0 +1,3 @@
+"""Alembic revisions, oldest first."""
+
+__all__: list[str] = []
