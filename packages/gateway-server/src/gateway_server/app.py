@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 
 import structlog
@@ -83,6 +84,10 @@ def create_app(config: Config) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await state.start()
+        # Everything made at start-up (modules, config, clients) lives as long as the
+        # process: out of the collector's sight, a full collection walks only what requests
+        # made (they had paused the loop ~36 ms at a time with tracing on).
+        gc.freeze()
         # The sandbox routes read these two.
         app.state.sandboxes = state.sandboxes
         app.state.sandbox_unavailable_reason = state.sandbox_unavailable_reason
