@@ -90,7 +90,7 @@ async def gateway(state_dir: Path, upstream: FakeUpstream) -> AsyncIterator[http
         "llm": {"providers": {"up": {"kind": "openai", "base_url": upstream.openai_base_url,
                                      "api_key": OPENAI_KEY}},
                 "models": {"m1": {"provider": "up"}}},
-        "sandbox": {"backend": "process", "state_dir": str(state_dir),
+        "sandbox": {"backend": "process", "state_dir": str(state_dir), "reap_interval_s": 0.2,
                     "pool": {"min_ready": 0, "max_total": 2}},
     })
     async for url in _serve(config):
@@ -139,6 +139,27 @@ async def test_code_inside_calls_the_gateway_with_its_child_key(
     child = llm["key_id"]
     assert (await gateway.delete(f"/v1/sandboxes/{sid}", headers=auth)).status_code == 204
     assert (await gateway.get(f"/admin/keys/{child}")).json()["revoked_at"] is not None
+
+
+async def test_a_child_key_dies_with_a_sandbox_that_expires(
+        gateway: httpx.AsyncClient) -> None:
+    """Not only on DELETE: the reaper ending a sandbox at its timeout revokes its key."""
+    parent = (await gateway.post("/admin/keys", json={"name": "short"})).json()
+    auth = {"authorization": f"Bearer {parent['key']}"}
+    r = await gateway.post("/v1/sandboxes", headers=auth, json={
+        "runtime": "python", "timeout_s": 1, "llm": {"models": ["m1"], "max_tokens": 40}})
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    child = (await gateway.get(f"/v1/sandboxes/{sid}", headers=auth)).json()["llm"]["key_id"]
+    assert (await gateway.get(f"/admin/keys/{child}")).json()["revoked_at"] is None
+    revoked = None
+    for _ in range(100):  # the sandbox lives 1 s; the reaper looks every 0.2 s
+        await asyncio.sleep(0.1)
+        revoked = (await gateway.get(f"/admin/keys/{child}")).json()["revoked_at"]
+        if revoked is not None:
+            break
+    assert revoked is not None
+    assert (await gateway.get(f"/v1/sandboxes/{sid}", headers=auth)).status_code == 404
 
 
 async def test_sandboxes_without_a_key_do_not_reach_the_gateway(

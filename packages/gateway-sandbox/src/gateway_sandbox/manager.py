@@ -8,7 +8,7 @@ import asyncio
 import builtins
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 
 import msgspec
@@ -119,6 +119,9 @@ class SandboxManager:
         # Pools of templates with pool.min_ready > 0, made once the template is found built.
         self._template_pools: dict[str, WarmPool] = {}
         self._reaper: asyncio.Task[None] | None = None
+        # Called with a sandbox's id once it is deleted, whoever deleted it (a client, the
+        # reaper on expiry, the manager's close): what the application tied to it ends too.
+        self._on_deleted: builtins.list[Callable[[str], Awaitable[None]]] = []
         self._notifiers: set[asyncio.Task[None]] = set()
         self._started = False
         self._closed = False
@@ -191,6 +194,8 @@ class SandboxManager:
         await asyncio.gather(*(sb._shutdown() for sb in sandboxes), return_exceptions=True)
         if self._started:
             await self.backend.aclose()
+        for sb in sandboxes:
+            await self._deleted(sb.id)
         log.info("sandbox_manager_stopped", sandboxes=len(sandboxes))
 
     # ---- capacity ----
@@ -439,15 +444,31 @@ class SandboxManager:
         return [sb for sb in self._sandboxes.values()
                 if all(sb.metadata.get(k) == v for k, v in want.items())]
 
+    def on_deleted(self, hook: Callable[[str], Awaitable[None]]) -> None:
+        """Have ``hook(sandbox_id)`` awaited after every delete (by a client, on expiry, at
+        close); a hook that fails is logged, never raised to the deleter."""
+        self._on_deleted.append(hook)
+
     async def delete(self, sandbox_id: str) -> None:
         sb = self._sandboxes.pop(sandbox_id, None)
         if sb is None:
             raise NotFound(f"No sandbox with id {sandbox_id!r}.", param="id")
-        await sb._shutdown()
-        self._changed()
-        for pool in self._pools():
-            pool.kick()
-        log.info("sandbox_deleted", id=sandbox_id)
+        try:
+            await sb._shutdown()
+        finally:
+            self._changed()
+            for pool in self._pools():
+                pool.kick()
+            log.info("sandbox_deleted", id=sandbox_id)
+            await self._deleted(sandbox_id)
+
+    async def _deleted(self, sandbox_id: str) -> None:
+        for hook in self._on_deleted:
+            try:
+                await hook(sandbox_id)
+            except Exception as exc:  # noqa: BLE001 - the delete itself has happened
+                log.error("sandbox_delete_hook_failed", id=sandbox_id,
+                          error=f"{type(exc).__name__}: {exc}")
 
     # ---- reaping ----
 

@@ -93,6 +93,17 @@ class GatewayState:
             manager = SandboxManager.from_config(self.config.sandbox, observer=traced,
                                                  egress=self.egress)
             observer.backend = manager.backend_name
+            access = self.access
+            if access is not None:
+                # However a sandbox ends (deleted, expired, at shutdown): its child key is
+                # revoked and the unused part of its lifetime given back to its owner's quota.
+                limiter = self.router.limiter
+                store = None if limiter is None else limiter.store
+
+                async def sandbox_gone(sandbox_id: str) -> None:
+                    await access.deleted_sandbox(sandbox_id, store)
+
+                manager.on_deleted(sandbox_gone)
             await manager.start()
         except Exception as exc:  # noqa: BLE001 - the LLM side must keep working
             self.sandbox_unavailable_reason = f"{type(exc).__name__}: {exc}"
