@@ -143,6 +143,13 @@ async def test_list_pages_with_next_token(api: httpx.AsyncClient) -> None:
     ({"templateID": "base", "timeout": -1}, "timeout", 400),
     ({"templateID": "base", "allow_internet_access": True}, "allow_internet_access", 400),
     ({"templateID": "base", "mcp": {"x": {}}}, "mcp", 400),
+    # E2B's network maps onto the egress allow-list: host names in allowOut only.
+    ({"templateID": "base", "network": {"allowOut": ["10.0.0.0/8"]}}, "network.allowOut[0]",
+     400),
+    ({"templateID": "base", "network": {"denyOut": ["1.1.1.1"]}}, "network.denyOut", 400),
+    ({"templateID": "base", "network": {"rules": {}}}, "network.rules", 400),
+    ({"templateID": "base", "network": {"allowPublicTraffic": True}},
+     "network.allowPublicTraffic", 400),
     ({"templateID": "base", "envVars": {"A": 1}}, "envVars", 400),
     ({"timeout": 5}, "templateID", 400),
 ])
@@ -152,6 +159,30 @@ async def test_create_errors_in_e2b_shape_name_the_field(
     assert r.status_code == status
     err = r.json()
     assert err["code"] == status and field in err["message"]
+
+
+async def test_network_allow_out_is_the_egress_allow_list(api: httpx.AsyncClient) -> None:
+    """The SDK's network={"allow_out": [...], "deny_out": [ALL_TRAFFIC]}: the sandbox may
+    reach those hosts through the gateway's egress proxy, nothing else."""
+    from e2b import ALL_TRAFFIC, AsyncSandbox
+    root = str(api.base_url).rstrip("/").removesuffix("/e2b")
+    sb = await AsyncSandbox.create("base", network={"allow_out": ["pypi.org", "*.example.com"],
+                                                    "deny_out": [ALL_TRAFFIC]}, **opts(api))
+    try:
+        r = await api.get(f"{root}/v1/sandboxes/{sb.sandbox_id}",
+                          headers={"authorization": f"Bearer {KEY}"})
+        assert r.status_code == 200, r.text
+        assert r.json()["network"] == {"allow": ["pypi.org", "*.example.com"]}
+        r = await api.post(f"{root}/v1/sandboxes/{sb.sandbox_id}/execute",
+                           headers={"authorization": f"Bearer {KEY}"},
+                           json={"code": "import os; print(os.environ['HTTPS_PROXY'])"})
+        assert r.json()["stdout"].strip() == "http://127.0.0.1:3128", r.text
+    finally:
+        await sb.kill()
+    plain = await create(api)
+    r = await api.get(f"{root}/v1/sandboxes/{plain['sandboxID']}",
+                      headers={"authorization": f"Bearer {KEY}"})
+    assert r.json().get("network") is None  # no network unless asked
 
 
 async def test_unknown_sandbox_and_bad_filters(api: httpx.AsyncClient) -> None:

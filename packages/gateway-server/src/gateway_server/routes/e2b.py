@@ -285,6 +285,50 @@ def _int_query(request: Request, name: str, default: int, minimum: int) -> int:
     return int(raw)
 
 
+# E2B's own spelling of "everything" in denyOut (e2b.ALL_TRAFFIC).
+_ALL_TRAFFIC = "0.0.0.0/0"
+
+
+def _network_allow(manager: SandboxManager, network: dict[str, object] | None,
+                   ) -> list[str] | None:
+    """E2B's ``network`` as an egress allow-list: ``allowOut`` host names (or ``*.``
+    wildcards) are what the sandbox may reach through the gateway's proxy; ``denyOut`` may
+    only say "everything else" (``0.0.0.0/0``), which is what this gateway does anyway.
+    CIDRs, IPs and E2B's other network options are refused naming the field. None: the
+    network was not given (the config's default)."""
+    if not network:
+        return None
+    for key in network:
+        if key not in ("allowOut", "denyOut", "allowPublicTraffic"):
+            raise InvalidRequest(f"network.{key} is not supported by this gateway (it "
+                                 "supports network.allowOut host names and "
+                                 f"network.denyOut = [{_ALL_TRAFFIC!r}]).",
+                                 param=f"network.{key}")
+    # Inbound traffic: no sandbox port is exposed publicly here, so only false fits.
+    if network.get("allowPublicTraffic", False) is not False:
+        raise InvalidRequest("network.allowPublicTraffic=true is not supported by this "
+                             "gateway (no sandbox port is exposed).",
+                             param="network.allowPublicTraffic")
+    deny = network.get("denyOut", [])
+    if not isinstance(deny, list) or any(d != _ALL_TRAFFIC for d in deny):
+        raise InvalidRequest(f"network.denyOut must be [{_ALL_TRAFFIC!r}] or left out: this "
+                             "gateway denies everything that allowOut does not name.",
+                             param="network.denyOut")
+    allow = network.get("allowOut", [])
+    if not isinstance(allow, list) or not all(isinstance(a, str) for a in allow):
+        raise InvalidRequest("network.allowOut must be a list of host names.",
+                             param="network.allowOut")
+    entries = [a for a in allow if isinstance(a, str)]
+    if not entries:
+        return []
+    if manager.egress is None:
+        raise InvalidRequest("This gateway has no egress proxy: its sandboxes cannot have "
+                             "network.allowOut.", param="network.allowOut")
+    # Checked here so that an error names E2B's field (allowOut[i]), not ours.
+    manager.egress.check_allow(entries, param="network.allowOut")
+    return entries
+
+
 def routes(cfg: E2BConfig) -> list[BaseRoute]:
     """The E2B routes under ``cfg.prefix``; none when disabled."""
     if not cfg.enabled:
@@ -295,7 +339,7 @@ def routes(cfg: E2BConfig) -> list[BaseRoute]:
         async def create_sandbox(request: Request) -> Response:
             manager = api.manager(request)
             req = decode_typed(_new_decoder, await _body(request))
-            for name, value in (("network", req.network), ("mcp", req.mcp),
+            for name, value in (("mcp", req.mcp),
                                 ("iam", req.iam), ("volumeMounts", req.volume_mounts)):
                 if value:
                     raise InvalidRequest(f"{name} is not supported by this gateway.",
@@ -307,13 +351,14 @@ def routes(cfg: E2BConfig) -> list[BaseRoute]:
                 raise InvalidRequest("This gateway's sandboxes have no internet access; "
                                      "send allow_internet_access=false or leave it out.",
                                      param="allow_internet_access")
+            allow = _network_allow(manager, req.network)
             timeout = default_timeout if req.timeout is None else req.timeout
             await sandbox_access.check_quota(request, manager)
             runtime, template = api.resolve(manager, req.template_id)
             sb = await manager.create(runtime, timeout_s=timeout,
                                       env=req.env_vars, metadata=req.metadata,
                                       on_timeout="pause" if req.auto_pause else "delete",
-                                      template=template)
+                                      template=template, network=allow)
             await sandbox_access.created(request, manager, sb)
             return _json(api.created(sb), 201)
         return create_sandbox
