@@ -49,6 +49,7 @@ from gateway_llm.hub import (
     Usage,
 )
 from gateway_llm.prices import Price
+from gateway_llm.redis_client import bounded_redis
 
 __all__ = [
     "Admission",
@@ -379,15 +380,8 @@ class RedisLimitStore:
         self._pumps: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        import redis.asyncio as aioredis
-
-        # A blocking pool: a burst waits (up to the timeout) for a free connection instead
-        # of failing with "too many connections".
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self.url, max_connections=64, timeout=self.timeout_s,
-            socket_connect_timeout=self.timeout_s, socket_timeout=self.timeout_s,
-        )
-        client = aioredis.Redis(connection_pool=pool)
+        client = bounded_redis(self.url, self.timeout_s,
+                               needed_for='rate_limit.backend = "redis"')
         self._client = client
         self._reserve = client.register_script(_RESERVE)
         self._adjust = client.register_script(_ADJUST)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 import structlog
 
 from gateway_core.config import LLMConfig, RateLimitConfig
-from gateway_core.errors import ConfigError
+from gateway_llm.redis_client import bounded_redis, redis_errors
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -103,17 +103,8 @@ class RedisObjectOwners:
         return f"RedisObjectOwners(url='***', timeout_s={self.timeout_s!r})"
 
     async def start(self) -> None:
-        try:
-            import redis.asyncio as aioredis
-            import redis.exceptions
-        except ImportError:
-            raise ConfigError("a Redis store needs the redis package: install gateway-llm "
-                              "with its redis extra (gateway-llm[redis])") from None
-        self._errors = (TimeoutError, OSError, redis.exceptions.RedisError)
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self.url, max_connections=32, timeout=self.timeout_s,
-            socket_connect_timeout=self.timeout_s, socket_timeout=self.timeout_s)
-        self._client = aioredis.Redis(connection_pool=pool)
+        self._client = bounded_redis(self.url, self.timeout_s, max_connections=32)
+        self._errors = redis_errors()
         await self._call(lambda client: client.ping())
 
     async def aclose(self) -> None:

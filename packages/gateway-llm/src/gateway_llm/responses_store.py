@@ -26,7 +26,8 @@ import msgspec
 import structlog
 
 from gateway_core.config import ResponsesConfig
-from gateway_core.errors import ConfigError, ServiceUnavailable
+from gateway_core.errors import ServiceUnavailable
+from gateway_llm.redis_client import bounded_redis, redis_errors
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -189,21 +190,9 @@ class RedisResponseStore:
         return f"RedisResponseStore(url='***', timeout_s={self.timeout_s!r})"
 
     async def start(self) -> None:
-        try:
-            import redis.asyncio as aioredis
-            import redis.exceptions
-        except ImportError:
-            raise ConfigError(
-                'llm.responses.store = "redis" needs the redis package: install '
-                "gateway-llm with its redis extra (gateway-llm[redis])") from None
-        self._errors = (TimeoutError, OSError, redis.exceptions.RedisError)
-        # A blocking pool: a burst waits (up to the timeout) for a free connection instead
-        # of failing with "too many connections".
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self.url, max_connections=64, timeout=self.timeout_s,
-            socket_connect_timeout=self.timeout_s, socket_timeout=self.timeout_s,
-        )
-        self._client = aioredis.Redis(connection_pool=pool)
+        self._client = bounded_redis(self.url, self.timeout_s,
+                                     needed_for='llm.responses.store = "redis"')
+        self._errors = redis_errors()
         # Readiness should say at once when Redis is unreachable (_call logs it and keeps
         # it in last_error); serving goes on anyway, only stored responses need it.
         with contextlib.suppress(ResponseStoreUnavailable):
