@@ -13,13 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hypercorn.asyncio import serve
-from hypercorn.config import Config as HypercornConfig
 
-from gateway_core.config import Config, parse_config
-from gateway_server.app import create_app
+from gateway_core.config import parse_config
 from tests.fakes.upstream import OPENAI_KEY, FakeUpstream, Reply
 from tests.gateway_process import free_port
+from tests.server.test_sandboxes_api import serve_app
 
 pytestmark = pytest.mark.timeout(180)
 ADMIN = "adm-sandbox-llm"
@@ -55,32 +53,6 @@ def state_dir() -> Iterator[Path]:
     shutil.rmtree(d, ignore_errors=True)
 
 
-async def _serve(config: Config) -> AsyncIterator[str]:
-    hc = HypercornConfig()
-    hc.bind = [f"127.0.0.1:{config.server.port}"]
-    hc.accesslog = None
-    hc.errorlog = None
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(create_app(config), hc,  # type: ignore[arg-type]
-                                     shutdown_trigger=stop.wait))
-    url = f"http://127.0.0.1:{config.server.port}"
-    try:
-        async with httpx.AsyncClient() as client:
-            for _ in range(400):
-                try:
-                    if (await client.get(url + "/health")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.05)
-        yield url
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 60)
-
-
 @pytest.fixture
 async def gateway(state_dir: Path, upstream: FakeUpstream) -> AsyncIterator[httpx.AsyncClient]:
     db = state_dir.parent / "gw.db"
@@ -93,7 +65,8 @@ async def gateway(state_dir: Path, upstream: FakeUpstream) -> AsyncIterator[http
         "sandbox": {"backend": "process", "state_dir": str(state_dir), "reap_interval_s": 0.2,
                     "pool": {"min_ready": 0, "max_total": 2}},
     })
-    async for url in _serve(config):
+    # On the configured port: the egress proxy routes the sandbox's gateway name there.
+    async for url in serve_app(config, config.server.port):
         async with httpx.AsyncClient(base_url=url, timeout=60,
                                      headers={"authorization": f"Bearer {ADMIN}"}) as client:
             ready = (await client.get("/health/ready")).json()

@@ -31,8 +31,10 @@ def gateway_config(state_dir: Path, **sandbox: object) -> Config:
     })
 
 
-async def serve_app(config: Config) -> AsyncIterator[str]:
-    port = free_port()
+async def serve_app(config: Config, port: int | None = None) -> AsyncIterator[str]:
+    """The app under hypercorn on ``port`` (a free one by default) until the caller is done;
+    yields its URL once /health answers."""
+    port = port or free_port()
     hc = HypercornConfig()
     hc.bind = [f"127.0.0.1:{port}"]
     hc.accesslog = None
