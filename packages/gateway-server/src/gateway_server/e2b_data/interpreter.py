@@ -5,10 +5,9 @@ JSON lines (stdout, stderr, result with its MIME bundle, error, execution count,
 
 from __future__ import annotations
 
-import functools
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import msgspec
 from starlette.requests import Request
@@ -18,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 from gateway_core.errors import GatewayError, InvalidRequest
 from gateway_core.sandbox_types import ContextInfo, ExecOutput, ExecResult, OutputChunk
 from gateway_server.bodies import decode_typed
-from gateway_server.e2b_data.envd_http import envd_error
+from gateway_server.e2b_data.envd_http import envd_errors
 from gateway_server.e2b_data.scope import current_sandbox, from_guest, http_message, to_guest
 
 __all__ = ["Context", "ExecuteRequest", "NewContext", "result_event", "routes"]
@@ -140,19 +139,6 @@ def _end_lines(result: ExecResult) -> list[bytes]:
     return lines
 
 
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-def _errors(handler: Handler) -> Handler:
-    @functools.wraps(handler)
-    async def endpoint(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except GatewayError as exc:
-            return envd_error(exc.status, http_message(exc))
-    return endpoint
-
-
 async def execute(request: Request) -> Response:
     sb = current_sandbox()
     req = decode_typed(_execute_decoder, await request.body())
@@ -222,9 +208,9 @@ async def interrupt_context(request: Request) -> Response:
 
 def routes() -> list[BaseRoute]:
     """The code interpreter's routes, errors in envd's ``{"code", "message"}`` shape."""
-    return [Route("/execute", _errors(execute), methods=["POST"]),
-            Route("/contexts", _errors(create_context), methods=["POST"]),
-            Route("/contexts", _errors(list_contexts), methods=["GET"]),
-            Route("/contexts/{id}", _errors(delete_context), methods=["DELETE"]),
-            Route("/contexts/{id}/restart", _errors(restart_context), methods=["POST"]),
-            Route("/contexts/{id}/interrupt", _errors(interrupt_context), methods=["POST"])]
+    return [Route("/execute", envd_errors(execute), methods=["POST"]),
+            Route("/contexts", envd_errors(create_context), methods=["POST"]),
+            Route("/contexts", envd_errors(list_contexts), methods=["GET"]),
+            Route("/contexts/{id}", envd_errors(delete_context), methods=["DELETE"]),
+            Route("/contexts/{id}/restart", envd_errors(restart_context), methods=["POST"]),
+            Route("/contexts/{id}/interrupt", envd_errors(interrupt_context), methods=["POST"])]
