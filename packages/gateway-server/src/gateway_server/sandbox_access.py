@@ -15,7 +15,7 @@ from gateway_server.access import AccessControl, Principal
 from gateway_server.access.records import OPEN
 from gateway_server.routes.front_door import principal_of
 
-__all__ = ["check_quota", "check_visible", "child_key", "created", "deleted", "llm_usage",
+__all__ = ["check_quota", "check_visible", "child_key", "created", "llm_usage",
            "network_with_gateway", "not_created", "routes_gateway", "visible"]
 
 
@@ -42,12 +42,11 @@ def visible(request: Request, sandboxes: list[Sandbox]) -> list[Sandbox]:
     return [sb for sb in sandboxes if access.owns(principal, sb.id)]
 
 
-async def check_quota(request: Request, manager: SandboxManager) -> None:
+def check_quota(request: Request) -> None:
+    """429 when the caller already has its max_sandboxes (key or team)."""
     access, principal = _access(request)
-    if access is not None:
-        await access.forget_gone({sb.id for sb in manager.list()})
-        if principal is not None:
-            access.check_sandbox_count(principal)
+    if access is not None and principal is not None:
+        access.check_sandbox_count(principal)
 
 
 async def child_key(request: Request, manager: SandboxManager, llm: SandboxLLM | None,
@@ -101,8 +100,7 @@ async def created(request: Request, manager: SandboxManager, sb: Sandbox,
     try:
         reserved = await access.reserve_sandbox_seconds(principal, seconds, _store(request))
     except BaseException:
-        await manager.delete(sb.id)
-        await access.deleted_sandbox(sb.id, None)
+        await manager.delete(sb.id)  # its on_deleted hook drops the owner and child key
         raise
     access.created_sandbox(principal, sb.id, reserved, seconds)
 
@@ -128,9 +126,4 @@ async def not_created(request: Request, child: str | None) -> None:
     if access is not None and child is not None:
         await access.keys.revoke_key(child)
 
-
-async def deleted(request: Request, sandbox_id: str) -> None:
-    access, _ = _access(request)
-    if access is not None:
-        await access.deleted_sandbox(sandbox_id, _store(request))
 

@@ -199,14 +199,6 @@ class AccessControl:
             return True
         return principal.sees(self.owners.get(sandbox_id))
 
-    async def forget_gone(self, live: set[str]) -> None:
-        """Drop what belonged to sandboxes that ended on their own (timeout, crash):
-        their owners, and their child keys (revoked)."""
-        for gone in [s for s in self.owners if s not in live]:
-            del self.owners[gone]
-        for gone in [s for s in self._children if s not in live]:
-            await self.keys.revoke_key(self._children.pop(gone))
-
     def check_sandbox_count(self, principal: Principal) -> None:
         """At most ``max_sandboxes`` of the key's (and of its team's) at once."""
         if not principal.limited:

@@ -353,7 +353,7 @@ def routes(cfg: E2BConfig) -> list[BaseRoute]:
                                      param="allow_internet_access")
             allow = _network_allow(manager, req.network)
             timeout = default_timeout if req.timeout is None else req.timeout
-            await sandbox_access.check_quota(request, manager)
+            sandbox_access.check_quota(request)
             runtime, template = api.resolve(manager, req.template_id)
             sb = await manager.create(runtime, timeout_s=timeout,
                                       env=req.env_vars, metadata=req.metadata,
@@ -397,7 +397,6 @@ def routes(cfg: E2BConfig) -> list[BaseRoute]:
         sid = api.sandbox_id(request)
         sandbox_access.check_visible(request, sid)
         await manager.delete(sid)
-        await sandbox_access.deleted(request, sid)
         return Response(status_code=204)
 
     async def set_timeout(request: Request) -> Response:

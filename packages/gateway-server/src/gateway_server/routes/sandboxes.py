@@ -157,7 +157,7 @@ async def _last(events: AsyncGenerator[OutputChunk | ExecResult, None]) -> ExecR
 async def create_sandbox(request: Request) -> Response:
     manager = _manager(request)
     req = await _decode(_create_decoder, request)
-    await sandbox_access.check_quota(request, manager)
+    sandbox_access.check_quota(request)
     child, child_env = await sandbox_access.child_key(request, manager, req.llm)
     network = None if req.network is None else req.network.allow
     if child is not None and sandbox_access.routes_gateway(manager):
@@ -201,7 +201,6 @@ async def delete_sandbox(request: Request) -> Response:
     manager = _manager(request)
     sandbox_access.check_visible(request, request.path_params["id"])
     await manager.delete(request.path_params["id"])
-    await sandbox_access.deleted(request, request.path_params["id"])
     return Response(status_code=204)
 
 
