@@ -13,6 +13,7 @@ import functools
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -311,11 +312,30 @@ def wrk_latency(url: str, body: Path, seconds: int, auth: str = "") -> dict[str,
 
 def wrk_rps(url: str, body: Path, seconds: int, conns: int, core: str,
             auth: str = "") -> float:
+    return wrk_rps_cpu(url, body, seconds, conns, core, auth)[0]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its reaped children (hypercorn's workers are
+    its children only with --workers > 1), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk_rps_cpu(url: str, body: Path, seconds: int, conns: int, core: str,
+                auth: str = "", pid: int | None = None) -> tuple[float, float]:
+    """Requests per second, and the CPU microseconds the process ``pid`` (the server under
+    load) spent per request meanwhile (nan without a pid). The CPU figure does not move with
+    the share of the core the host gives this machine, which the rate does."""
+    before = cpu_seconds(pid) if pid is not None else 0.0
     out = _wrk(url, body, seconds, conns, core, latency=False, auth=auth)
+    after = cpu_seconds(pid) if pid is not None else 0.0
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if m is None or float(m.group(1)) == 0:
+    done = re.search(r"(\d+) requests in", out)
+    if m is None or float(m.group(1)) == 0 or done is None:
         raise RuntimeError(f"wrk printed no rate: {out[-500:]}")
-    return float(m.group(1))
+    cpu_us = (after - before) * 1e6 / int(done.group(1)) if pid is not None else math.nan
+    return float(m.group(1)), cpu_us
 
 
 # ---------------------------------------------------------------- streaming client
@@ -432,10 +452,10 @@ class Server:
     """A gateway (`agentic-gateway serve`, exactly as in production) or the floor, pinned."""
 
     def __init__(self, procs: Procs, name: str, argv: list[str], port: int, cores: str,
-                 health: str | None) -> None:
+                 health: str | None, env: dict[str, str] | None = None) -> None:
         self.procs, self.name, self.port, self.health = procs, name, port, health
         self.log = RESULTS / f"{name}.log"
-        self.proc = procs.start(name, ["taskset", "-c", cores, *argv], log=self.log)
+        self.proc = procs.start(name, ["taskset", "-c", cores, *argv], log=self.log, env=env)
         self.base = f"http://127.0.0.1:{port}"
 
     def ready(self) -> None:
@@ -452,7 +472,8 @@ class Server:
 
 def gateway(procs: Procs, name: str, mock_port: int, workers: int, cores: str,
             rate_limit: str | None = None, redis_url: str = "",
-            rpm: int = 100_000_000, traced: bool = False, keys: bool = False) -> Server:
+            rpm: int = 100_000_000, traced: bool = False, keys: bool = False,
+            env: dict[str, str] | None = None) -> Server:
     port = free_port()
     config = RESULTS / f"gateway-{name}.toml"
     storage = ""
@@ -466,7 +487,7 @@ def gateway(procs: Procs, name: str, mock_port: int, workers: int, cores: str,
     exe = shutil.which("agentic-gateway") or "agentic-gateway"
     return Server(procs, f"gateway-{name}", [exe, "serve", "--config", str(config), "--port",
                                              str(port), "--workers", str(workers)],
-                  port, cores, "/health")
+                  port, cores, "/health", env)
 
 
 def floor(procs: Procs, name: str, mock_port: int, workers: int, cores: str) -> Server:
@@ -559,9 +580,11 @@ class Bench:
     machine spread over all of them. The mock alone (direct) and the floor are measured once
     per repetition per distinct request and shared by the scenarios that send it."""
 
-    def __init__(self, s: Settings, mock: str, floor_base: str,
+    def __init__(self, s: Settings, mock: str, floor_server: Server,
                  gateways: dict[str, Server]) -> None:
-        self.s, self.mock, self.floor_base, self.gateways = s, mock, floor_base, gateways
+        self.s, self.mock, self.gateways = s, mock, gateways
+        self.floor_server = floor_server
+        self.floor_base = floor_server.base
         self.raw: dict[str, dict[str, Raw]] = {}
         self.errors: dict[str, str] = {}
         self.notes: dict[str, str] = {}
@@ -640,10 +663,18 @@ class Bench:
             direct=True)
         _progress(rep, s, sc, f"{s.rate} req/s p50/p99 ms",
                   {t: f"{v['p50']:.2f}/{v['p99']:.2f}" for t, v in res.items()})
-        res = self._pair(rep, sc, "rps", lambda target, url: wrk_rps(
-            url, body, s.wrk_seconds, s.wrk_conns, LOAD_CORE, self.auth(sc, target)),
-            direct=False)
-        _progress(rep, s, sc, "req/s", {t: f"{v:.0f}" for t, v in res.items()})
+        res = self._pair(rep, sc, "rps+cpu", lambda target, url: wrk_rps_cpu(
+            url, body, s.wrk_seconds, s.wrk_conns, LOAD_CORE, self.auth(sc, target),
+            pid=self.pid(sc, target)), direct=False)
+        both = self.raw[sc.name].pop("rps+cpu")
+        self._record(sc, "rps", {t: v[-1][0] for t, v in both.items()})
+        self._record(sc, "cpu_us", {t: v[-1][1] for t, v in both.items()})
+        _progress(rep, s, sc, "req/s (CPU us/req)",
+                  {t: f"{v[0]:.0f} ({v[1]:.0f})" for t, v in res.items()})
+
+    def pid(self, sc: Scenario, target: str) -> int:
+        server = self.gateways[sc.gateway] if target == "gateway" else self.floor_server
+        return server.proc.pid
 
 
 def _progress(rep: int, s: Settings, sc: Scenario, what: str, values: dict[str, Any]) -> None:
@@ -693,6 +724,16 @@ def _gap(raw: dict[str, Raw], metric: str, q: str) -> Figure:
     return _fig([g[q] - f[q] for g, f in zip(r["gateway"], r["floor"], strict=True)])
 
 
+def _cpu_ratio(fast: dict[str, Raw], fast_target: str, slow: dict[str, Raw],
+               slow_target: str) -> Figure | None:
+    """What req/s slow / fast would be if both had the whole core: fast's CPU per request
+    over slow's, per repetition (None when either lacks the CPU figure)."""
+    if "cpu_us" not in fast or "cpu_us" not in slow:
+        return None
+    return _fig([f / s_ for f, s_ in zip(fast["cpu_us"][fast_target],
+                                         slow["cpu_us"][slow_target], strict=True)])
+
+
 def _ratio(raw: dict[str, Raw]) -> Figure:
     r = raw["rps"]
     return _fig([g / f for g, f in zip(r["gateway"], r["floor"], strict=True)])
@@ -708,7 +749,7 @@ def _between(a: dict[str, Raw], b: dict[str, Raw], metric: str, q: str) -> Figur
 def grid(b: Bench, w2: dict[str, list[float]] | None, s: Settings) -> str:
     """One line per scenario: gateway / floor on every figure (medians over repetitions;
     overheads are above the mock alone)."""
-    head = ["scenario", "req/s gw / floor", "ratio", "c=1 ovh p50 gw/fl",
+    head = ["scenario", "req/s gw / floor", "ratio", "CPU us/req gw / fl", "c=1 ovh p50 gw/fl",
             "c=1 ovh p99 gw/fl", f"{s.rate}/s ovh p50 gw/fl", f"{s.rate}/s ovh p99 gw/fl"]
     rows: list[list[str]] = []
     srows: list[list[str]] = []
@@ -729,6 +770,9 @@ def grid(b: Bench, w2: dict[str, list[float]] | None, s: Settings) -> str:
         rps = raw["rps"]
         cells = [name, f"{_fig(rps['gateway']).median:.0f} / {_fig(rps['floor']).median:.0f}",
                  f"{_ratio(raw).median:.2f}"]
+        cpu = raw.get("cpu_us")
+        cells.append(f"{_fig(cpu['gateway']).median:.0f} / {_fig(cpu['floor']).median:.0f}"
+                     if cpu else "")
         for metric in ("c1", "rated"):
             for q in ("p50", "p99"):
                 cells.append(f"{_over(raw, metric, 'gateway', q).median:.2f} / "
@@ -738,9 +782,9 @@ def grid(b: Bench, w2: dict[str, list[float]] | None, s: Settings) -> str:
         ratio = _fig([g / f for g, f in zip(w2["gateway"], w2["floor"], strict=True)])
         rows.append([f"{WORKERS2} (cores 0-1, shared with load)",
                      f"{_fig(w2['gateway']).median:.0f} / {_fig(w2['floor']).median:.0f}",
-                     f"{ratio.median:.2f}", "", "", "", ""])
+                     f"{ratio.median:.2f}", "", "", "", "", ""])
     for name, err in b.errors.items():
-        rows.append([name, f"ERROR: {err[:100]}", "", "", "", "", ""])
+        rows.append([name, f"ERROR: {err[:100]}", "", "", "", "", "", ""])
     out = render_grid(head, rows)
     if srows:
         out += "\n\n" + render_grid(
@@ -772,6 +816,7 @@ def verdicts(b: Bench, w2: dict[str, list[float]] | None, s: Settings,
             f"{s.rate}/s p99 gw-floor <= +{RATED_P99_MS}",
             f"stream TTFB gw-floor <= +{TTFB_MS}"]
     doors: list[list[str]] = []
+    more = Table("", echo=False)
     for name in PASSTHROUGH:
         cells = [name]
         if name in b.errors:
@@ -790,6 +835,12 @@ def verdicts(b: Bench, w2: dict[str, list[float]] | None, s: Settings,
                 shown = fig.show("", 2) if ge else _signed(fig)
                 t.add(f"{name}: {label}", f"{'>=' if ge else '<= +'}{bound}", shown, mark(ok))
                 cells.append(f"{shown} {mark(ok)}")
+            by_cpu = _cpu_ratio(r, "floor", r, "gateway")
+            if by_cpu is not None:
+                t.add(f"{name}: floor's CPU per request / gateway's", "", by_cpu.show("", 2),
+                      "—")
+                more.add(f"{name}: floor's CPU per request / gateway's (req/s ratio at a "
+                         "whole core)", "", by_cpu.show("", 2), "—")
         else:
             cells += ["", "", "", ""]
         stream = f"{name}-stream"
@@ -802,8 +853,6 @@ def verdicts(b: Bench, w2: dict[str, list[float]] | None, s: Settings,
             cells.append(f"{_signed(fig)} {mark(ok)}")
         if len(cells) > 1:
             doors.append(cells + [""] * (len(head) - len(cells)))
-
-    more = Table("", echo=False)
 
     def both(metric: str, target: str, measured: str, v: str) -> None:
         t.add(metric, target, measured, v)
@@ -837,12 +886,19 @@ def verdicts(b: Bench, w2: dict[str, list[float]] | None, s: Settings,
         ratio = _fig([x / y for x, y in zip(red, mem, strict=True)])
         both("req/s, limits in Redis / in memory", f">= {MIN_RATIO}", ratio.show("", 2),
              mark(ratio.median >= MIN_RATIO))
+        by_cpu = _cpu_ratio(raw["chat-rl-memory"], "gateway", raw["chat-rl-redis"], "gateway")
+        if by_cpu is not None:
+            both("CPU per request, limits in memory / in Redis", "", by_cpu.show("", 2), "—")
     if have("chat", "chat-keys-redis"):
         keyed, base_ = (raw["chat-keys-redis"]["rps"]["gateway"],
                         raw["chat"]["rps"]["gateway"])
         ratio = _fig([x / y for x, y in zip(keyed, base_, strict=True)])
         both("req/s, virtual key + limits in Redis / no limits", f">= {MIN_RATIO}",
              ratio.show("", 2), mark(ratio.median >= MIN_RATIO))
+        by_cpu = _cpu_ratio(raw["chat"], "gateway", raw["chat-keys-redis"], "gateway")
+        if by_cpu is not None:
+            both("CPU per request, no limits / virtual key + limits in Redis", "",
+                 by_cpu.show("", 2), "—")
         p99 = _between(raw["chat-keys-redis"], raw["chat"], "rated", "p99")
         both(f"virtual key + Redis overhead - no limits', {s.rate} req/s p99",
              f"<= +{KEYS_P99_MS} ms", _signed(p99, " ms"), mark(p99.median <= KEYS_P99_MS))
@@ -991,7 +1047,7 @@ def run(s: Settings, names: list[str], profile: str | None) -> int:
                 errors["chat-keys-redis"] = str(e)
         fl.ready()
 
-        b = Bench(s, mock, fl.base, gateways)
+        b = Bench(s, mock, fl, gateways)
         b.errors.update(errors)
         if profile:
             sc = BY_NAME[profile]

@@ -49,7 +49,7 @@ from gateway_llm.hub import (
     Usage,
 )
 from gateway_llm.prices import Price
-from gateway_llm.redis_client import bounded_redis
+from gateway_llm.redis_pipe import RedisPipe, RedisReplyError
 
 __all__ = [
     "Admission",
@@ -355,6 +355,9 @@ return 1
 """
 
 
+_SHA = {script: RedisPipe.sha1(script) for script in (_RESERVE, _ADJUST)}
+
+
 class RedisLimitStore:
     """Budgets shared by every process and host using one Redis. Each operation is one
     server-side script, so a reservation over several limits is atomic; keys expire once
@@ -372,23 +375,16 @@ class RedisLimitStore:
         self.timeout_s = timeout_s
         self.key_prefix = key_prefix
         self.clock = clock
-        self._client: object | None = None
-        self._reserve: object | None = None
-        self._adjust: object | None = None
+        self._client: RedisPipe | None = None
         self.last_error: str | None = None
         self._queue: list[tuple[Sequence[Limit], Sequence[int], asyncio.Future[Decision]]] = []
         self._pumps: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        client = bounded_redis(self.url, self.timeout_s,
-                               needed_for='rate_limit.backend = "redis"')
-        self._client = client
-        self._reserve = client.register_script(_RESERVE)
-        self._adjust = client.register_script(_ADJUST)
+        self._client = RedisPipe(self.url, timeout_s=self.timeout_s * 2)
         # Readiness should say at once when Redis is unreachable; serving goes on anyway.
         try:
-            async with asyncio.timeout(self.timeout_s * 2):
-                await client.ping()
+            await self._client.call("PING")
         except Exception as exc:  # noqa: BLE001 - any failure here only means "not healthy"
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("ratelimit_store_unreachable_at_start", error=self.last_error)
@@ -399,8 +395,7 @@ class RedisLimitStore:
                 await pump
         if self._client is not None:
             client, self._client = self._client, None
-            await client.aclose()  # type: ignore[attr-defined]
-            await client.connection_pool.disconnect()  # type: ignore[attr-defined]
+            await client.aclose()
 
     def _now_ms(self) -> float:
         return -1.0 if self.clock is None else self.clock() * 1000
@@ -421,20 +416,14 @@ class RedisLimitStore:
                 args += ["0", repr(limit.interval * 1000), repr(limit.window_s * 1000),
                          str(amount)]
 
-    async def _call(self, script: object, keys: list[str], args: list[str]) -> list[object]:
-        if script is None:
+    async def _call(self, script: str, keys: list[str], args: list[str]) -> list[object]:
+        if self._client is None:
             raise LimitStoreUnavailable("the Redis limit store was not started")
         try:
-            async with asyncio.timeout(self.timeout_s * 2):
-                result = await script(keys=keys, args=args)  # type: ignore[operator]
-        except (TimeoutError, OSError) as exc:
+            result = await self._client.script(_SHA[script], script, keys, args)
+        except (TimeoutError, OSError, RedisReplyError) as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             raise LimitStoreUnavailable(self.last_error) from None
-        except Exception as exc:  # redis-py's own connection errors; anything else re-raised
-            if type(exc).__module__.startswith("redis"):
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                raise LimitStoreUnavailable(self.last_error) from None
-            raise
         self.last_error = None
         return list(result) if isinstance(result, list) else [1]
 
@@ -465,7 +454,7 @@ class RedisLimitStore:
                 self._limit_args(fields, limits, costs, wall)
                 args.append(" ".join(fields))
             try:
-                out = await self._call(self._reserve, keys, args)
+                out = await self._call(_RESERVE, keys, args)
             except BaseException as exc:
                 for _, _, future in batch:
                     if not future.done():
@@ -504,7 +493,7 @@ class RedisLimitStore:
 
     async def adjust(self, limits: Sequence[Limit], deltas: Sequence[int]) -> None:
         keys, args = self._args(limits, deltas)
-        await self._call(self._adjust, keys, args)
+        await self._call(_ADJUST, keys, args)
 
     def health(self) -> dict[str, object]:
         return {"backend": "redis", "healthy": self.last_error is None,
