@@ -109,7 +109,7 @@ class GatewayMiddleware:
             request_id = os.urandom(16).hex().encode()
         rid = request_id.decode()
         scope.setdefault("state", {})["request_id"] = rid
-        structlog.contextvars.clear_contextvars()
+        # Only the request id is ever bound, and each request binds its own: no clearing.
         structlog.contextvars.bind_contextvars(request_id=rid)
         record = RequestRecord(start)
         bind_record(record)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from gateway_llm.hub import Usage
 from gateway_server.metrics import Metrics
@@ -23,6 +23,7 @@ class RouterMetrics:
         # Children per label set: labels() takes a lock and a lookup on every call.
         self._attempts: dict[tuple[str, str, str, str, str], tuple[Counter, Histogram]] = {}
         self._tokens: dict[tuple[str, str], tuple[Counter, Counter]] = {}
+        self._remaining: dict[tuple[str, str], Gauge] = {}
 
     def attempt_start(self, provider: str, model: str, api: str, deployment: str,
                       attempt: int) -> Mapping[str, str]:
@@ -67,7 +68,11 @@ class RouterMetrics:
         self.m.ratelimit_rejections.labels(provider, limit).inc()
 
     def remaining(self, provider: str, limit: str, value: int) -> None:
-        self.m.ratelimit_remaining.labels(provider, limit).set(value)
+        gauge = self._remaining.get((provider, limit))
+        if gauge is None:
+            gauge = self._remaining[(provider, limit)] = self.m.ratelimit_remaining.labels(
+                provider, limit)
+        gauge.set(value)
 
 
 class SandboxMetrics:
