@@ -86,6 +86,14 @@ class Limit:
     resets_at: float = 0.0
     owner: str = ""  # whose limit, for messages: "key 'ci'" (empty: the provider's)
     label: str = ""
+    # GCRA limits: the reserve script's "kind interval window" for this limit, made once
+    # (formatting them was a measurable part of every reservation).
+    gcra_args: str = field(init=False, repr=False, compare=False, default="")
+
+    def __post_init__(self) -> None:
+        if not self.counter and self.amount > 0:
+            object.__setattr__(self, "gcra_args",
+                               f"0 {self.interval * 1000!r} {self.window_s * 1000!r}")
 
     @property
     def interval(self) -> float:
@@ -451,7 +459,9 @@ class RedisLimitStore:
             for limits, costs, _ in batch:
                 keys += [self.key_prefix + limit.key for limit in limits]
                 fields = [str(len(limits))]
-                self._limit_args(fields, limits, costs, wall)
+                for limit, cost in zip(limits, costs, strict=False):
+                    fields.append(f"1 {limit.amount} {limit.ttl_ms(wall)} {cost}"
+                                  if limit.counter else f"{limit.gcra_args} {cost}")
                 args.append(" ".join(fields))
             try:
                 out = await self._call(_RESERVE, keys, args)

@@ -114,18 +114,31 @@ class RedisPipe:
     async def call(self, *args: Arg) -> object:
         """Send one command and return its reply (bytes, int, list, ...), within the
         timeout; TimeoutError, ConnectionError (an OSError) or RedisReplyError otherwise."""
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                conn = self._conn
-                if conn is None or conn.closed:
+        loop = asyncio.get_running_loop()
+        conn = self._conn
+        if conn is None or conn.closed:
+            try:
+                async with asyncio.timeout(self.timeout_s):
                     conn = await self._connection()
-                reply = await conn.send(self._pack(args))
-        except TimeoutError:
-            self._drop()
-            raise
+            except TimeoutError:
+                self._drop()
+                raise
+        future = conn.send(self._pack(args))
+        # A bare timer rather than asyncio.timeout(): this runs once per request.
+        timer = loop.call_at(loop.time() + self.timeout_s, self._expire, conn, future)
+        try:
+            reply = await future
+        finally:
+            timer.cancel()
         if isinstance(reply, self._reply_error):
             raise RedisReplyError(str(reply))
         return reply
+
+    def _expire(self, conn: _Connection, future: asyncio.Future[object]) -> None:
+        if not future.done():
+            future.set_exception(TimeoutError(f"Redis did not answer within {self.timeout_s}s"))
+            if conn is self._conn:
+                self._drop()
 
     async def script(self, sha: str, source: str, keys: Sequence[str],
                      args: Sequence[Arg]) -> object:

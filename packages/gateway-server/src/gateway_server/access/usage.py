@@ -49,8 +49,20 @@ class UsageRecord(msgspec.Struct, kw_only=True):
 
     def row(self) -> tuple[object, ...]:
         """The values in the order of ``_COLUMNS``."""
-        day = datetime.datetime.fromtimestamp(self.ts, datetime.UTC).strftime("%Y-%m-%d")
-        return (*msgspec.structs.astuple(self), day)
+        return (*msgspec.structs.astuple(self), _utc_day(self.ts))
+
+
+_last_day: tuple[int, str] = (-1, "")
+
+
+def _utc_day(ts: float) -> str:
+    """The UTC date of ``ts`` as YYYY-MM-DD, formatted once a day (every record asks)."""
+    global _last_day
+    number = int(ts // 86400)
+    if number != _last_day[0]:
+        _last_day = (number, datetime.datetime.fromtimestamp(
+            number * 86400, datetime.UTC).strftime("%Y-%m-%d"))
+    return _last_day[1]
 
 
 _COLUMNS = (*UsageRecord.__struct_fields__, "day")
