@@ -10,13 +10,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from gateway_core.errors import GatewayError, InvalidRequest
 from gateway_llm.hub import LLMRequest, Usage
 from gateway_llm.providers.base import Stream
 from gateway_llm.router import Routed, RoutedCompletion, RoutedStream
 from gateway_server.access.records import Principal
+from gateway_server.event_stream import EventStreamResponse
 from gateway_server.request_record import note_request, note_routed
 from gateway_server.state import GatewayState
 
@@ -150,8 +151,7 @@ def respond(routed: RoutedCompletion | RoutedStream) -> Response:
     if isinstance(routed, RoutedStream):
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
-        return StreamingResponse(relay(routed), media_type="text/event-stream",
-                                 headers=headers)
+        return EventStreamResponse(relay(routed), headers=headers)
     return Response(routed.completion.body, media_type="application/json", headers=headers)
 
 

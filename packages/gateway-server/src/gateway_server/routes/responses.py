@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import msgspec
 import structlog
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway_core.errors import GatewayError, InvalidRequest, NotFound
@@ -24,6 +24,7 @@ from gateway_llm.hub import LLMRequest
 from gateway_llm.responses_store import StoredResponse, conversation_items
 from gateway_llm.router import RoutedStream
 from gateway_server.bodies import decode_raw, decode_typed, field_of
+from gateway_server.event_stream import EventStreamResponse
 from gateway_server.routes import openai_passthrough
 from gateway_server.routes.front_door import respond, route, routed_headers
 from gateway_server.state import GatewayState
@@ -110,9 +111,8 @@ async def create_response(request: Request) -> Response:
         headers = routed_headers(routed)
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
-        return StreamingResponse(
-            _relay_and_store(routed, state, items, req.model, previous),
-            media_type="text/event-stream", headers=headers)
+        return EventStreamResponse(
+            _relay_and_store(routed, state, items, req.model, previous), headers=headers)
     if store:
         await _store(state, routed.completion.body, items, req.model, previous)
     return respond(routed)
