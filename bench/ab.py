@@ -9,11 +9,19 @@ far less than two separate benchmark runs do.
 Prints, per round, req/s and CPU microseconds per request of each, then the medians and
 quartiles of req/s new / old and of CPU per request old / new (both > 1: the change is
 faster).
+
+``--instructions N`` measures instead what does not drift at all: each gateway runs under
+valgrind's callgrind with instrumentation off through start-up, then on for exactly N
+requests (hey, 16 connections), and the run prints user-space instructions per request
+(repeatable to ~0.2 %). Instructions are not time (system calls are not counted, and
+regular-expression or memcpy-heavy code runs more of them per nanosecond than the
+interpreter does), so a figure worth keeping is checked with req/s as well.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import shutil
 import statistics
@@ -22,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS, Procs, free_port, require_tools, wait_port
+from common import RESULTS, Procs, free_port, require_tools, wait_http, wait_port
 from llm import (
     BY_NAME,
     GATEWAY_CORE,
@@ -53,9 +61,8 @@ def extract(rev: str) -> tuple[str, Path]:
     return sha, tree
 
 
-def start(procs: Procs, name: str, mock_port: int, scenario: str, redis_url: str,
-          tree: Path | None) -> Server:
-    """A gateway for the scenario's config; ``tree``: imported from that tree's packages."""
+def configure(name: str, mock_port: int, scenario: str, redis_url: str) -> tuple[Path, int]:
+    """The scenario's gateway config (and the port it names) for the gateway ``name``."""
     sc = BY_NAME[scenario]
     backend = {"rl-memory": "memory", "rl-redis": "redis", "keys-redis": "redis"}.get(
         sc.gateway)
@@ -70,14 +77,73 @@ def start(procs: Procs, name: str, mock_port: int, scenario: str, redis_url: str
     config.write_text(bench_config(port, mock_port, backend,
                                    redis_url if backend == "redis" else "", 100_000_000,
                                    sc.gateway == "traced", storage))
+    return config, port
+
+
+def environment(tree: Path | None) -> dict[str, str]:
+    """This environment; with ``tree``, its packages imported before the installed ones."""
     env = dict(os.environ)
     if tree is not None:
         src = [str(tree / "packages" / p / "src") for p in PACKAGES]
         env["PYTHONPATH"] = os.pathsep.join([*src, *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def start(procs: Procs, name: str, mock_port: int, scenario: str, redis_url: str,
+          tree: Path | None, wrapper: list[str] | None = None) -> Server:
+    """A gateway for the scenario's config; ``tree``: imported from that tree's packages;
+    ``wrapper``: the command it runs under (valgrind)."""
+    config, port = configure(name, mock_port, scenario, redis_url)
     exe = shutil.which("agentic-gateway") or "agentic-gateway"
-    return Server(procs, f"gateway-{name}", [exe, "serve", "--config", str(config), "--port",
-                                             str(port), "--workers", "1"],
-                  port, GATEWAY_CORE, "/health", env)
+    argv = [exe, "serve", "--config", str(config), "--port", str(port), "--workers", "1"]
+    if wrapper:
+        argv = [*wrapper, sys.executable, *argv]
+    return Server(procs, f"gateway-{name}", argv, port, GATEWAY_CORE, "/health",
+                  environment(tree))
+
+
+def instructions(procs: Procs, label: str, mock_port: int, scenario: str, redis_url: str,
+                 tree: Path | None, n: int) -> float:
+    """User-space instructions per request of one gateway under callgrind (see above)."""
+    sc = BY_NAME[scenario]
+    n -= n % 16  # hey sends whole rounds of its 16 connections
+    out_dir = RESULTS / f"callgrind-{label}"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    server = start(procs, f"ab-cg-{label}", mock_port, scenario, redis_url, tree, [
+        "valgrind", "--tool=callgrind", "--instr-atstart=no",
+        f"--callgrind-out-file={out_dir}/callgrind.out.%p"])
+    try:
+        if not wait_http(server.base + "/health", 300):
+            raise RuntimeError(f"the gateway under valgrind did not start; see {server.log}")
+        auth = ""
+        if sc.gateway == "keys-redis":
+            auth = make_key(server, rpm=100_000_000, tpm=1_000_000_000_000,
+                            max_tokens=10**15, max_cost=1_000_000.0, period="month")
+        url = server.base + PATHS[sc.door]
+        pid = str(server.proc.pid)
+        hey = ["taskset", "-c", LOAD_CORE, "hey", "-c", "16", "-m", "POST", "-D",
+               str(_body_file(sc.body)), "-T", "application/json",
+               *(["-H", f"Authorization: Bearer {auth}"] if auth else [])]
+        subprocess.run([*hey, "-n", "200", url], check=True, capture_output=True, timeout=600)
+        subprocess.run(["callgrind_control", "-i", "on", pid], check=True, capture_output=True)
+        done = subprocess.run([*hey, "-n", str(n), url], check=True, capture_output=True,
+                              timeout=3600, text=True).stdout
+        subprocess.run(["callgrind_control", "-i", "off", pid], check=True,
+                       capture_output=True)
+        subprocess.run(["callgrind_control", "-d", pid], check=True, capture_output=True)
+    finally:
+        server.stop()
+    if f"[200]\t{n} responses" not in done:
+        raise RuntimeError(f"not every request answered 200: {done[-400:]}")
+    total = 0
+    for path in glob.glob(str(out_dir / "callgrind.out.*")):
+        for line in Path(path).read_text(errors="replace").splitlines():
+            if line.startswith(("summary:", "totals:")):
+                total = max(total, int(line.split()[1]))
+    if not total:
+        raise RuntimeError(f"callgrind wrote no totals under {out_dir}")
+    return total / n
 
 
 def quartiles(values: list[float]) -> str:
@@ -95,6 +161,8 @@ def main() -> int:
                    choices=[n for n, sc in BY_NAME.items() if not sc.stream])
     p.add_argument("--rounds", type=int, default=12)
     p.add_argument("--seconds", type=int, default=2, help="per wrk run")
+    p.add_argument("--instructions", type=int, metavar="N", default=0,
+                   help="instead: instructions per request over N requests under callgrind")
     args = p.parse_args()
     require_tools(["wrk", "taskset", "git"])
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -113,6 +181,15 @@ def main() -> int:
         if not wait_port(mock_port):
             sys.exit("bench: the mock upstream did not start; see bench/results/mock.log")
         redis_url = start_redis(procs) if sc.gateway in ("rl-redis", "keys-redis") else ""
+        if args.instructions:
+            require_tools(["valgrind", "callgrind_control", "hey"])
+            counts = {label: instructions(procs, label, mock_port, args.scenario, redis_url,
+                                          where, args.instructions)
+                      for label, where in (("new", None), ("old", tree))}
+            for label, count in counts.items():
+                print(f"  {label}: {count:,.0f} instructions per request")
+            print(f"instructions per request new / old: {counts['new'] / counts['old']:.4f}")
+            return 0
         servers = {"new": start(procs, "ab-new", mock_port, args.scenario, redis_url, None),
                    "old": start(procs, "ab-old", mock_port, args.scenario, redis_url, tree)}
         auth: dict[str, str] = {}
