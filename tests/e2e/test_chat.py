@@ -326,6 +326,26 @@ def test_first_chunk_arrives_while_upstream_still_streams(client: openai.OpenAI,
     assert done_at - first_at > 1.0  # four more delayed events came after the first
 
 
+def test_finished_streams_give_their_upstream_connection_back(gateway: GatewayProcess,
+                                                               up: FakeUpstream) -> None:
+    # Read to the body's end after the last event, the upstream connection goes back to
+    # the pool: each new stream would otherwise open (to a real provider: TLS-handshake) a
+    # connection of its own. The client reads every response to its end, so each stream
+    # has ended in the gateway before the next begins.
+    import httpx
+
+    up.reset()
+    with httpx.Client(base_url=gateway.url, timeout=10,
+                      headers={"authorization": f"Bearer {GATEWAY_KEY}"}) as http:
+        for _ in range(5):
+            r = http.post("/v1/chat/completions", json={
+                "model": "gpt-4o", "stream": True,
+                "messages": [{"role": "user", "content": "a b c"}]})
+            assert r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]")
+    assert len(up.requests_for("openai")) == 5
+    assert len({r.peer for r in up.requests_for("openai")}) == 1
+
+
 def test_client_disconnect_cancels_upstream(gateway: GatewayProcess, up: FakeUpstream) -> None:
     import httpx
 

@@ -149,6 +149,7 @@ class RecordedRequest:
     body: Any  # parsed JSON, None if the body was not JSON
     at: float  # time.monotonic() when it arrived
     raw: bytes = b""  # the body exactly as it arrived
+    peer: str = ""  # the client's address and port: one per connection it came on
 
 
 # --- wire helpers ---------------------------------------------------------------------------
@@ -918,9 +919,10 @@ class FakeUpstream:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
+        peer = request.transport.get_extra_info("peername") if request.transport else None
         rec = RecordedRequest(kind, request.method, request.path,
                               {k.lower(): v for k, v in request.headers.items()}, body,
-                              time.monotonic(), raw)
+                              time.monotonic(), raw, f"{peer[0]}:{peer[1]}" if peer else "")
         with self._lock:
             self._requests.append(rec)
         return body
@@ -991,6 +993,9 @@ class FakeUpstream:
                 # The client went away mid-stream; returning lets aiohttp drop it quietly.
                 self._count_disconnect()
                 return resp
+        # As real providers' often does, the body's last chunk comes in a packet of its own,
+        # after the end event.
+        await asyncio.sleep(0.005)
         await resp.write_eof()
         return resp
 

@@ -6,6 +6,7 @@ speaks the front door's dialect, translation through the hub otherwise."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -424,6 +425,9 @@ class ReplayedStream(UpstreamStream):
             yield item
 
 
+_DRAIN_S = 0.25  # how long a finished stream waits for the rest of the upstream's body
+
+
 class _SSEStream(UpstreamStream):
     """After the first output, an upstream failure can no longer fail over: it ends the
     stream with the front door's own error event (never a stream that looks complete)."""
@@ -509,9 +513,19 @@ class _SSEStream(UpstreamStream):
 
     async def aclose(self) -> None:
         await self._events.aclose()
+        resp = self._resp
+        if self._finished() and not resp.content.at_eof():
+            # The end event came before the end of the body (a chunked body's last chunk
+            # often comes in the next packet): read that end, so that the connection goes
+            # back to the pool instead of the next request opening (and, to a real
+            # provider, TLS-handshaking) a new one.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(_DRAIN_S):
+                    while await resp.content.readany():
+                        pass
         # Fully read: the connection goes back to the pool; cut short: aiohttp closes it,
         # which is what cancels the upstream generation.
-        self._resp.release()
+        resp.release()
 
 
 class NativeStream(_SSEStream):
