@@ -631,24 +631,37 @@ async def sse_events(
     resp: aiohttp.ClientResponse, idle_timeout: float
 ) -> AsyncGenerator[tuple[bytes, bytes], None]:
     """Yield ``(event_name, data)`` for each Server-Sent Event of the response, as soon as
-    its closing blank line arrives. Multi-line data fields are joined with newlines."""
+    its closing blank line arrives. Multi-line data fields are joined with newlines. Each
+    wait for more of the body is bounded by ``idle_timeout`` (TimeoutError).
+
+    The body is read as it comes and split into lines here: what already arrived is taken
+    without waiting, and only a wait arms a timer (one per network read rather than one per
+    line, each ~5 µs of the stream's CPU)."""
     event = b""
     data: list[bytes] = []
     content = resp.content
+    rest = b""
     while True:
-        async with asyncio.timeout(idle_timeout):
-            line = await content.readline()
-        if not line:
+        chunk = content.read_nowait()
+        if not chunk:
+            async with asyncio.timeout(idle_timeout):
+                chunk = await content.readany()
+        if not chunk:  # the end of the body: a last line without its newline counts
+            lines, rest = ([rest] if rest else []), b""
+        else:
+            *lines, rest = (rest + chunk).split(b"\n")
+        for raw in lines:
+            line = raw.rstrip(b"\r")
+            if not line:
+                if data:
+                    yield event, b"\n".join(data)
+                event, data = b"", []
+            elif line.startswith(b"data:"):
+                data.append(line[6:] if line[5:6] == b" " else line[5:])
+            elif line.startswith(b"event:"):
+                event = line[6:].strip()
+            # Comments (":") and id/retry fields carry nothing we use.
+        if not chunk:
             if data:
                 yield event, b"\n".join(data)
             return
-        line = line.rstrip(b"\r\n")
-        if not line:
-            if data:
-                yield event, b"\n".join(data)
-            event, data = b"", []
-        elif line.startswith(b"data:"):
-            data.append(line[6:] if line[5:6] == b" " else line[5:])
-        elif line.startswith(b"event:"):
-            event = line[6:].strip()
-        # Comments (":") and id/retry fields carry nothing we use.
