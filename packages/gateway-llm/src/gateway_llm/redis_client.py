@@ -1,7 +1,8 @@
-"""The one way the LLM library opens Redis (limit store, stored responses, object owners): a
-blocking pool whose every wait — for a free connection, to connect, per command — is bounded
-by one timeout, so a burst queues briefly instead of failing with "too many connections" and a
-Redis that does not answer never holds a request longer than that."""
+"""How the LLM library opens redis-py clients (stored responses, object owners): a blocking
+pool whose every wait — for a free connection, to connect, per command — is bounded by one
+timeout, so a burst queues briefly instead of failing with "too many connections" and a Redis
+that does not answer never holds a request longer than that. The limit store, on every
+request's path, uses one pipelined connection instead (redis_pipe.py)."""
 
 from __future__ import annotations
 
