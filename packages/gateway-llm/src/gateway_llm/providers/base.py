@@ -512,20 +512,23 @@ class _SSEStream(UpstreamStream):
         return self._fail(error)
 
     async def aclose(self) -> None:
-        await self._events.aclose()
         resp = self._resp
-        if self._finished() and not resp.content.at_eof():
-            # The end event came before the end of the body (a chunked body's last chunk
-            # often comes in the next packet): read that end, so that the connection goes
-            # back to the pool instead of the next request opening (and, to a real
-            # provider, TLS-handshaking) a new one.
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(_DRAIN_S):
-                    while await resp.content.readany():
-                        pass
-        # Fully read: the connection goes back to the pool; cut short: aiohttp closes it,
-        # which is what cancels the upstream generation.
-        resp.release()
+        try:
+            await self._events.aclose()
+            if self._finished() and not resp.content.at_eof():
+                # The end event came before the end of the body (a chunked body's last
+                # chunk often comes in the next packet): read that end, so that the
+                # connection goes back to the pool instead of the next request opening
+                # (and, to a real provider, TLS-handshaking) a new one.
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(_DRAIN_S):
+                        while await resp.content.readany():
+                            pass
+        finally:
+            # Fully read: the connection goes back to the pool; cut short (or cancelled
+            # while reading that end): aiohttp closes it, which is what cancels the
+            # upstream generation.
+            resp.release()
 
 
 class NativeStream(_SSEStream):
