@@ -4,7 +4,7 @@ quietly and closes the iterator; any other cancellation goes on up."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from starlette.types import Message
@@ -32,13 +32,17 @@ class Events:
         self.closed = True
 
 
+def disconnect_after(event: asyncio.Event) -> Callable[[], Awaitable[Message]]:
+    """An ASGI receive whose one message, a disconnect, comes once ``event`` is set."""
+    async def receive() -> Message:
+        await event.wait()
+        return {"type": "http.disconnect"}
+    return receive
+
+
 async def test_chunks_go_out_in_order_and_the_iterator_is_closed() -> None:
     sent: list[Message] = []
-    never = asyncio.Event()
-
-    async def receive() -> Message:
-        await never.wait()
-        return {"type": "http.disconnect"}
+    receive = disconnect_after(asyncio.Event())
 
     async def send(message: Message) -> None:
         sent.append(message)
@@ -57,10 +61,7 @@ async def test_chunks_go_out_in_order_and_the_iterator_is_closed() -> None:
 async def test_a_disconnect_ends_the_stream_quietly_and_closes_the_iterator() -> None:
     sent: list[Message] = []
     gone = asyncio.Event()
-
-    async def receive() -> Message:
-        await gone.wait()
-        return {"type": "http.disconnect"}
+    receive = disconnect_after(gone)
 
     async def send(message: Message) -> None:
         sent.append(message)
@@ -74,11 +75,7 @@ async def test_a_disconnect_ends_the_stream_quietly_and_closes_the_iterator() ->
 
 
 async def test_a_cancellation_from_outside_goes_on_up() -> None:
-    never = asyncio.Event()
-
-    async def receive() -> Message:
-        await never.wait()
-        return {"type": "http.disconnect"}
+    receive = disconnect_after(asyncio.Event())
 
     async def send(message: Message) -> None:
         return None

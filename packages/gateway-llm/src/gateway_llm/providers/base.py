@@ -285,9 +285,7 @@ class HTTPProvider:
     ) -> aiohttp.ClientResponse:
         """Send the request and return once the response headers are in, within the
         first-byte timeout and the request deadline."""
-        budget = self._first_byte_budget(call)
-        if call.trace_headers:
-            headers = {**headers, **call.trace_headers}
+        budget, headers = self._outbound(headers, call)
         try:
             async with asyncio.timeout(budget):
                 return await self.session.post(url, data=body, headers=headers)
@@ -295,6 +293,13 @@ class HTTPProvider:
             raise self._first_byte_timeout(budget) from None
         except aiohttp.ClientError as exc:
             raise connection_failed(self._name, exc) from None
+
+    def _outbound(self, headers: Mapping[str, str], call: Call,
+                  ) -> tuple[float, Mapping[str, str]]:
+        """The first-byte budget of an attempt, and its headers with the trace context."""
+        if call.trace_headers:
+            headers = {**headers, **call.trace_headers}
+        return self._first_byte_budget(call), headers
 
     def _first_byte_budget(self, call: Call) -> float:
         loop = asyncio.get_running_loop()
@@ -317,9 +322,7 @@ class HTTPProvider:
         """``post`` and ``read_body`` under one timer: the first-byte budget until the
         headers are in, then moved to the time left for the body (one timer per attempt
         instead of two: each costs a few microseconds of the request path)."""
-        budget = self._first_byte_budget(call)
-        if call.trace_headers:
-            headers = {**headers, **call.trace_headers}
+        budget, headers = self._outbound(headers, call)
         loop = asyncio.get_running_loop()
         resp: aiohttp.ClientResponse | None = None
         try:
