@@ -16,7 +16,9 @@ cost per day, month or in total) ride in the same reservation as a :class:`Charg
 are counters for a fixed period (reset at its end) rather than GCRA, and all of them are
 checked and taken in one step — one script in Redis, one synchronous step in memory.
 Settlement is batched: what finished requests report is added up and sent as one script
-call while the previous one is in flight, off the request's path.
+call while the previous one is in flight, off the request's path. In Redis, far from a
+limit, a process leases a little of it ahead and admits and settles from the lease without
+a round trip (``gateway_llm.leases``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 import msgspec
 import structlog
@@ -48,6 +50,8 @@ from gateway_llm.hub import (
     ToolResult,
     Usage,
 )
+from gateway_llm.leases import LEASE_S, Leases
+from gateway_llm.limit_types import WINDOWS, Decision, Limit, LimitName, gcra, remaining_units
 from gateway_llm.prices import Price
 from gateway_llm.redis_pipe import RedisPipe, RedisReplyError
 
@@ -70,46 +74,6 @@ __all__ = [
 
 log = structlog.get_logger("gateway.limits")
 
-# budget_tokens and budget_cost (nano-USD) are a caller's counters for a fixed period.
-LimitName = Literal["requests", "tokens", "tokens_day", "budget_tokens", "budget_cost"]
-_WINDOWS: dict[LimitName, float] = {"requests": 60.0, "tokens": 60.0, "tokens_day": 86400.0}
-
-
-@dataclass(frozen=True, slots=True)
-class Limit:
-    key: str  # store key, e.g. "provider:openai:tokens"
-    name: LimitName
-    amount: int
-    window_s: float
-    # Counters (budgets) only: wall-clock end of their period (0: never, a "total" budget),
-    # whose description goes into messages ("max_tokens per day", ...).
-    resets_at: float = 0.0
-    owner: str = ""  # whose limit, for messages: "key 'ci'" (empty: the provider's)
-    label: str = ""
-    # GCRA limits: the reserve script's "kind interval window" for this limit, made once
-    # (formatting them was a measurable part of every reservation).
-    gcra_args: str = field(init=False, repr=False, compare=False, default="")
-
-    def __post_init__(self) -> None:
-        if not self.counter and self.amount > 0:
-            object.__setattr__(self, "gcra_args",
-                               f"0 {self.interval * 1000!r} {self.window_s * 1000!r}")
-
-    @property
-    def interval(self) -> float:
-        return self.window_s / self.amount
-
-    @property
-    def counter(self) -> bool:
-        return self.name in ("budget_tokens", "budget_cost")
-
-    def ttl_ms(self, wall_now: float) -> int:
-        """Counters: milliseconds until the period ends (0: no expiry)."""
-        if not self.resets_at:
-            return 0
-        return max(1, math.ceil((self.resets_at - wall_now) * 1000))
-
-
 @dataclass(frozen=True, slots=True)
 class Charge:
     """A caller's own limits (a virtual key's, its team's), reserved with the provider's.
@@ -130,16 +94,6 @@ class Charge:
         return out
 
 
-@dataclass(slots=True)
-class Decision:
-    admitted: bool
-    # Per limit, after the decision: units left now and seconds until fully replenished.
-    remaining: list[int] = field(default_factory=list)
-    reset_s: list[float] = field(default_factory=list)
-    denied_index: int = -1
-    retry_after_s: float = 0.0
-
-
 class LimitStoreUnavailable(Exception):
     """The store (Redis) could not be reached within its timeout."""
 
@@ -158,22 +112,6 @@ class LimitStore(Protocol):
         ...
 
     def health(self) -> dict[str, object]: ...
-
-
-def _gcra(tat: float, now: float, limit: Limit, cost: int) -> tuple[bool, float, float]:
-    """(admitted, new tat, retry after) for one limit."""
-    base = max(tat, now)
-    new_tat = base + cost * limit.interval
-    allow_at = new_tat - limit.window_s
-    if allow_at <= now:
-        return True, new_tat, 0.0
-    return False, tat, allow_at - now
-
-
-def _remaining(ahead: float, limit: Limit) -> int:
-    """Units still free when the TAT is ``ahead`` seconds in the future."""
-    left = int((limit.window_s - max(0.0, ahead)) / limit.interval + 1e-9)
-    return max(0, min(limit.amount, left))
 
 
 class MemoryLimitStore:
@@ -212,7 +150,7 @@ class MemoryLimitStore:
                     return decision
                 new.append(float(used + cost))
                 continue
-            ok, tat, retry = _gcra(self._tat.get(limit.key, now), now, limit, cost)
+            ok, tat, retry = gcra(self._tat.get(limit.key, now), now, limit, cost)
             if not ok:
                 decision = Decision(False, denied_index=i, retry_after_s=retry)
                 self._fill(decision, limits, now, wall)
@@ -243,7 +181,7 @@ class MemoryLimitStore:
                                         if limit.resets_at else 0.0)
                 continue
             ahead = max(0.0, self._tat.get(limit.key, now) - now)
-            decision.remaining.append(_remaining(ahead, limit))
+            decision.remaining.append(remaining_units(ahead, limit))
             decision.reset_s.append(ahead)
 
     async def adjust(self, limits: Sequence[Limit], deltas: Sequence[int]) -> None:
@@ -373,23 +311,30 @@ class RedisLimitStore:
 
     Reservations that arrive while one is in flight wait for it and then go together, in
     one script call (each still atomic, in arrival order): under load one round trip
-    carries many requests, idle each goes alone at once."""
+    carries many requests, idle each goes alone at once. Far from a limit most never go:
+    they are admitted from this process's leases (``leases``; ``lease_s`` 0: none)."""
 
     _BATCH = 64  # reservations per script call
     _IN_FLIGHT = 2  # script calls at once
     def __init__(self, url: str, *, timeout_s: float = 0.25, key_prefix: str = "agw:rl:",
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Callable[[], float] | None = None,
+                 lease_s: float = LEASE_S) -> None:
         self.url = url
         self.timeout_s = timeout_s
         self.key_prefix = key_prefix
         self.clock = clock
         self._client: RedisPipe | None = None
         self.last_error: str | None = None
-        self._queue: list[tuple[Sequence[Limit], Sequence[int], asyncio.Future[Decision]]] = []
+        self._queue: list[tuple[Sequence[Limit], Sequence[int],
+                                asyncio.Future[list[object]]]] = []
         self._pumps: set[asyncio.Task[None]] = set()
+        self.leases = Leases(clock, lease_s=lease_s)
+        self._returner: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._client = RedisPipe(self.url, timeout_s=self.timeout_s * 2)
+        if self.leases.lease_s > 0:
+            self._returner = asyncio.get_running_loop().create_task(self._return_leases())
         # Readiness should say at once when Redis is unreachable; serving goes on anyway.
         try:
             await self._client.call("PING")
@@ -398,9 +343,15 @@ class RedisLimitStore:
             log.warning("ratelimit_store_unreachable_at_start", error=self.last_error)
 
     async def aclose(self) -> None:
+        if self._returner is not None:
+            returner, self._returner = self._returner, None
+            returner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await returner
         for pump in list(self._pumps):
             with contextlib.suppress(Exception):
                 await pump
+        await self._give_back(everything=True)
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
@@ -436,7 +387,38 @@ class RedisLimitStore:
         return list(result) if isinstance(result, list) else [1]
 
     async def reserve(self, limits: Sequence[Limit], costs: Sequence[int]) -> Decision:
-        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        """From this process's leases when they hold enough (no round trip); otherwise in
+        Redis, taking leases on the limits far from their amount (see ``leases``)."""
+        leases = self.leases
+        decision = leases.take(limits, costs)
+        if decision is not None:
+            return decision
+        more, used = leases.ask(limits, costs)
+        try:
+            decision, state = await self._round_trip(limits, [
+                cost - paid + extra for cost, paid, extra in zip(costs, used, more, strict=True)])
+            if not decision.admitted and more[decision.denied_index]:
+                # Refused for the lease, not for the request: ask again without it.
+                leases.answered(limits, more, [0] * len(more), None, ())
+                more = [0] * len(more)
+                decision, state = await self._round_trip(
+                    limits, [cost - paid for cost, paid in zip(costs, used, strict=True)])
+        except BaseException:
+            leases.answered(limits, more, used, None, ())
+            raise
+        leases.answered(limits, more, used, decision, state)
+        return decision
+
+    def absorb(self, limits: Sequence[Limit], deltas: Sequence[int]) -> list[int] | None:
+        """Settle into this process's leases what they can hold; what is left for Redis
+        (None: nothing)."""
+        return self.leases.absorb(limits, deltas)
+
+    async def _round_trip(self, limits: Sequence[Limit],
+                          costs: Sequence[int]) -> tuple[Decision, list[float]]:
+        """One reservation in Redis: its decision, and per limit what the world has spent
+        (GCRA: seconds its TAT is ahead; counter: units used)."""
+        future: asyncio.Future[list[object]] = asyncio.get_running_loop().create_future()
         self._queue.append((limits, costs, future))
         # Up to _IN_FLIGHT calls at once: a batch waits for Redis less while another is
         # on its way back.
@@ -444,7 +426,12 @@ class RedisLimitStore:
             pump = asyncio.get_running_loop().create_task(self._send())
             self._pumps.add(pump)
             pump.add_done_callback(self._pumps.discard)
-        return await future
+        out = await future
+        state = [float(x) for x in out[3:]]  # type: ignore[arg-type]
+        for i, limit in enumerate(limits):
+            if not limit.counter:
+                state[i] /= 1000
+        return self._decision(limits, out), state
 
     async def _send(self) -> None:
         """Send what waits, a batch per script call, until nothing does."""
@@ -478,7 +465,7 @@ class RedisLimitStore:
                 part = out[at:at + 3 + len(limits)]
                 at += 3 + len(limits)
                 if not future.done():
-                    future.set_result(self._decision(limits, part))
+                    future.set_result(part)
 
     @staticmethod
     def _decision(limits: Sequence[Limit], out: list[object]) -> Decision:
@@ -497,17 +484,42 @@ class RedisLimitStore:
                 decision.reset_s.append(max(0.0, limit.resets_at - wall)
                                         if limit.resets_at else 0.0)
             else:
-                decision.remaining.append(_remaining(value / 1000, limit))
+                decision.remaining.append(remaining_units(value / 1000, limit))
                 decision.reset_s.append(value / 1000)
         return decision
 
     async def adjust(self, limits: Sequence[Limit], deltas: Sequence[int]) -> None:
-        keys, args = self._args(limits, deltas)
+        rest = self.leases.absorb(limits, deltas)
+        if rest is not None:
+            await self._adjust_in_redis(limits, rest)
+
+    async def _adjust_in_redis(self, limits: Sequence[Limit], deltas: Sequence[int]) -> None:
+        pairs = [(limit, delta) for limit, delta in zip(limits, deltas, strict=True) if delta]
+        if not pairs:
+            return
+        keys, args = self._args([limit for limit, _ in pairs], [delta for _, delta in pairs])
         await self._call(_ADJUST, keys, args)
+
+    async def _return_leases(self) -> None:
+        """Give back, every half lease time, the leases unused for a lease time."""
+        while True:
+            await asyncio.sleep(self.leases.lease_s / 2)
+            await self._give_back()
+
+    async def _give_back(self, *, everything: bool = False) -> None:
+        limits, deltas = self.leases.expired(everything=everything)
+        if not limits or self._client is None:
+            return
+        try:
+            await self._adjust_in_redis(limits, deltas)
+        except LimitStoreUnavailable as exc:
+            # Those units stay spent until their window or period ends: a budget reads a
+            # little higher, never lower.
+            log.warning("ratelimit_leases_not_returned", error=str(exc), limits=len(limits))
 
     def health(self) -> dict[str, object]:
         return {"backend": "redis", "healthy": self.last_error is None,
-                "last_error": self.last_error}
+                "last_error": self.last_error, "leases": len(self.leases)}
 
 
 # --- the façade the router uses ------------------------------------------------------
@@ -723,6 +735,11 @@ class RateLimiter:
         if isinstance(self.store, MemoryLimitStore):
             self.store.adjust_now(admission.limits, deltas)
             return
+        if isinstance(self.store, RedisLimitStore):
+            rest = self.store.absorb(admission.limits, deltas)
+            if rest is None:
+                return
+            deltas = rest
         for limit, delta in zip(admission.limits, deltas, strict=False):
             if delta:
                 _, before = self._pending.get(limit.key, (limit, 0))
@@ -767,7 +784,7 @@ class RateLimiter:
 
 
 def _limits(scope: str, amounts: dict[LimitName, int | None]) -> list[Limit]:
-    return [Limit(f"{scope}:{name}", name, amount, _WINDOWS[name])
+    return [Limit(f"{scope}:{name}", name, amount, WINDOWS[name])
             for name, amount in amounts.items() if amount]
 
 
