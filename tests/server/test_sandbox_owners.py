@@ -1,9 +1,9 @@
 """Sandboxes belong to the key that created them, over /v1/sandboxes and E2B's API: another
 key gets 404 for them (their files, commands and execute too) and does not see them listed;
 a team's keys see the sandboxes of a key that shares with its team; admin keys see all. The
-caller's max_sandboxes and max_sandbox_seconds apply to create. A sandbox created with
-"llm" gets a child key of its caller's in its environment: within the parent's models and
-budget, bounded by its own, dead with the sandbox."""
+caller's max_sandboxes and max_sandbox_seconds apply to create (and to a longer timeout). A
+sandbox created with "llm" gets a child key of its caller's in its environment: within the
+parent's models and budget, bounded by its own, dead with the sandbox."""
 
 from __future__ import annotations
 
@@ -124,6 +124,30 @@ async def test_sandbox_quotas_apply_to_create(gateway: httpx.AsyncClient) -> Non
     # Deleting gives the unused seconds back.
     assert (await gateway.delete(f"/v1/sandboxes/{sixty}", headers=timed)).status_code == 204
     r = await gateway.post("/v1/sandboxes", json={"runtime": "python", "timeout_s": 60},
+                           headers=timed)
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    # A longer life is taken from the same quota: 60 -> 90 s fits in 100, 200 s does not
+    # (429 naming the timeout, which stays as it was), over this API and over E2B's.
+    r = await gateway.post(f"/v1/sandboxes/{sid}/timeout", json={"timeout_s": 90},
+                           headers=timed)
+    assert r.status_code == 200, r.text
+    expires = r.json()["expires_at"]
+    r = await gateway.post(f"/v1/sandboxes/{sid}/timeout", json={"timeout_s": 200},
+                           headers=timed)
+    assert r.status_code == 429, r.text
+    assert r.json()["error"]["param"] == "timeout"
+    assert "max_sandbox_seconds" in r.json()["error"]["message"]
+    e2b = {"x-api-key": timed["authorization"].removeprefix("Bearer ")}
+    r = await gateway.post(f"/e2b/sandboxes/{sid}/timeout", json={"timeout": 200}, headers=e2b)
+    assert r.status_code == 429 and "max_sandbox_seconds" in r.json()["message"], r.text
+    assert (await gateway.get(f"/v1/sandboxes/{sid}", headers=timed)).json()["expires_at"] \
+        == expires
+    # A shorter one is always fine (its unused seconds come back on DELETE).
+    r = await gateway.post(f"/e2b/sandboxes/{sid}/timeout", json={"timeout": 30}, headers=e2b)
+    assert r.status_code == 204, r.text
+    assert (await gateway.delete(f"/v1/sandboxes/{sid}", headers=timed)).status_code == 204
+    r = await gateway.post("/v1/sandboxes", json={"runtime": "python", "timeout_s": 95},
                            headers=timed)
     assert r.status_code == 201, r.text
 

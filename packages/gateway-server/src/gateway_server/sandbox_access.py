@@ -105,6 +105,15 @@ async def created(request: Request, manager: SandboxManager, sb: Sandbox,
     access.created_sandbox(principal, sb.id, reserved, seconds)
 
 
+async def set_timeout(request: Request, sb: Sandbox, timeout_s: float) -> None:
+    """Give the sandbox ``timeout_s`` more seconds to live from now, after taking what
+    that adds to its life from the caller's max_sandbox_seconds (429 past it)."""
+    access, _ = _access(request)
+    if access is not None:
+        await access.extend_sandbox(sb.id, timeout_s, _store(request))
+    sb.set_timeout(timeout_s)
+
+
 async def llm_usage(request: Request, sandbox_id: str) -> dict[str, object] | None:
     """The spend of the sandbox's child key so far (None: it has none)."""
     access, _ = _access(request)

@@ -233,15 +233,26 @@ class AccessControl:
         if not limits:
             return []
         cost = max(1, round(seconds))
-        decision = await store.reserve(limits, [cost] * len(limits))
-        if not decision.admitted:
-            limit = limits[decision.denied_index]
-            when = f"; it resets at {iso_utc(limit.resets_at)}" if limit.resets_at else ""
-            raise RateLimited(
-                f"A sandbox of {cost} s would pass the max_sandbox_seconds of {limit.owner} "
-                f"({limit.amount} s per {limit.label}){when}.", param="max_sandbox_seconds",
-                code="sandbox_quota_exceeded")
+        await _take_seconds(store, limits, cost, f"A sandbox of {cost} s",
+                            "max_sandbox_seconds")
         return limits
+
+    async def extend_sandbox(self, sandbox_id: str, timeout_s: float,
+                             store: LimitStore | None) -> None:
+        """A sandbox's life set to end ``timeout_s`` from now: what that adds past its
+        reserved lifetime is taken from the same quotas (429 naming ``timeout`` past
+        them, and the timeout stays as it was); a shorter life keeps its reservation,
+        whose unused part comes back on DELETE."""
+        found = self._lifetimes.get(sandbox_id)
+        if found is None or store is None:
+            return
+        limits, reserved, started = found
+        extra = round(time.monotonic() - started + timeout_s) - reserved
+        if extra <= 0:
+            return
+        await _take_seconds(store, limits, extra, f"{extra} s more of sandbox life",
+                            "timeout")
+        self._lifetimes[sandbox_id] = (limits, reserved + extra, started)
 
     def created_sandbox(self, principal: Principal | None, sandbox_id: str,
                         reserved: list[Limit], timeout_s: float) -> None:
@@ -308,3 +319,15 @@ class AccessControl:
         unused = reserved - max(1, round(time.monotonic() - started))
         if unused > 0:
             await store.adjust(limits, [-unused] * len(limits))
+
+
+async def _take_seconds(store: LimitStore, limits: list[Limit], seconds: int, what: str,
+                        param: str) -> None:
+    decision = await store.reserve(limits, [seconds] * len(limits))
+    if not decision.admitted:
+        limit = limits[decision.denied_index]
+        when = f"; it resets at {iso_utc(limit.resets_at)}" if limit.resets_at else ""
+        raise RateLimited(
+            f"{what} would pass the max_sandbox_seconds of {limit.owner} "
+            f"({limit.amount} s per {limit.label}){when}.", param=param,
+            code="sandbox_quota_exceeded")

@@ -402,7 +402,7 @@ def routes(cfg: E2BConfig) -> list[BaseRoute]:
     async def set_timeout(request: Request) -> Response:
         sb = api.sandbox(request)
         req = decode_typed(_timeout_decoder, await _body(request))
-        sb.set_timeout(req.timeout)
+        await sandbox_access.set_timeout(request, sb, req.timeout)
         return Response(status_code=204)
 
     async def pause(request: Request) -> Response:
@@ -416,7 +416,7 @@ def routes(cfg: E2BConfig) -> list[BaseRoute]:
         sb = api.sandbox(request)
         req = decode_typed(_connect_decoder, await _body(request))
         await sb.resume()
-        sb.set_timeout(15 if req.timeout is None else req.timeout)
+        await sandbox_access.set_timeout(request, sb, 15 if req.timeout is None else req.timeout)
         return _json(api.created(sb), 201)
 
     def connect(default_timeout: int) -> Handler:
@@ -432,7 +432,7 @@ def routes(cfg: E2BConfig) -> list[BaseRoute]:
                 await sb.resume()
                 status = 201
             if sb.expires_at < manager.clock() + timeout:
-                sb.set_timeout(timeout)
+                await sandbox_access.set_timeout(request, sb, timeout)
             return _json(api.created(sb), status)
         return connect_sandbox
 

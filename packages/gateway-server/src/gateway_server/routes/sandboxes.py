@@ -207,7 +207,7 @@ async def delete_sandbox(request: Request) -> Response:
 async def set_timeout(request: Request) -> Response:
     sb = _sandbox(request)
     req = await _decode(_timeout_decoder, request)
-    sb.set_timeout(req.timeout_s)
+    await sandbox_access.set_timeout(request, sb, req.timeout_s)
     return _json(sb.info())
 
 
