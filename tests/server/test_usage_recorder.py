@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,8 +53,22 @@ async def _bounded(db: Database) -> None:
         await db.aclose()
 
 
-async def test_report_groups_and_percentiles(tmp_path: Path) -> None:
-    db = Database(f"sqlite:///{tmp_path / 'u.db'}")
+@contextlib.contextmanager
+def _database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'u.db'}"
+    else:
+        with postgres_server() as pg:
+            yield pg.url
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_report_groups_and_percentiles(backend: str, tmp_path: Path) -> None:
+    with _database_url(backend, tmp_path) as url:
+        await _report(Database(url))
+
+
+async def _report(db: Database) -> None:
     await db.start()
     recorder = UsageRecorder(db)
     try:
@@ -67,9 +82,17 @@ async def test_report_groups_and_percentiles(tmp_path: Path) -> None:
         assert (rows["a"].errors, rows["b"].errors) == (0, 1)
         assert rows["a"].input_tokens == sum(range(1, 101, 2))
         assert rows["b"].p50_latency_ms == 50.0 and rows["b"].p99_latency_ms == 100.0
+        # Nearest rank, ceil(q * n): of a's 50 latencies 1, 3, ..., 99 the 25th and 50th.
+        assert rows["a"].p50_latency_ms == 49.0 and rows["a"].p99_latency_ms == 99.0
+        by_day = (await recorder.report(group_by="day")).data
+        assert [(d.requests, d.p50_latency_ms, d.p99_latency_ms) for d in by_day] \
+            == [(100, 50.0, 99.0)]
         assert rows["a"].cost == pytest.approx(50e-6)
         total = (await recorder.report()).data
-        assert [(t.group, t.requests) for t in total] == [(None, 100)]
+        assert [(t.group, t.requests, t.p50_latency_ms, t.p99_latency_ms) for t in total] \
+            == [(None, 100, 50.0, 99.0)]
+        one = (await recorder.report(model="b", since=0.0)).data
+        assert [(t.requests, t.p50_latency_ms) for t in one] == [(50, 50.0)]
         assert (await recorder.report(key="nobody")).data == []
     finally:
         await recorder.aclose()
@@ -80,9 +103,7 @@ async def test_report_groups_and_percentiles(tmp_path: Path) -> None:
 async def test_every_record_is_written_as_it_was_made(backend: str, tmp_path: Path) -> None:
     """123 records in batches of 100, each batch several multi-row INSERTs: every column of
     every record reads back as it was recorded, none twice, none missing."""
-    with contextlib.ExitStack() as stack:
-        url = (f"sqlite:///{tmp_path / 'u.db'}" if backend == "sqlite"
-               else stack.enter_context(postgres_server()).url)
+    with _database_url(backend, tmp_path) as url:
         db = Database(url)
         await db.start()
         recorder = UsageRecorder(db, batch_size=100)
