@@ -209,3 +209,27 @@ async def test_an_unused_lease_goes_back(redis: RedisServer, client: aioredis.Re
         assert int(await client.get("t-lease-idle:" + budget.key)) == 500
     finally:
         await rl.aclose()
+
+
+async def test_what_was_never_reserved_is_never_given_back(
+        redis: RedisServer, client: aioredis.Redis) -> None:
+    """An admission made while the store was down (fail_open) reserved nothing: settling
+    or releasing it must not refund into a lease or into Redis."""
+    store = RedisLimitStore(redis.url, timeout_s=2.0, key_prefix="t-lease-degraded:",
+                            lease_s=60)
+    rl = RateLimiter({}, store, charges=True)
+    budget = _budget("degraded", 1_000_000)
+    await rl.start()
+    try:
+        for _ in range(3):
+            assert isinstance(await rl.acquire("p", "m", 100, model="m",
+                                               charge=_charge(budget)), Admission)
+        held = store.leases.units(budget.key)
+        assert held > 0
+        rl.settle_later(Admission([budget], [100], 100, "p", [], [], degraded=True), 10)
+        await rl.release(Admission([budget], [100], 100, "p", [], [], degraded=True))
+        await rl.drain()
+        assert store.leases.units(budget.key) == held
+    finally:
+        await rl.aclose()
+    assert int(await client.get("t-lease-degraded:" + budget.key)) == 300

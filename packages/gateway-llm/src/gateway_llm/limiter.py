@@ -693,7 +693,8 @@ class RateLimiter:
                 usage: Usage | None) -> list[int] | None:
         """What settling a reservation to the reported usage adds (or gives back) per
         limit; None when there is nothing to do."""
-        if admission.settled or not admission.limits:
+        if admission.settled or not admission.limits or admission.degraded:
+            # A degraded admission reserved nothing: there is nothing to correct.
             return None
         admission.settled = True
         if usage is not None:
@@ -766,7 +767,7 @@ class RateLimiter:
 
     async def release(self, admission: Admission) -> None:
         """Give everything back: the request never reached the provider."""
-        if admission.settled or not admission.limits:
+        if admission.settled or not admission.limits or admission.degraded:
             return
         admission.settled = True
         with contextlib.suppress(LimitStoreUnavailable):
