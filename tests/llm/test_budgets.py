@@ -6,7 +6,6 @@ unused estimates back; a budget's 429 says which one and when it resets."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
@@ -23,7 +22,7 @@ from gateway_llm.limiter import (
     RedisLimitStore,
 )
 from gateway_llm.prices import Price
-from tests.redis_fixture import RedisServer, redis_server
+from tests.redis_fixture import RedisServer
 
 PRICE = Price(input=2.0, output=8.0)  # USD per Mtok
 
@@ -34,12 +33,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    with redis_server() as server:
-        yield server
 
 
 async def _store(kind: str, clock: Clock, redis: RedisServer, prefix: str) -> LimitStore:

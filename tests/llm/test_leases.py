@@ -7,7 +7,7 @@ limit every reservation goes to Redis again."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -16,21 +16,8 @@ from gateway_llm.leases import LEASE_FAR, LEASE_SHARE, Leases
 from gateway_llm.limit_types import Decision, Limit
 from gateway_llm.limiter import Admission, Charge, RateLimiter, RedisLimitStore
 from gateway_llm.prices import Price
-from tests.redis_fixture import RedisServer, redis_server
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    with redis_server() as server:
-        yield server
+from tests.llm.test_budgets import Clock
+from tests.redis_fixture import RedisServer
 
 
 @pytest.fixture
@@ -193,16 +180,23 @@ async def test_one_store_admits_exactly_its_budget(redis: RedisServer) -> None:
     assert all(isinstance(r, Admission) for r in results[:1000])
 
 
-async def test_an_unused_lease_goes_back(redis: RedisServer, client: aioredis.Redis) -> None:
-    store = RedisLimitStore(redis.url, timeout_s=2.0, key_prefix="t-lease-idle:",
-                            lease_s=0.2)
+async def _leased(redis: RedisServer, prefix: str, budget: Limit, *, requests: int,
+                  lease_s: float) -> tuple[RedisLimitStore, RateLimiter]:
+    """A started limiter whose store has admitted ``requests`` of 100 units on ``budget``
+    (the later ones from its lease)."""
+    store = RedisLimitStore(redis.url, timeout_s=2.0, key_prefix=prefix, lease_s=lease_s)
     rl = RateLimiter({}, store, charges=True)
-    budget = _budget("idle", 1_000_000)
     await rl.start()
+    for _ in range(requests):
+        assert isinstance(await rl.acquire("p", "m", 100, model="m", charge=_charge(budget)),
+                          Admission)
+    return store, rl
+
+
+async def test_an_unused_lease_goes_back(redis: RedisServer, client: aioredis.Redis) -> None:
+    budget = _budget("idle", 1_000_000)
+    store, rl = await _leased(redis, "t-lease-idle:", budget, requests=5, lease_s=0.2)
     try:
-        for _ in range(5):
-            assert isinstance(await rl.acquire("p", "m", 100, model="m",
-                                               charge=_charge(budget)), Admission)
         assert store.leases.units(budget.key) > 0
         await asyncio.sleep(0.6)
         assert store.health()["leases"] == 0
@@ -215,15 +209,9 @@ async def test_what_was_never_reserved_is_never_given_back(
         redis: RedisServer, client: aioredis.Redis) -> None:
     """An admission made while the store was down (fail_open) reserved nothing: settling
     or releasing it must not refund into a lease or into Redis."""
-    store = RedisLimitStore(redis.url, timeout_s=2.0, key_prefix="t-lease-degraded:",
-                            lease_s=60)
-    rl = RateLimiter({}, store, charges=True)
     budget = _budget("degraded", 1_000_000)
-    await rl.start()
+    store, rl = await _leased(redis, "t-lease-degraded:", budget, requests=3, lease_s=60)
     try:
-        for _ in range(3):
-            assert isinstance(await rl.acquire("p", "m", 100, model="m",
-                                               charge=_charge(budget)), Admission)
         held = store.leases.units(budget.key)
         assert held > 0
         rl.settle_later(Admission([budget], [100], 100, "p", [], [], degraded=True), 10)

@@ -7,7 +7,6 @@ import asyncio
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 
 import msgspec
 import pytest
@@ -25,7 +24,7 @@ from gateway_llm.limiter import (
     estimate_prompt_tokens,
     format_reset,
 )
-from tests.redis_fixture import RedisServer, redis_server
+from tests.redis_fixture import RedisServer
 
 
 class Clock:
@@ -129,12 +128,6 @@ def test_prompt_estimate() -> None:
 
 
 # --- Redis ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    with redis_server() as server:
-        yield server
 
 
 async def test_burst_is_exact_in_redis(redis: RedisServer) -> None:

@@ -5,18 +5,11 @@ the connection and the next call opens a new one, a restarted server is reconnec
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
 from gateway_llm.redis_pipe import RedisPipe, RedisReplyError
-from tests.redis_fixture import RedisServer, redis_server
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    with redis_server() as server:
-        yield server
+from tests.redis_fixture import RedisServer
 
 
 async def test_concurrent_callers_get_their_own_replies(redis: RedisServer) -> None:
