@@ -16,6 +16,7 @@ from gateway_core.openai_types import ChatCompletionRequest
 from gateway_llm.dialects.chat import CHAT
 from gateway_llm.limiter import (
     Admission,
+    Decision,
     Denied,
     Limit,
     MemoryLimitStore,
@@ -24,6 +25,7 @@ from gateway_llm.limiter import (
     estimate_prompt_tokens,
     format_reset,
 )
+from gateway_llm.redis_pipe import RedisPipe
 from tests.redis_fixture import RedisServer
 
 
@@ -210,3 +212,32 @@ async def test_unreachable_redis_fails_open_or_closed() -> None:
         else:
             assert isinstance(result, Denied) and result.store_unavailable
         assert store.health()["healthy"] is False
+
+
+async def test_a_reservation_right_after_two_answers_is_still_sent(redis: RedisServer) -> None:
+    """Two script calls in flight whose answers arrive together (Redis paused, then both
+    answered in one read): the caller woken first reserves again at once, while both pumps
+    that sent them have ended but are not yet forgotten. That reservation must still go out
+    (it used to wait forever: no pump was left to send it)."""
+    store = RedisLimitStore(redis.url, timeout_s=2.0, key_prefix="t-pumps:", lease_s=0)
+    await store.start()
+    admin = RedisPipe(redis.url, timeout_s=2.0)
+    limit = Limit("provider:p:requests", "requests", 1_000_000, 60.0)
+    try:
+        assert (await store.reserve([limit], [1])).admitted  # the script is loaded
+        await admin.call("CLIENT", "PAUSE", 300, "ALL")
+
+        async def twice() -> Decision:
+            await store.reserve([limit], [1])
+            return await store.reserve([limit], [1])  # in this task, as a request does
+
+        first = asyncio.create_task(twice())
+        second = asyncio.create_task(store.reserve([limit], [1]))
+        await asyncio.sleep(0.05)  # one call in flight with both; the second pump ended
+        third = asyncio.create_task(store.reserve([limit], [1]))  # a second call in flight
+        async with asyncio.timeout(3):
+            results = await asyncio.gather(first, second, third)
+        assert all(d.admitted for d in results)
+    finally:
+        await admin.aclose()
+        await store.aclose()

@@ -328,6 +328,7 @@ class RedisLimitStore:
         self._queue: list[tuple[Sequence[Limit], Sequence[int],
                                 asyncio.Future[list[object]]]] = []
         self._pumps: set[asyncio.Task[None]] = set()
+        self._sending = 0  # pumps that have not stopped yet
         self.leases = Leases(clock, lease_s=lease_s)
         self._returner: asyncio.Task[None] | None = None
 
@@ -421,8 +422,11 @@ class RedisLimitStore:
         future: asyncio.Future[list[object]] = asyncio.get_running_loop().create_future()
         self._queue.append((limits, costs, future))
         # Up to _IN_FLIGHT calls at once: a batch waits for Redis less while another is
-        # on its way back.
-        if len(self._pumps) < self._IN_FLIGHT and len(self._queue) > len(self._pumps) - 1:
+        # on its way back. Counted by the pumps themselves as they stop, not by their
+        # tasks' done callbacks: those run an iteration later, and a reservation made in
+        # between (by a caller woken by the last answer) would find no pump to send it.
+        if self._sending < self._IN_FLIGHT and len(self._queue) > self._sending - 1:
+            self._sending += 1
             pump = asyncio.get_running_loop().create_task(self._send())
             self._pumps.add(pump)
             pump.add_done_callback(self._pumps.discard)
@@ -435,6 +439,12 @@ class RedisLimitStore:
 
     async def _send(self) -> None:
         """Send what waits, a batch per script call, until nothing does."""
+        try:
+            await self._send_batches()
+        finally:
+            self._sending -= 1
+
+    async def _send_batches(self) -> None:
         while self._queue:
             batch = [item for item in self._queue[:self._BATCH] if not item[2].done()]
             del self._queue[:self._BATCH]
