@@ -155,10 +155,9 @@ class Leases:
             lease.seen_at = now
             held = lease.units * (1 if limit.counter else limit.interval)
             lease.spent = (state[i] if limit.counter else now + state[i]) - held
-            if i < len(decision.remaining):
-                decision.remaining[i] = _remaining_of(lease, now)
-                if not limit.counter:
-                    decision.reset_s[i] = max(0.0, lease.spent - now)
+            decision.remaining[i] = _remaining_of(lease, now)
+            if not limit.counter:
+                decision.reset_s[i] = max(0.0, lease.spent - now)
 
     def absorb(self, limits: Sequence[Limit], deltas: Sequence[int]) -> list[int] | None:
         """Settle into the leases what they can hold (a refund grows a lease, an overshoot
