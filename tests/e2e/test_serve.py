@@ -162,3 +162,17 @@ def test_two_workers_metrics_are_summed() -> None:
                               r'status="200"\} (\d+)', text)
                 assert m is not None, text[:2000]
                 assert float(m.group(1)) == 30.0
+    assert "[sandbox] enabled" not in gw.logs()
+
+
+def test_two_workers_with_sandboxes_say_where_sandboxes_live(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Sandboxes live in the worker that made them; with several workers the CLI says so."""
+    state = tmp_path_factory.mktemp("sandboxes")
+    text = BASE.replace("[sandbox]\nenabled = false",
+                        f'[sandbox]\nbackend = "process"\nstate_dir = "{state}"')
+    with GatewayProcess(text, workers=2) as gw:
+        assert httpx.get(gw.url + "/health").status_code == 200
+        logs = gw.logs()
+    assert "warning: 2 workers with [sandbox] enabled" in logs, logs
+    assert "--workers 1" in logs

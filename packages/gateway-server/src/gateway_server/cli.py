@@ -76,6 +76,11 @@ def serve(args: argparse.Namespace) -> int:
             _warn(f"{s.workers} workers with rate_limit.backend = \"memory\": each worker "
                   "keeps its own budget, so providers may see up to "
                   f"{s.workers}x the configured limits. Use backend = \"redis\" to share one.")
+        if config.sandbox.enabled:
+            _warn(f"{s.workers} workers with [sandbox] enabled: a sandbox lives in the worker "
+                  "that created it and each request goes to any worker, so a sandbox's own "
+                  "requests answer 404 on the others. Serve sandboxes from an instance with "
+                  "--workers 1 (and [sandbox] enabled = false on the multi-worker one).")
     os.environ["AGENTIC_GATEWAY_CONFIG"] = str(path.resolve())
     # The workers load the file again: what the command line changed goes with it.
     os.environ["AGENTIC_GATEWAY_LISTEN"] = f"{s.host} {s.port}"
