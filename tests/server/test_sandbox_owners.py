@@ -7,6 +7,7 @@ parent's models and budget, bounded by its own, dead with the sandbox."""
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 
 from gateway_core.config import parse_config
 from tests.fakes.upstream import OPENAI_KEY, FakeUpstream, Reply
+from tests.gateway_process import free_port
 from tests.server.test_sandboxes_api import serve_app, state_dir  # noqa: F401 - a fixture
 
 ADMIN = "adm-sandboxes"
@@ -228,3 +230,65 @@ async def test_child_spend_counts_against_the_parent(gateway: httpx.AsyncClient,
     # Revoking the parent stops the child.
     assert (await gateway.post(f"/admin/keys/{parent['id']}/revoke")).status_code == 200
     assert (await _chat(gateway, child)).status_code == 401
+
+
+
+async def test_max_sandboxes_holds_for_creates_at_once(
+        state_dir: Path, upstream: FakeUpstream) -> None:  # noqa: F811
+    """The quota is taken before the sandbox is made: three creates at once with
+    max_sandboxes = 1, none ready in the pool (so each create waits for a boot), make one
+    sandbox. The count used to be checked before any of them was recorded."""
+    async for admin in _app(state_dir, upstream, {}):
+        one = await _key(admin, max_sandboxes=1)
+        got = await asyncio.gather(*(admin.post("/v1/sandboxes", json={"runtime": "python"},
+                                                headers=one) for _ in range(3)))
+        assert sorted(r.status_code for r in got) == [201, 429, 429], [r.text for r in got]
+        made = next(r for r in got if r.status_code == 201).json()["id"]
+        assert (await admin.delete(f"/v1/sandboxes/{made}", headers=one)).status_code == 204
+
+
+async def _app(state_dir: Path, upstream: FakeUpstream,  # noqa: F811
+               rate_limit: dict[str, object]) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with keys and sandboxes (none kept ready), as the admin sees it."""
+    db = Path(tempfile.mkdtemp(prefix="agw-owners-")) / "gw.db"
+    config = parse_config({
+        "server": {"admin_keys": [ADMIN]},
+        "storage": {"url": f"sqlite:///{db}", "flush_interval_s": 0.1},
+        "rate_limit": rate_limit,
+        "llm": {"providers": {"local": {"kind": "openai", "base_url": upstream.openai_base_url,
+                                        "api_key": OPENAI_KEY}},
+                "models": {"m1": {"provider": "local"}}},
+        "sandbox": {"backend": "process", "state_dir": str(state_dir),
+                    "pool": {"min_ready": 0, "max_total": 4}},
+    })
+    async for url in serve_app(config):
+        async with httpx.AsyncClient(base_url=url, timeout=60,
+                                     headers={"authorization": f"Bearer {ADMIN}"}) as admin:
+            ready = (await admin.get("/health/ready")).json()
+            if not ready["sandbox"]["available"]:
+                pytest.skip(f"sandboxes unavailable here: {ready['sandbox']['reason']}")
+            yield admin
+
+
+@pytest.mark.parametrize("fail_open", [True, False])
+async def test_sandbox_quotas_with_the_limit_store_down(
+        state_dir: Path, upstream: FakeUpstream, fail_open: bool) -> None:  # noqa: F811
+    """Redis unreachable: a key with sandbox quotas gets its sandbox (fail_open, the
+    default) or a 503 in the API's shape (fail_open = false) — never a 500."""
+    down = {"backend": "redis", "redis_url": f"redis://127.0.0.1:{free_port()}/0",
+            "redis_timeout_s": 0.1, "fail_open": fail_open}
+    async for admin in _app(state_dir, upstream, down):
+        for spec in ({"max_sandboxes": 1}, {"max_sandbox_seconds": 100, "period": "day"}):
+            key = await _key(admin, **spec)
+            r = await admin.post("/v1/sandboxes", json={"runtime": "python",
+                                                        "timeout_s": 60}, headers=key)
+            if fail_open:
+                assert r.status_code == 201, r.text
+                sid = r.json()["id"]
+                assert (await admin.delete(f"/v1/sandboxes/{sid}",
+                                           headers=key)).status_code == 204
+            else:
+                assert r.status_code == 503, r.text
+                assert r.json()["error"]["code"] == "ratelimit_store_unavailable"
+                listed = (await admin.get("/v1/sandboxes", headers=key)).json()
+                assert listed["data"] == []

@@ -54,6 +54,7 @@ from gateway_llm.leases import LEASE_S, Leases
 from gateway_llm.limit_types import WINDOWS, Decision, Limit, LimitName, gcra, remaining_units
 from gateway_llm.prices import Price
 from gateway_llm.redis_pipe import RedisPipe, RedisReplyError
+from gateway_llm.slots import HOLD_SCRIPT, PUBLISH_SCRIPT, HeldSlots, Slot
 
 __all__ = [
     "Admission",
@@ -67,6 +68,7 @@ __all__ = [
     "MemoryLimitStore",
     "RateLimiter",
     "RedisLimitStore",
+    "Slot",
     "estimate_prompt_tokens",
     "format_reset",
     "iso_utc",
@@ -111,6 +113,17 @@ class LimitStore(Protocol):
         """Add (or with negative deltas, give back) units without an admission check."""
         ...
 
+    async def hold(self, slots: Sequence[Slot]) -> tuple[int, int] | None:
+        """One of each slot (``gateway_llm.slots``), all or none: None when taken, else
+        (index of the first full one, how many were held there). Raises
+        LimitStoreUnavailable with the slots still counted by this process, so that the
+        caller may go on (fail open) or ``let_go`` of them."""
+        ...
+
+    async def let_go(self, keys: Sequence[str]) -> None:
+        """Give back one of each slot taken by ``hold``."""
+        ...
+
     def health(self) -> dict[str, object]: ...
 
 
@@ -124,6 +137,7 @@ class MemoryLimitStore:
         self.wall_clock = wall_clock
         self._tat: dict[str, float] = {}
         self._used: dict[str, tuple[int, float]] = {}  # counters: (used, resets_at)
+        self.slots = HeldSlots()
 
     async def start(self) -> None:
         return None
@@ -199,6 +213,14 @@ class MemoryLimitStore:
             # From now, like the Redis script: a TAT in the past means a full bucket.
             tat = max(self._tat.get(limit.key, now), now) + delta * limit.interval
             self._tat[limit.key] = max(tat, now)
+
+    async def hold(self, slots: Sequence[Slot]) -> tuple[int, int] | None:
+        denied = self.slots.take(slots)
+        return None if denied is None else (denied, self.slots.held(slots[denied].key))
+
+    async def let_go(self, keys: Sequence[str]) -> None:
+        self.slots.give(keys)
+        self.slots.published(keys, self.slots.seq)  # nothing to publish: drop the zeros
 
     def health(self) -> dict[str, object]:
         return {"backend": "memory", "healthy": True}
@@ -301,7 +323,8 @@ return 1
 """
 
 
-_SHA = {script: RedisPipe.sha1(script) for script in (_RESERVE, _ADJUST)}
+_SHA = {script: RedisPipe.sha1(script)
+        for script in (_RESERVE, _ADJUST, HOLD_SCRIPT, PUBLISH_SCRIPT)}
 
 
 class RedisLimitStore:
@@ -318,7 +341,7 @@ class RedisLimitStore:
     _IN_FLIGHT = 2  # script calls at once
     def __init__(self, url: str, *, timeout_s: float = 0.25, key_prefix: str = "agw:rl:",
                  clock: Callable[[], float] | None = None,
-                 lease_s: float = LEASE_S) -> None:
+                 lease_s: float = LEASE_S, slot_ttl_s: float = 10.0) -> None:
         self.url = url
         self.timeout_s = timeout_s
         self.key_prefix = key_prefix
@@ -331,6 +354,11 @@ class RedisLimitStore:
         self._sending = 0  # pumps that have not stopped yet
         self.leases = Leases(clock, lease_s=lease_s)
         self._returner: asyncio.Task[None] | None = None
+        # Slots (max_sandboxes): this process's counts, kept alive in Redis by a heartbeat
+        # while it holds any; a process gone for slot_ttl_s no longer counts.
+        self.slots = HeldSlots()
+        self.slot_ttl_s = slot_ttl_s
+        self._beater: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._client = RedisPipe(self.url, timeout_s=self.timeout_s * 2)
@@ -353,6 +381,13 @@ class RedisLimitStore:
             with contextlib.suppress(Exception):
                 await pump
         await self._give_back(everything=True)
+        if self._beater is not None:
+            beater, self._beater = self._beater, None
+            beater.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beater
+        if self.slots.counts:
+            await self._publish(list(self.slots.counts), stopping=True)
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
@@ -526,6 +561,63 @@ class RedisLimitStore:
             # Those units stay spent until their window or period ends: a budget reads a
             # little higher, never lower.
             log.warning("ratelimit_leases_not_returned", error=str(exc), limits=len(limits))
+
+    async def hold(self, slots: Sequence[Slot]) -> tuple[int, int] | None:
+        held = self.slots
+        denied = held.take(slots)
+        if denied is not None:
+            return denied, held.held(slots[denied].key)
+        keys = [slot.key for slot in slots]
+        args = [held.me, self.key_prefix + "inst:", str(round(self.slot_ttl_s * 1000)),
+                str(held.next_seq()), *(f"{slot.most} {held.held(slot.key)}" for slot in slots)]
+        try:
+            out = await self._call(HOLD_SCRIPT, [self._slot_key(key) for key in keys], args)
+        except LimitStoreUnavailable:
+            self._beat()  # counted here; the heartbeat tells Redis once it answers again
+            raise
+        except BaseException:
+            held.give(keys)
+            self._beat()  # the script may have run: the heartbeat corrects it
+            raise
+        if int(out[0]) >= 0:  # type: ignore[call-overload]
+            held.give(keys)
+            return int(out[0]), int(out[1])  # type: ignore[call-overload]
+        self._beat()
+        return None
+
+    async def let_go(self, keys: Sequence[str]) -> None:
+        self.slots.give(keys)
+        await self._publish(list(keys))
+
+    def _slot_key(self, key: str) -> str:
+        return f"{self.key_prefix}slots:{key}"
+
+    def _beat(self) -> None:
+        if self._beater is None or self._beater.done():
+            self._beater = asyncio.get_running_loop().create_task(self._heartbeat())
+
+    async def _heartbeat(self) -> None:
+        """While this process holds slots: its instance key kept alive, its counts
+        written again (so what Redis missed while unreachable comes back)."""
+        while self.slots.counts:
+            await asyncio.sleep(self.slot_ttl_s / 4)
+            await self._publish(list(self.slots.counts))
+
+    async def _publish(self, keys: list[str], *, stopping: bool = False) -> None:
+        held = self.slots
+        seq = held.next_seq()
+        ttl_ms = 0 if stopping else round(self.slot_ttl_s * 1000)
+        try:
+            await self._call(PUBLISH_SCRIPT, [self._slot_key(key) for key in keys], [
+                held.me, self.key_prefix + "inst:", str(ttl_ms), str(seq),
+                *("0" if stopping else str(held.held(key)) for key in keys)])
+        except LimitStoreUnavailable as exc:
+            # Kept here: the heartbeat writes it again, and a slot counts a little longer.
+            log.warning("ratelimit_slots_not_written", error=str(exc), slots=len(keys))
+            if not stopping:
+                self._beat()
+            return
+        held.published(keys, seq)
 
     def health(self) -> dict[str, object]:
         return {"backend": "redis", "healthy": self.last_error is None,

@@ -15,7 +15,7 @@ from gateway_server.access import AccessControl, Principal
 from gateway_server.access.records import OPEN
 from gateway_server.routes.front_door import principal_of
 
-__all__ = ["check_quota", "check_visible", "child_key", "created", "llm_usage",
+__all__ = ["check_visible", "child_key", "created", "hold_quota", "llm_usage",
            "network_with_gateway", "not_created", "routes_gateway", "visible"]
 
 
@@ -42,11 +42,13 @@ def visible(request: Request, sandboxes: list[Sandbox]) -> list[Sandbox]:
     return [sb for sb in sandboxes if access.owns(principal, sb.id)]
 
 
-def check_quota(request: Request) -> None:
-    """429 when the caller already has its max_sandboxes (key or team)."""
+async def hold_quota(request: Request) -> list[str]:
+    """One of the caller's max_sandboxes (key and team; 429 when it has them all): the
+    slots to hand to ``created``, or to ``not_created`` if the create fails."""
     access, principal = _access(request)
-    if access is not None and principal is not None:
-        access.check_sandbox_count(principal)
+    if access is None or principal is None:
+        return []
+    return await access.hold_sandbox(principal, _store(request))
 
 
 async def child_key(request: Request, manager: SandboxManager, llm: SandboxLLM | None,
@@ -86,12 +88,14 @@ def network_with_gateway(manager: SandboxManager, asked: list[str] | None) -> li
 
 
 async def created(request: Request, manager: SandboxManager, sb: Sandbox,
-                  child: str | None = None) -> None:
-    """Record the new sandbox's owner (and child key) and take its lifetime from the
-    caller's quota; past the quota the sandbox is deleted again and the caller gets 429."""
+                  child: str | None = None, slots: list[str] | None = None) -> None:
+    """Record the new sandbox's owner (and child key, and the max_sandboxes slots it
+    holds) and take its lifetime from the caller's quota; past the quota the sandbox is
+    deleted again and the caller gets 429."""
     access, principal = _access(request)
     if access is None:
         return
+    access.holds(sb.id, slots or [])  # given back however the sandbox ends
     if child is not None:
         access.child_minted(sb.id, child)
     if principal is None:
@@ -129,10 +133,14 @@ async def llm_usage(request: Request, sandbox_id: str) -> dict[str, object] | No
             "cost": total.cost if total else 0.0}
 
 
-async def not_created(request: Request, child: str | None) -> None:
-    """The create failed: revoke the child key minted for it."""
+async def not_created(request: Request, child: str | None, slots: list[str]) -> None:
+    """The create failed: give back its max_sandboxes slots, revoke the child key minted
+    for it."""
     access, _ = _access(request)
-    if access is not None and child is not None:
+    if access is None:
+        return
+    await access.let_go_sandbox(slots, _store(request))
+    if child is not None:
         await access.keys.revoke_key(child)
 
 

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import structlog
+
 from gateway_core.config import Config, StorageConfig
 from gateway_core.errors import (
     InvalidRequest,
@@ -18,7 +20,15 @@ from gateway_core.errors import (
 )
 from gateway_core.sandbox_types import SandboxLLM
 from gateway_llm.hub import Usage
-from gateway_llm.limiter import Charge, Limit, LimitStore, iso_utc
+from gateway_llm.limiter import (
+    Charge,
+    Limit,
+    LimitStore,
+    LimitStoreUnavailable,
+    MemoryLimitStore,
+    Slot,
+    iso_utc,
+)
 from gateway_llm.prices import NANO_PER_USD, Prices
 from gateway_server.access.database import Database
 from gateway_server.access.keys import KeyRow, KeyStore
@@ -26,6 +36,8 @@ from gateway_server.access.records import KeySpec, LimitFields, Period, Principa
 from gateway_server.access.usage import UsageRecord, UsageRecorder
 
 __all__ = ["AccessControl", "caller_limits", "period_of", "period_start"]
+
+log = structlog.get_logger("gateway.access")
 
 
 def period_of(period: Period, wall: float) -> tuple[str, float]:
@@ -102,6 +114,11 @@ class AccessControl:
                                    max_pending=storage.max_pending, on_drop=on_drop,
                                    on_error=on_error)
         self._charges: dict[str, _CachedCharge] = {}
+        self.fail_open = rl.fail_open
+        # Where max_sandboxes is counted when no limiter runs (it always does with keys on).
+        self._own_slots = MemoryLimitStore()
+        # Sandbox id -> the max_sandboxes slots it holds (given back when it ends).
+        self._slots: dict[str, list[str]] = {}
         # Sandbox id -> the caller that created it (sandboxes live in this process).
         self.owners: dict[str, Principal] = {}
         # Sandbox id -> its reserved lifetime: (limits, seconds, created at, monotonic).
@@ -199,20 +216,38 @@ class AccessControl:
             return True
         return principal.sees(self.owners.get(sandbox_id))
 
-    def check_sandbox_count(self, principal: Principal) -> None:
-        """At most ``max_sandboxes`` of the key's (and of its team's) at once."""
+    async def hold_sandbox(self, principal: Principal, store: LimitStore | None) -> list[str]:
+        """One of the caller's ``max_sandboxes`` (the key's and its team's), counted in the
+        limit store across every worker and replica; 429 past it. The slots to give back
+        (``let_go_sandbox``) when the sandbox ends or its create fails."""
         if not principal.limited:
-            return
-        for kind, ident, spec in (("key", principal.key_id, principal.key),
-                                  ("team", principal.team_id, principal.team)):
-            if spec is None or ident is None or spec.max_sandboxes is None:
-                continue
-            have = sum(1 for p in self.owners.values()
-                       if (p.key_id if kind == "key" else p.team_id) == ident)
-            if have >= spec.max_sandboxes:
-                raise RateLimited(
-                    f"The {kind} '{ident}' has {have} sandboxes, its max_sandboxes; delete "
-                    "one first.", param="max_sandboxes", code="sandbox_quota_exceeded")
+            return []
+        slots = [Slot(f"{kind}:{ident}:sandboxes", spec.max_sandboxes, f"{kind} '{ident}'")
+                 for kind, ident, spec in (("key", principal.key_id, principal.key),
+                                           ("team", principal.team_id, principal.team))
+                 if spec is not None and ident is not None and spec.max_sandboxes is not None]
+        if not slots:
+            return []
+        keys = [slot.key for slot in slots]
+        store = store or self._own_slots
+        try:
+            full = await store.hold(slots)
+        except LimitStoreUnavailable as exc:
+            _store_down(exc, self.fail_open, "max_sandboxes")
+            if not self.fail_open:
+                await store.let_go(keys)
+                raise _unavailable() from None
+            return keys  # counted by this process, and told to Redis once it answers
+        if full is not None:
+            index, have = full
+            raise RateLimited(
+                f"The {slots[index].owner} has {have} sandboxes, its max_sandboxes; delete "
+                "one first.", param="max_sandboxes", code="sandbox_quota_exceeded")
+        return keys
+
+    async def let_go_sandbox(self, keys: list[str], store: LimitStore | None) -> None:
+        if keys:
+            await (store or self._own_slots).let_go(keys)
 
     async def reserve_sandbox_seconds(self, principal: Principal, seconds: float,
                                       store: LimitStore | None) -> list[Limit]:
@@ -233,8 +268,9 @@ class AccessControl:
         if not limits:
             return []
         cost = max(1, round(seconds))
-        await _take_seconds(store, limits, cost, f"A sandbox of {cost} s",
-                            "max_sandbox_seconds")
+        if not await _take_seconds(store, limits, cost, f"A sandbox of {cost} s",
+                                   "max_sandbox_seconds", self.fail_open):
+            return []
         return limits
 
     async def extend_sandbox(self, sandbox_id: str, timeout_s: float,
@@ -250,9 +286,14 @@ class AccessControl:
         extra = round(time.monotonic() - started + timeout_s) - reserved
         if extra <= 0:
             return
-        await _take_seconds(store, limits, extra, f"{extra} s more of sandbox life",
-                            "timeout")
-        self._lifetimes[sandbox_id] = (limits, reserved + extra, started)
+        if await _take_seconds(store, limits, extra, f"{extra} s more of sandbox life",
+                               "timeout", self.fail_open):
+            self._lifetimes[sandbox_id] = (limits, reserved + extra, started)
+
+    def holds(self, sandbox_id: str, slots: list[str]) -> None:
+        """The sandbox holds these max_sandboxes slots until it ends."""
+        if slots:
+            self._slots[sandbox_id] = slots
 
     def created_sandbox(self, principal: Principal | None, sandbox_id: str,
                         reserved: list[Limit], timeout_s: float) -> None:
@@ -309,6 +350,7 @@ class AccessControl:
         """Revoke the sandbox's child key; give back the unused part of its reserved
         lifetime."""
         self.owners.pop(sandbox_id, None)
+        await self.let_go_sandbox(self._slots.pop(sandbox_id, []), store)
         child = self._children.pop(sandbox_id, None)
         if child is not None:
             await self.keys.revoke_key(child)
@@ -321,9 +363,27 @@ class AccessControl:
             await store.adjust(limits, [-unused] * len(limits))
 
 
+def _store_down(exc: LimitStoreUnavailable, fail_open: bool, quota: str) -> None:
+    log.warning("sandbox_quota_unchecked" if fail_open else "sandbox_quota_refused",
+                quota=quota, error=str(exc), fail_open=fail_open)
+
+
+def _unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable("The rate-limit store is unavailable; try again shortly.",
+                              code="ratelimit_store_unavailable", headers={"retry-after": "1"})
+
+
 async def _take_seconds(store: LimitStore, limits: list[Limit], seconds: int, what: str,
-                        param: str) -> None:
-    decision = await store.reserve(limits, [seconds] * len(limits))
+                        param: str, fail_open: bool) -> bool:
+    """Take ``seconds`` from the quotas (429 past them). False: the store is down and
+    ``fail_open`` lets the sandbox go on without them (503 otherwise)."""
+    try:
+        decision = await store.reserve(limits, [seconds] * len(limits))
+    except LimitStoreUnavailable as exc:
+        _store_down(exc, fail_open, "max_sandbox_seconds")
+        if fail_open:
+            return False
+        raise _unavailable() from None
     if not decision.admitted:
         limit = limits[decision.denied_index]
         when = f"; it resets at {iso_utc(limit.resets_at)}" if limit.resets_at else ""
@@ -331,3 +391,4 @@ async def _take_seconds(store: LimitStore, limits: list[Limit], seconds: int, wh
             f"{what} would pass the max_sandbox_seconds of {limit.owner} "
             f"({limit.amount} s per {limit.label}){when}.", param=param,
             code="sandbox_quota_exceeded")
+    return True

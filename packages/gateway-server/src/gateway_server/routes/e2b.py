@@ -353,13 +353,17 @@ def routes(cfg: E2BConfig) -> list[BaseRoute]:
                                      param="allow_internet_access")
             allow = _network_allow(manager, req.network)
             timeout = default_timeout if req.timeout is None else req.timeout
-            sandbox_access.check_quota(request)
-            runtime, template = api.resolve(manager, req.template_id)
-            sb = await manager.create(runtime, timeout_s=timeout,
-                                      env=req.env_vars, metadata=req.metadata,
-                                      on_timeout="pause" if req.auto_pause else "delete",
-                                      template=template, network=allow)
-            await sandbox_access.created(request, manager, sb)
+            slots = await sandbox_access.hold_quota(request)
+            try:
+                runtime, template = api.resolve(manager, req.template_id)
+                sb = await manager.create(runtime, timeout_s=timeout,
+                                          env=req.env_vars, metadata=req.metadata,
+                                          on_timeout="pause" if req.auto_pause else "delete",
+                                          template=template, network=allow)
+            except BaseException:
+                await sandbox_access.not_created(request, None, slots)
+                raise
+            await sandbox_access.created(request, manager, sb, slots=slots)
             return _json(api.created(sb), 201)
         return create_sandbox
 

@@ -157,21 +157,22 @@ async def _last(events: AsyncGenerator[OutputChunk | ExecResult, None]) -> ExecR
 async def create_sandbox(request: Request) -> Response:
     manager = _manager(request)
     req = await _decode(_create_decoder, request)
-    sandbox_access.check_quota(request)
-    child, child_env = await sandbox_access.child_key(request, manager, req.llm)
-    network = None if req.network is None else req.network.allow
-    if child is not None and sandbox_access.routes_gateway(manager):
-        network = sandbox_access.network_with_gateway(manager, network)
+    slots = await sandbox_access.hold_quota(request)
+    child = None
     try:
+        child, child_env = await sandbox_access.child_key(request, manager, req.llm)
+        network = None if req.network is None else req.network.allow
+        if child is not None and sandbox_access.routes_gateway(manager):
+            network = sandbox_access.network_with_gateway(manager, network)
         sb = await manager.create(req.runtime, timeout_s=req.timeout_s,
                                   env={**(req.env or {}), **child_env} if child_env else req.env,
                                   metadata=req.metadata, on_timeout=req.on_timeout,
                                   cpus=req.cpus, memory_mb=req.memory_mb, disk_mb=req.disk_mb,
                                   template=req.template, network=network)
     except BaseException:
-        await sandbox_access.not_created(request, child)
+        await sandbox_access.not_created(request, child, slots)
         raise
-    await sandbox_access.created(request, manager, sb, child)
+    await sandbox_access.created(request, manager, sb, child, slots)
     return _json(sb.info(), 201)
 
 
