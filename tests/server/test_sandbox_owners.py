@@ -32,24 +32,10 @@ def upstream() -> Iterator[FakeUpstream]:
 @pytest.fixture
 async def gateway(state_dir: Path,  # noqa: F811
                   upstream: FakeUpstream) -> AsyncIterator[httpx.AsyncClient]:
-    db = Path(tempfile.mkdtemp(prefix="agw-owners-")) / "gw.db"
-    config = parse_config({
-        "server": {"admin_keys": [ADMIN], "e2b": {"enabled": True},
-                   "sandbox_gateway_url": "http://gateway.sandbox.test"},
-        "storage": {"url": f"sqlite:///{db}", "flush_interval_s": 0.1},
-        "llm": {"providers": {"local": {"kind": "openai", "base_url": upstream.openai_base_url,
-                                        "api_key": OPENAI_KEY}},
-                "models": {"m1": {"provider": "local"}, "m2": {"provider": "local"}}},
-        "sandbox": {"backend": "process", "state_dir": str(state_dir),
-                    "pool": {"min_ready": 1, "max_total": 4}},
-    })
-    async for url in serve_app(config):
-        async with httpx.AsyncClient(base_url=url, timeout=60,
-                                     headers={"authorization": f"Bearer {ADMIN}"}) as client:
-            ready = (await client.get("/health/ready")).json()
-            if not ready["sandbox"]["available"]:
-                pytest.skip(f"sandboxes unavailable here: {ready['sandbox']['reason']}")
-            yield client
+    async for client in _app(state_dir, upstream, server={
+            "e2b": {"enabled": True}, "sandbox_gateway_url": "http://gateway.sandbox.test"},
+            models=("m1", "m2"), min_ready=1):
+        yield client
 
 
 async def _key(admin: httpx.AsyncClient, **spec: object) -> dict[str, str]:
@@ -238,7 +224,7 @@ async def test_max_sandboxes_holds_for_creates_at_once(
     """The quota is taken before the sandbox is made: three creates at once with
     max_sandboxes = 1, none ready in the pool (so each create waits for a boot), make one
     sandbox. The count used to be checked before any of them was recorded."""
-    async for admin in _app(state_dir, upstream, {}):
+    async for admin in _app(state_dir, upstream):
         one = await _key(admin, max_sandboxes=1)
         got = await asyncio.gather(*(admin.post("/v1/sandboxes", json={"runtime": "python"},
                                                 headers=one) for _ in range(3)))
@@ -248,18 +234,20 @@ async def test_max_sandboxes_holds_for_creates_at_once(
 
 
 async def _app(state_dir: Path, upstream: FakeUpstream,  # noqa: F811
-               rate_limit: dict[str, object]) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with keys and sandboxes (none kept ready), as the admin sees it."""
+               rate_limit: dict[str, object] | None = None, *,
+               server: dict[str, object] | None = None, models: tuple[str, ...] = ("m1",),
+               min_ready: int = 0) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with keys and sandboxes, as the admin sees it."""
     db = Path(tempfile.mkdtemp(prefix="agw-owners-")) / "gw.db"
     config = parse_config({
-        "server": {"admin_keys": [ADMIN]},
+        "server": {"admin_keys": [ADMIN], **(server or {})},
         "storage": {"url": f"sqlite:///{db}", "flush_interval_s": 0.1},
-        "rate_limit": rate_limit,
+        "rate_limit": rate_limit or {},
         "llm": {"providers": {"local": {"kind": "openai", "base_url": upstream.openai_base_url,
                                         "api_key": OPENAI_KEY}},
-                "models": {"m1": {"provider": "local"}}},
+                "models": {m: {"provider": "local"} for m in models}},
         "sandbox": {"backend": "process", "state_dir": str(state_dir),
-                    "pool": {"min_ready": 0, "max_total": 4}},
+                    "pool": {"min_ready": min_ready, "max_total": 4}},
     })
     async for url in serve_app(config):
         async with httpx.AsyncClient(base_url=url, timeout=60,
