@@ -17,7 +17,7 @@ import pytest
 from gateway_core.config import parse_config
 from tests.fakes.upstream import OPENAI_KEY, FakeUpstream, Reply
 from tests.gateway_process import free_port
-from tests.server.test_sandboxes_api import serve_app
+from tests.server.test_sandboxes_api import serve_as_admin
 
 pytestmark = pytest.mark.timeout(180)
 ADMIN = "adm-sandbox-llm"
@@ -66,13 +66,8 @@ async def gateway(state_dir: Path, upstream: FakeUpstream) -> AsyncIterator[http
                     "pool": {"min_ready": 0, "max_total": 2}},
     })
     # On the configured port: the egress proxy routes the sandbox's gateway name there.
-    async for url in serve_app(config, config.server.port):
-        async with httpx.AsyncClient(base_url=url, timeout=60,
-                                     headers={"authorization": f"Bearer {ADMIN}"}) as client:
-            ready = (await client.get("/health/ready")).json()
-            if not ready["sandbox"]["available"]:
-                pytest.skip(f"sandboxes unavailable here: {ready['sandbox']['reason']}")
-            yield client
+    async for client in serve_as_admin(config, ADMIN, config.server.port):
+        yield client
 
 
 async def test_code_inside_calls_the_gateway_with_its_child_key(

@@ -18,7 +18,7 @@ import pytest
 from gateway_core.config import parse_config
 from tests.fakes.upstream import OPENAI_KEY, FakeUpstream, Reply
 from tests.gateway_process import free_port
-from tests.server.test_sandboxes_api import serve_app, state_dir  # noqa: F401 - a fixture
+from tests.server.test_sandboxes_api import serve_as_admin, state_dir  # noqa: F401 - a fixture
 
 ADMIN = "adm-sandboxes"
 
@@ -249,13 +249,8 @@ async def _app(state_dir: Path, upstream: FakeUpstream,  # noqa: F811
         "sandbox": {"backend": "process", "state_dir": str(state_dir),
                     "pool": {"min_ready": min_ready, "max_total": 4}},
     })
-    async for url in serve_app(config):
-        async with httpx.AsyncClient(base_url=url, timeout=60,
-                                     headers={"authorization": f"Bearer {ADMIN}"}) as admin:
-            ready = (await admin.get("/health/ready")).json()
-            if not ready["sandbox"]["available"]:
-                pytest.skip(f"sandboxes unavailable here: {ready['sandbox']['reason']}")
-            yield admin
+    async for admin in serve_as_admin(config, ADMIN):
+        yield admin
 
 
 @pytest.mark.parametrize("fail_open", [True, False])

@@ -60,6 +60,19 @@ async def serve_app(config: Config, port: int | None = None) -> AsyncIterator[st
         await asyncio.wait_for(task, 60)
 
 
+
+async def serve_as_admin(config: Config, admin_key: str,
+                         port: int | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """``serve_app`` with a client holding ``admin_key``; skips when sandboxes are
+    unavailable on this machine."""
+    async for url in serve_app(config, port):
+        async with httpx.AsyncClient(base_url=url, timeout=60,
+                                     headers={"authorization": f"Bearer {admin_key}"}) as client:
+            ready = (await client.get("/health/ready")).json()
+            if not ready["sandbox"]["available"]:
+                pytest.skip(f"sandboxes unavailable here: {ready['sandbox']['reason']}")
+            yield client
+
 @pytest.fixture
 def state_dir() -> AsyncIterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="agw-api-test-"))

@@ -219,8 +219,7 @@ class MemoryLimitStore:
         return None if denied is None else (denied, self.slots.held(slots[denied].key))
 
     async def let_go(self, keys: Sequence[str]) -> None:
-        self.slots.give(keys)
-        self.slots.published(keys, self.slots.seq)  # nothing to publish: drop the zeros
+        self.slots.give(keys, keep_zeros=False)  # nobody else to tell
 
     def health(self) -> dict[str, object]:
         return {"backend": "memory", "healthy": True}

@@ -47,11 +47,17 @@ class HeldSlots:
             self.counts[slot.key] = self.counts.get(slot.key, 0) + 1
         return None
 
-    def give(self, keys: Sequence[str]) -> None:
+    def give(self, keys: Sequence[str], *, keep_zeros: bool = True) -> None:
+        """One of each back; a count down to 0 stays (for Redis to be told) unless not
+        ``keep_zeros``."""
         for key in keys:
             left = self.counts.get(key, 0)
-            if left > 0:
+            if left == 0:
+                continue  # none held (a second let-go): nothing to give
+            if left > 1 or keep_zeros:
                 self.counts[key] = left - 1
+            else:
+                del self.counts[key]
 
     def held(self, key: str) -> int:
         return self.counts.get(key, 0)

@@ -25,7 +25,6 @@ from gateway_llm.limiter import (
     Limit,
     LimitStore,
     LimitStoreUnavailable,
-    MemoryLimitStore,
     Slot,
     iso_utc,
 )
@@ -115,8 +114,6 @@ class AccessControl:
                                    on_error=on_error)
         self._charges: dict[str, _CachedCharge] = {}
         self.fail_open = rl.fail_open
-        # Where max_sandboxes is counted when no limiter runs (it always does with keys on).
-        self._own_slots = MemoryLimitStore()
         # Sandbox id -> the max_sandboxes slots it holds (given back when it ends).
         self._slots: dict[str, list[str]] = {}
         # Sandbox id -> the caller that created it (sandboxes live in this process).
@@ -220,7 +217,7 @@ class AccessControl:
         """One of the caller's ``max_sandboxes`` (the key's and its team's), counted in the
         limit store across every worker and replica; 429 past it. The slots to give back
         (``let_go_sandbox``) when the sandbox ends or its create fails."""
-        if not principal.limited:
+        if not principal.limited or store is None:  # no store: no keys, nothing limited
             return []
         slots = [Slot(f"{kind}:{ident}:sandboxes", spec.max_sandboxes, f"{kind} '{ident}'")
                  for kind, ident, spec in (("key", principal.key_id, principal.key),
@@ -229,7 +226,6 @@ class AccessControl:
         if not slots:
             return []
         keys = [slot.key for slot in slots]
-        store = store or self._own_slots
         try:
             full = await store.hold(slots)
         except LimitStoreUnavailable as exc:
@@ -246,8 +242,8 @@ class AccessControl:
         return keys
 
     async def let_go_sandbox(self, keys: list[str], store: LimitStore | None) -> None:
-        if keys:
-            await (store or self._own_slots).let_go(keys)
+        if keys and store is not None:
+            await store.let_go(keys)
 
     async def reserve_sandbox_seconds(self, principal: Principal, seconds: float,
                                       store: LimitStore | None) -> list[Limit]:
