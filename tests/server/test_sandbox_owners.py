@@ -233,6 +233,23 @@ async def test_max_sandboxes_holds_for_creates_at_once(
         assert (await admin.delete(f"/v1/sandboxes/{made}", headers=one)).status_code == 204
 
 
+
+async def test_the_e2b_sdk_sees_max_sandboxes_as_its_rate_limit(
+        gateway: httpx.AsyncClient) -> None:
+    """The official e2b SDK's create, as a key with max_sandboxes = 1: the second create
+    raises the SDK's RateLimitException carrying the gateway's message; once the first is
+    killed a create succeeds again."""
+    e2b = pytest.importorskip("e2b")
+    one = await _key(gateway, max_sandboxes=1)
+    opts = {"api_key": one["authorization"].removeprefix("Bearer "),
+            "api_url": str(gateway.base_url).rstrip("/") + "/e2b"}
+    first = await e2b.AsyncSandbox.create("base", **opts)
+    with pytest.raises(e2b.RateLimitException, match="max_sandboxes"):
+        await e2b.AsyncSandbox.create("base", **opts)
+    await first.kill()
+    again = await e2b.AsyncSandbox.create("base", **opts)
+    await again.kill()
+
 async def _app(state_dir: Path, upstream: FakeUpstream,  # noqa: F811
                rate_limit: dict[str, object] | None = None, *,
                server: dict[str, object] | None = None, models: tuple[str, ...] = ("m1",),
