@@ -1,9 +1,11 @@
 """The usage recorder against a database that is not there: records wait in memory up to
 max_pending (the oldest dropped beyond, counted), it says it cannot record, and the report
-of a real SQLite database sums and ranks latencies per group."""
+of a real SQLite database sums and ranks latencies per group; a flush waits for the batch
+being written, and a stop lets it finish."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
@@ -52,6 +54,49 @@ async def _bounded(db: Database) -> None:
         await recorder.aclose(timeout_s=2.0)
         await db.aclose()
 
+
+
+async def test_a_flush_waits_for_the_batch_being_written(tmp_path: Path) -> None:
+    """The admin API flushes before it reads spend. With the recorder's own flush in the
+    middle of a batch (taken out of the queue, not yet committed), that flush used to find
+    the queue empty and return at once, and the read missed the batch (seen in CI: a key's
+    spend said 3 requests of 4)."""
+    db = Database(f"sqlite:///{tmp_path / 'u.db'}")
+    await db.start()
+    recorder = UsageRecorder(db, flush_interval_s=3600)
+    try:
+        for i in range(20):
+            recorder.record(_record(i))
+        writing = asyncio.create_task(recorder.flush())
+        await asyncio.sleep(0)  # it takes the batch and waits for the database
+        assert recorder.pending == 0 and not writing.done()
+        assert await recorder.flush() is True
+        assert writing.done()  # returned only once the batch it found in flight was written
+        assert (await recorder.report()).data[0].requests == 20
+        assert await writing is True
+    finally:
+        await recorder.aclose(timeout_s=2.0)
+        await db.aclose()
+
+
+async def test_a_stop_does_not_cut_a_batch_being_written(tmp_path: Path) -> None:
+    """A graceful stop while the recorder's task is writing a batch: that batch reaches
+    the database (the task used to be cancelled in the middle of it, losing it)."""
+    db = Database(f"sqlite:///{tmp_path / 'u.db'}")
+    await db.start()
+    recorder = UsageRecorder(db, flush_interval_s=0.01)
+    await recorder.start()
+    for i in range(50):
+        recorder.record(_record(i))
+    while recorder.pending:  # noqa: ASYNC110 - until the task takes the batch out of the queue
+        await asyncio.sleep(0)
+    await recorder.aclose(timeout_s=10.0)
+    try:
+        with sa.create_engine(f"sqlite:///{tmp_path / 'u.db'}").connect() as conn:
+            count = conn.execute(sa.select(sa.func.count()).select_from(usage)).scalar()
+        assert count == 50
+    finally:
+        await db.aclose()
 
 @contextlib.contextmanager
 def _database_url(backend: str, tmp_path: Path) -> Iterator[str]:

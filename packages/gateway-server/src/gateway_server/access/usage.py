@@ -137,6 +137,9 @@ class UsageRecorder:
         self.written = 0
         self.last_error: str | None = None
         self._closing = False
+        # One flush at a time: a flush waits for the one writing, so that when it returns
+        # every record made before it was called is in the database (or still kept).
+        self._flushing = asyncio.Lock()
 
     @property
     def pending(self) -> int:
@@ -172,7 +175,13 @@ class UsageRecorder:
             await self.flush()
 
     async def flush(self) -> bool:
-        """Write what waits, batch by batch; False (records kept) when the database fails."""
+        """Write what waits, batch by batch; False (records kept) when the database fails.
+        A flush already writing is waited for first: the records it took out of the queue
+        are not in it any more, but not in the database yet either."""
+        async with self._flushing:
+            return await self._write_pending()
+
+    async def _write_pending(self) -> bool:
         while self._pending:
             batch = [self._pending.popleft()
                      for _ in range(min(self.batch_size, len(self._pending)))]
@@ -209,10 +218,14 @@ class UsageRecorder:
         self._closing = True
         self._wake.set()
         if self._task is not None:
+            # Woken and closing, it ends after the batch it may be writing; cancelled in
+            # the middle of one, that batch would be lost.
             task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            done, _ = await asyncio.wait({task}, timeout=timeout_s)
+            if not done:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         try:
             async with asyncio.timeout(timeout_s):
                 await self.flush()
